@@ -1,0 +1,67 @@
+// The one interface every inference engine implements (llama.cpp, MLX, Ollama).
+import type {
+  ChatMessage,
+  EngineName,
+  FinishReason,
+  ModelInfo,
+  SamplingParams,
+  Usage,
+} from "../../schema/protocol.ts";
+
+export interface GenerationRequest {
+  model: string;
+  /** Exactly one of prompt (raw completion) or messages (rendered with the model's chat template). */
+  prompt?: string;
+  messages?: ChatMessage[];
+  params: SamplingParams;
+}
+
+/** One streamed piece of output: text and the number of tokens it took. */
+export interface GenerationPiece {
+  text: string;
+  tokens: number;
+}
+
+export interface GenerationResult {
+  finishReason: FinishReason;
+  usage: Usage;
+}
+
+/**
+ * An async iterable of pieces whose `result` resolves once iteration ends (normally, at a stop
+ * sequence, at max tokens, or because the AbortSignal fired; then finishReason is "cancelled").
+ */
+export interface Generation extends AsyncIterable<GenerationPiece> {
+  readonly result: Promise<GenerationResult>;
+}
+
+export interface Engine {
+  readonly name: EngineName;
+  /** Models this engine can serve now. */
+  listModels(): Promise<ModelInfo[]>;
+  load(model: string): Promise<ModelInfo>;
+  unload(model: string): Promise<void>;
+  generate(request: GenerationRequest, signal: AbortSignal): Generation;
+  /** Release every native resource; the engine is unusable afterwards. */
+  close(): Promise<void>;
+}
+
+/** Stable engine error codes; the agent maps them to protocol error frames in one place. */
+export type EngineErrorCode =
+  | "MODEL_NOT_FOUND"
+  | "MODEL_LOAD_FAILED"
+  | "CONTEXT_OVERFLOW"
+  | "ENGINE_ERROR"
+  | "INVALID_REQUEST";
+
+export class EngineError extends Error {
+  constructor(
+    readonly code: EngineErrorCode,
+    message: string,
+    readonly retryable = false,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "EngineError";
+  }
+}

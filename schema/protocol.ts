@@ -1,0 +1,268 @@
+// WebSocket frames between a node agent and its pool's AgentHub, validated with zod on both ends.
+// PROTOCOL.md beside this file describes the order of frames and what each close code means.
+import { z } from "zod";
+
+export const PROTOCOL_VERSION = 1;
+
+/** Largest text frame either side accepts; anything bigger closes the socket with PROTOCOL_ERROR. */
+export const MAX_FRAME_BYTES = 1024 * 1024;
+
+/** Heartbeat strings answered by the hub's WebSocket auto-response, so a ping never wakes it. */
+export const HEARTBEAT_PING = "ping";
+export const HEARTBEAT_PONG = "pong";
+
+/**
+ * Close codes owned by the protocol (4000–4999). Terminal codes mean "do not reconnect": retrying
+ * would fail the same way until a human changes something (token, revocation, agent version).
+ */
+export const CloseCode = {
+  /** A frame failed validation or arrived out of order. Reconnect. */
+  PROTOCOL_ERROR: 4000,
+  /** The agent's token was refused. Terminal. */
+  UNAUTHORIZED: 4001,
+  /** The agent's row in D1 is revoked. Terminal. */
+  REVOKED: 4002,
+  /** The agent speaks a protocol version the hub does not. Terminal. */
+  INCOMPATIBLE_VERSION: 4003,
+  /** A newer connection with the same agent id replaced this one. Terminal for this connection. */
+  SUPERSEDED: 4004,
+  /** No `hello` within the hub's deadline after the upgrade. Reconnect. */
+  HELLO_TIMEOUT: 4005,
+  /** The peer stopped answering heartbeats. Reconnect. */
+  HEARTBEAT_TIMEOUT: 4006,
+  /** The hub is restarting or being redeployed. Reconnect. */
+  GOING_AWAY: 4007,
+  /** The agent finished draining and leaves on purpose. Not reconnected by the agent itself. */
+  DRAINED: 4008,
+} as const;
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
+
+const TERMINAL_CLOSE_CODES: ReadonlySet<number> = new Set([
+  CloseCode.UNAUTHORIZED,
+  CloseCode.REVOKED,
+  CloseCode.INCOMPATIBLE_VERSION,
+  CloseCode.SUPERSEDED,
+  CloseCode.DRAINED,
+]);
+
+export function isTerminalCloseCode(code: number): boolean {
+  return TERMINAL_CLOSE_CODES.has(code);
+}
+
+const id = z.string().min(1).max(128);
+const modelName = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$/, "model names use letters, digits and . _ : / @ + -");
+export const ModelName = modelName;
+
+export const EngineName = z.enum(["llamacpp", "mlx", "ollama", "synthetic"]);
+export type EngineName = z.infer<typeof EngineName>;
+
+export const ModelInfo = z.object({
+  name: modelName,
+  engine: EngineName,
+  contextLength: z.number().int().positive().optional(),
+  loaded: z.boolean().default(true),
+});
+export type ModelInfo = z.infer<typeof ModelInfo>;
+
+/** Facts about the host the agent runs on, reported in `hello` and every `health`. */
+export const HostFacts = z.object({
+  platform: z.string().max(64),
+  arch: z.string().max(64),
+  cpus: z.number().int().nonnegative(),
+  cpuModel: z.string().max(256).optional(),
+  memoryTotalBytes: z.number().nonnegative(),
+  memoryFreeBytes: z.number().nonnegative(),
+  rssBytes: z.number().nonnegative().optional(),
+  loadAverage1m: z.number().nonnegative().optional(),
+  cpuPercent: z.number().nonnegative().optional(),
+  gpu: z.string().max(256).optional(),
+});
+export type HostFacts = z.infer<typeof HostFacts>;
+
+export const ChatRole = z.enum(["system", "user", "assistant"]);
+export const ChatMessage = z.object({ role: ChatRole, content: z.string() });
+export type ChatMessage = z.infer<typeof ChatMessage>;
+
+export const SamplingParams = z.object({
+  maxTokens: z.number().int().positive(),
+  temperature: z.number().min(0).max(2).optional(),
+  topP: z.number().gt(0).max(1).optional(),
+  seed: z.number().int().optional(),
+  stop: z.array(z.string().min(1)).max(8).optional(),
+});
+export type SamplingParams = z.infer<typeof SamplingParams>;
+
+export const FinishReason = z.enum(["stop", "length", "cancelled"]);
+export type FinishReason = z.infer<typeof FinishReason>;
+
+export const Usage = z.object({
+  promptTokens: z.number().int().nonnegative(),
+  completionTokens: z.number().int().nonnegative(),
+});
+export type Usage = z.infer<typeof Usage>;
+
+// ---- agent -> gateway ----
+
+export const HelloFrame = z.object({
+  type: z.literal("hello"),
+  protocol: z.number().int(),
+  agentId: id,
+  name: z.string().min(1).max(128).optional(),
+  agentVersion: z.string().max(64),
+  engines: z.array(EngineName).max(8),
+  models: z.array(ModelInfo).max(256),
+  capacity: z.number().int().positive().max(1024),
+  host: HostFacts,
+});
+
+export const HealthFrame = z.object({
+  type: z.literal("health"),
+  inFlight: z.number().int().nonnegative(),
+  queued: z.number().int().nonnegative(),
+  tokensPerSecond: z.number().nonnegative(),
+  models: z.array(ModelInfo).max(256).optional(),
+  host: HostFacts,
+});
+
+export const ChunkFrame = z.object({
+  type: z.literal("chunk"),
+  id,
+  text: z.string(),
+  tokens: z.number().int().nonnegative(),
+});
+
+export const DoneFrame = z.object({
+  type: z.literal("done"),
+  id,
+  finishReason: FinishReason,
+  usage: Usage,
+  timings: z.object({
+    firstTokenMs: z.number().nonnegative().nullable(),
+    totalMs: z.number().nonnegative(),
+  }),
+});
+
+/** Stable error codes an agent reports for one request. */
+export const AgentErrorCode = z.enum([
+  "MODEL_NOT_FOUND",
+  "MODEL_LOAD_FAILED",
+  "CONTEXT_OVERFLOW",
+  "AGENT_BUSY",
+  "AGENT_DRAINING",
+  "ENGINE_ERROR",
+  "CANCELLED",
+  "INVALID_REQUEST",
+]);
+export type AgentErrorCode = z.infer<typeof AgentErrorCode>;
+
+export const ErrorFrame = z.object({
+  type: z.literal("error"),
+  id,
+  code: AgentErrorCode,
+  message: z.string().max(2000),
+  retryable: z.boolean(),
+});
+
+export const LoadedFrame = z.object({ type: z.literal("loaded"), model: ModelInfo });
+export const UnloadedFrame = z.object({ type: z.literal("unloaded"), model: modelName });
+export const DrainingFrame = z.object({
+  type: z.literal("draining"),
+  /** How long the agent will keep finishing in-flight work before it closes. */
+  deadlineMs: z.number().int().nonnegative(),
+});
+
+export const AgentFrame = z.discriminatedUnion("type", [
+  HelloFrame,
+  HealthFrame,
+  ChunkFrame,
+  DoneFrame,
+  ErrorFrame,
+  LoadedFrame,
+  UnloadedFrame,
+  DrainingFrame,
+]);
+export type AgentFrame = z.infer<typeof AgentFrame>;
+export type HelloFrame = z.infer<typeof HelloFrame>;
+export type HealthFrame = z.infer<typeof HealthFrame>;
+export type ChunkFrame = z.infer<typeof ChunkFrame>;
+export type DoneFrame = z.infer<typeof DoneFrame>;
+export type ErrorFrame = z.infer<typeof ErrorFrame>;
+
+// ---- gateway -> agent ----
+
+export const WelcomeFrame = z.object({
+  type: z.literal("welcome"),
+  protocol: z.number().int(),
+  agentId: id,
+  sessionId: id,
+  pool: z.string(),
+  /** How often the agent sends HEARTBEAT_PING; it treats a missing pong within one interval as death. */
+  heartbeatIntervalMs: z.number().int().positive(),
+  healthIntervalMs: z.number().int().positive(),
+});
+
+export const GenerateFrame = z
+  .object({
+    type: z.literal("generate"),
+    id,
+    model: modelName,
+    /** Either a raw prompt (completion) or chat messages rendered with the model's chat template. */
+    prompt: z.string().optional(),
+    messages: z.array(ChatMessage).min(1).optional(),
+    params: SamplingParams,
+    /** Epoch ms after which the agent should stop; the hub cancels at the same time. */
+    deadline: z.number().int().positive().optional(),
+  })
+  .refine((f) => (f.prompt === undefined) !== (f.messages === undefined), {
+    message: "exactly one of prompt or messages",
+  });
+
+export const CancelFrame = z.object({
+  type: z.literal("cancel"),
+  id,
+  reason: z.enum(["client_disconnected", "deadline", "hub_shutdown", "superseded"]),
+});
+
+export const LoadFrame = z.object({ type: z.literal("load"), model: modelName });
+export const UnloadFrame = z.object({ type: z.literal("unload"), model: modelName });
+
+export const GatewayFrame = z.discriminatedUnion("type", [
+  WelcomeFrame,
+  GenerateFrame,
+  CancelFrame,
+  LoadFrame,
+  UnloadFrame,
+]);
+export type GatewayFrame = z.infer<typeof GatewayFrame>;
+export type WelcomeFrame = z.infer<typeof WelcomeFrame>;
+export type GenerateFrame = z.infer<typeof GenerateFrame>;
+export type CancelFrame = z.infer<typeof CancelFrame>;
+
+export type FrameParseResult<T> = { ok: true; frame: T } | { ok: false; reason: string };
+
+function parseFrame<T>(schema: z.ZodType<T>, raw: string | ArrayBuffer): FrameParseResult<T> {
+  if (typeof raw !== "string") return { ok: false, reason: "binary frames are not part of the protocol" };
+  if (raw.length > MAX_FRAME_BYTES) return { ok: false, reason: "frame too large" };
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    return { ok: false, reason: "frame is not JSON" };
+  }
+  const result = schema.safeParse(json);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    return {
+      ok: false,
+      reason: `invalid frame: ${issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : "unknown"}`,
+    };
+  }
+  return { ok: true, frame: result.data };
+}
+
+export const parseAgentFrame = (raw: string | ArrayBuffer) => parseFrame(AgentFrame, raw);
+export const parseGatewayFrame = (raw: string | ArrayBuffer) => parseFrame(GatewayFrame, raw);
