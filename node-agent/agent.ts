@@ -1,0 +1,585 @@
+// The agent's session logic: turns gateway frames into engine calls and engine output into
+// coalesced `chunk` frames, keeps the in-flight table (capacity, cancel, deadlines), reports
+// health, and drains gracefully. The socket itself lives in connection.ts.
+import { readFileSync } from "node:fs";
+import {
+  type AgentErrorCode,
+  type AgentFrame,
+  CloseCode,
+  type ErrorFrame,
+  type GenerateFrame,
+  type HostFacts,
+  PROTOCOL_VERSION,
+  parseGatewayFrame,
+  type Usage,
+  type WelcomeFrame,
+} from "../schema/protocol.ts";
+import { type BackoffOptions, Connection, type ConnectionEnd, ExitCode, type Link } from "./connection.ts";
+import { type Engine, EngineError, type GenerationPiece, type GenerationResult } from "./engines/engine.ts";
+import { HostFactsSampler } from "./health.ts";
+import { errorMessage, type Logger, silentLogger } from "./log.ts";
+
+export const AGENT_VERSION: string = (() => {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+      version?: unknown;
+    };
+    return typeof pkg.version === "string" ? pkg.version : "0.0.0";
+  } catch {
+    return "0.0.0";
+  }
+})();
+
+export interface AgentOptions {
+  engine: Engine;
+  /** ws(s)://…/agents/connect */
+  gatewayUrl: string;
+  token: string;
+  /** The token's `sub`. */
+  agentId: string;
+  name?: string;
+  agentVersion?: string;
+  /** Concurrent generations; one more is refused with AGENT_BUSY. Default 4. */
+  capacity?: number;
+  /** Coalescing window for chunk frames, from the first unflushed piece. Default 16. */
+  flushMs?: number;
+  /** Flush a chunk as soon as this many bytes are buffered. Default 4096. */
+  flushBytes?: number;
+  /** Stop pulling from the engine while the socket buffers more than this. Default 1 MiB. */
+  maxBufferedBytes?: number;
+  /** How long drain() waits for in-flight work before aborting it. Default 30000. */
+  drainTimeoutMs?: number;
+  backoff?: BackoffOptions;
+  /** A connection up this long after `welcome` resets the backoff. Default 10000. */
+  stableAfterMs?: number;
+  handshakeTimeoutMs?: number;
+  /** Drop and redial a socket the hub has not welcomed this long after it opened. Default 10000. */
+  welcomeTimeoutMs?: number;
+  logger?: Logger;
+  /** Host facts for hello/health. Default: HostFactsSampler. */
+  hostFacts?: () => HostFacts;
+  random?: () => number;
+}
+
+export type AgentExit = ConnectionEnd;
+
+export interface AgentStats {
+  /** Gateway frames that failed validation and were ignored. */
+  malformedFrames: number;
+  generationsStarted: number;
+  generationsFinished: number;
+  refusedBusy: number;
+  refusedDraining: number;
+}
+
+/** Why a generation was aborted; decides what, if anything, the agent still sends for it. */
+type AbortCause = "cancel" | "deadline" | "disconnect" | "drain" | "stop";
+
+interface InFlight {
+  id: string;
+  link: Link;
+  controller: AbortController;
+  cause?: AbortCause;
+  aborted: Promise<void>;
+}
+
+/** How long a cancelled generation's usage is awaited before the agent reports its own count. */
+const CANCEL_USAGE_GRACE_MS = 2_000;
+/** setTimeout's largest delay; longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export class Agent {
+  readonly stats: AgentStats = {
+    malformedFrames: 0,
+    generationsStarted: 0,
+    generationsFinished: 0,
+    refusedBusy: 0,
+    refusedDraining: 0,
+  };
+
+  private readonly engine: Engine;
+  private readonly connection: Connection;
+  private readonly log: Logger;
+  private readonly capacity: number;
+  private readonly flushMs: number;
+  private readonly flushBytes: number;
+  private readonly maxBufferedBytes: number;
+  private readonly drainTimeoutMs: number;
+  private readonly hostFacts: () => HostFacts;
+
+  private readonly inFlightTable = new Map<string, InFlight>();
+  private readonly slotWaiters = new Set<() => void>();
+  private currentLink: Link | undefined;
+  private healthTimer: NodeJS.Timeout | undefined;
+  private tokensSinceHealth = 0;
+  private lastHealthAt = performance.now();
+  private drainPromise: Promise<AgentExit> | undefined;
+  private isDraining = false;
+  private started: Promise<AgentExit> | undefined;
+
+  constructor(private readonly options: AgentOptions) {
+    if (options.capacity !== undefined && !(Number.isInteger(options.capacity) && options.capacity > 0)) {
+      throw new RangeError("capacity must be a positive integer");
+    }
+    this.engine = options.engine;
+    this.log = options.logger ?? silentLogger;
+    this.capacity = options.capacity ?? 4;
+    this.flushMs = options.flushMs ?? 16;
+    this.flushBytes = options.flushBytes ?? 4096;
+    this.maxBufferedBytes = options.maxBufferedBytes ?? 1024 * 1024;
+    this.drainTimeoutMs = options.drainTimeoutMs ?? 30_000;
+    this.hostFacts = options.hostFacts ?? sampler();
+    this.connection = new Connection(
+      {
+        url: options.gatewayUrl,
+        token: options.token,
+        ...(options.backoff ? { backoff: options.backoff } : {}),
+        ...(options.stableAfterMs === undefined ? {} : { stableAfterMs: options.stableAfterMs }),
+        ...(options.handshakeTimeoutMs === undefined
+          ? {}
+          : { handshakeTimeoutMs: options.handshakeTimeoutMs }),
+        ...(options.welcomeTimeoutMs === undefined ? {} : { welcomeTimeoutMs: options.welcomeTimeoutMs }),
+        ...(options.random ? { random: options.random } : {}),
+        logger: this.log,
+      },
+      {
+        onOpen: (link) => void this.sayHello(link),
+        onFrame: (data, link) => this.onFrame(data, link),
+        onClose: ({ link }) => this.onClose(link),
+      },
+    );
+  }
+
+  get inFlight(): number {
+    return this.inFlightTable.size;
+  }
+
+  get draining(): boolean {
+    return this.isDraining;
+  }
+
+  /** Connects and serves until drained, stopped, or refused for good. */
+  start(): Promise<AgentExit> {
+    this.started ??= this.connection.start().then((end) => {
+      this.stopHealth();
+      for (const entry of this.inFlightTable.values()) this.abort(entry, "stop");
+      return end;
+    });
+    return this.started;
+  }
+
+  /**
+   * Graceful leave: tell the hub, refuse new work, give in-flight generations drainTimeoutMs,
+   * abort the rest, then close with DRAINED.
+   */
+  drain(): Promise<AgentExit> {
+    this.drainPromise ??= this.runDrain();
+    return this.drainPromise;
+  }
+
+  /** Immediate leave: abort everything and close normally. */
+  async stop(): Promise<AgentExit> {
+    this.isDraining = true;
+    for (const entry of this.inFlightTable.values()) this.abort(entry, "stop");
+    const end = await this.connection.stop(1000, "agent stopping", ExitCode.OK);
+    await this.settled(1_000);
+    return end;
+  }
+
+  private async runDrain(): Promise<AgentExit> {
+    this.isDraining = true;
+    this.log.info("draining", { inFlight: this.inFlight, deadlineMs: this.drainTimeoutMs });
+    // In-flight work only ever lives on the current link: a closed link's generations are aborted.
+    if (this.currentLink) this.send(this.currentLink, { type: "draining", deadlineMs: this.drainTimeoutMs });
+    const finished = await this.settled(this.drainTimeoutMs);
+    if (!finished) {
+      this.log.warn("drain deadline reached; aborting in-flight work", { inFlight: this.inFlight });
+      for (const entry of this.inFlightTable.values()) this.abort(entry, "drain");
+      await this.settled(CANCEL_USAGE_GRACE_MS);
+    }
+    const end = await this.connection.stop(CloseCode.DRAINED, "drained", ExitCode.OK);
+    this.log.info("drained", { exitCode: end.exitCode });
+    return end;
+  }
+
+  /** Waits until nothing is in flight or `timeoutMs` passed; true if nothing is in flight. */
+  private async settled(timeoutMs: number): Promise<boolean> {
+    const deadline = performance.now() + timeoutMs;
+    while (this.inFlightTable.size > 0) {
+      const left = deadline - performance.now();
+      if (left <= 0) return false;
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          this.slotWaiters.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, left);
+        this.slotWaiters.add(wake);
+      });
+    }
+    return true;
+  }
+
+  private async sayHello(link: Link): Promise<void> {
+    this.currentLink = link;
+    let models: Awaited<ReturnType<Engine["listModels"]>> = [];
+    try {
+      models = (await this.engine.listModels()).slice(0, 256);
+    } catch (err) {
+      this.log.error("engine could not list its models", { error: errorMessage(err) });
+    }
+    this.send(link, {
+      type: "hello",
+      protocol: PROTOCOL_VERSION,
+      agentId: this.options.agentId,
+      ...(this.options.name ? { name: this.options.name.slice(0, 128) } : {}),
+      agentVersion: this.options.agentVersion ?? AGENT_VERSION,
+      engines: [this.engine.name],
+      models,
+      capacity: this.capacity,
+      host: this.hostFacts(),
+    });
+    // Reconnected while draining: the hub must not route anything new here.
+    if (this.isDraining) this.send(link, { type: "draining", deadlineMs: this.drainTimeoutMs });
+  }
+
+  private onFrame(data: string | ArrayBuffer, link: Link): void {
+    const parsed = parseGatewayFrame(data);
+    if (!parsed.ok) {
+      this.stats.malformedFrames += 1;
+      this.log.warn("ignored malformed gateway frame", { reason: parsed.reason });
+      return;
+    }
+    const frame = parsed.frame;
+    switch (frame.type) {
+      case "welcome":
+        this.onWelcome(frame, link);
+        return;
+      case "generate":
+        this.onGenerate(frame, link);
+        return;
+      case "cancel": {
+        const entry = this.inFlightTable.get(frame.id);
+        if (entry && entry.link === link) this.abort(entry, "cancel");
+        else this.log.debug("cancel for a request not in flight", { id: frame.id });
+        return;
+      }
+      case "load":
+        this.engine.load(frame.model).then(
+          (model) => this.send(link, { type: "loaded", model }),
+          (err) => this.log.warn("model load failed", { model: frame.model, error: errorMessage(err) }),
+        );
+        return;
+      case "unload":
+        this.engine.unload(frame.model).then(
+          () => this.send(link, { type: "unloaded", model: frame.model }),
+          (err) => this.log.warn("model unload failed", { model: frame.model, error: errorMessage(err) }),
+        );
+        return;
+    }
+  }
+
+  private onWelcome(frame: WelcomeFrame, link: Link): void {
+    if (frame.protocol !== PROTOCOL_VERSION) {
+      this.log.warn("hub speaks another protocol version", { hub: frame.protocol, agent: PROTOCOL_VERSION });
+    }
+    this.connection.welcomed(frame.heartbeatIntervalMs);
+    this.stopHealth();
+    this.tokensSinceHealth = 0;
+    this.lastHealthAt = performance.now();
+    this.healthTimer = setInterval(() => void this.sendHealth(link), frame.healthIntervalMs);
+    this.log.info("connected", {
+      agentId: frame.agentId,
+      sessionId: frame.sessionId,
+      pool: frame.pool,
+      gateway: this.options.gatewayUrl,
+      heartbeatIntervalMs: frame.heartbeatIntervalMs,
+    });
+  }
+
+  private async sendHealth(link: Link): Promise<void> {
+    const now = performance.now();
+    const seconds = (now - this.lastHealthAt) / 1000;
+    const tokensPerSecond = seconds > 0 ? Math.round((this.tokensSinceHealth / seconds) * 100) / 100 : 0;
+    this.tokensSinceHealth = 0;
+    this.lastHealthAt = now;
+    let models: Awaited<ReturnType<Engine["listModels"]>> | undefined;
+    try {
+      models = (await this.engine.listModels()).slice(0, 256);
+    } catch {
+      models = undefined;
+    }
+    this.send(link, {
+      type: "health",
+      inFlight: this.inFlight,
+      queued: 0, // the agent refuses work beyond capacity instead of queueing it; the hub queues
+      tokensPerSecond,
+      ...(models ? { models } : {}),
+      host: this.hostFacts(),
+    });
+  }
+
+  private stopHealth(): void {
+    clearInterval(this.healthTimer);
+    this.healthTimer = undefined;
+  }
+
+  private onClose(link: Link): void {
+    if (this.currentLink === link) this.currentLink = undefined;
+    this.stopHealth();
+    for (const entry of this.inFlightTable.values()) {
+      if (entry.link === link) this.abort(entry, "disconnect");
+    }
+  }
+
+  private onGenerate(frame: GenerateFrame, link: Link): void {
+    if (this.isDraining) {
+      this.stats.refusedDraining += 1;
+      this.send(link, errorFrame(frame.id, "AGENT_DRAINING", "agent is draining", true));
+      return;
+    }
+    if (this.inFlightTable.has(frame.id)) {
+      this.log.warn("ignored generate with a request id already in flight", { id: frame.id });
+      return;
+    }
+    if (this.inFlightTable.size >= this.capacity) {
+      this.stats.refusedBusy += 1;
+      this.send(link, errorFrame(frame.id, "AGENT_BUSY", "agent is at capacity", true));
+      return;
+    }
+    const controller = new AbortController();
+    const entry: InFlight = {
+      id: frame.id,
+      link,
+      controller,
+      aborted: new Promise((resolve) =>
+        controller.signal.addEventListener("abort", () => resolve(), { once: true }),
+      ),
+    };
+    this.inFlightTable.set(frame.id, entry);
+    this.stats.generationsStarted += 1;
+    void this.generate(frame, entry)
+      .catch((err) =>
+        this.log.error("generation bookkeeping failed", { id: frame.id, error: errorMessage(err) }),
+      )
+      .finally(() => {
+        this.inFlightTable.delete(frame.id);
+        this.stats.generationsFinished += 1;
+        for (const wake of [...this.slotWaiters]) wake();
+      });
+  }
+
+  private abort(entry: InFlight, cause: AbortCause): void {
+    if (entry.controller.signal.aborted) return;
+    entry.cause = cause;
+    entry.controller.abort(new Error(`generation ${cause}`));
+  }
+
+  private async generate(frame: GenerateFrame, entry: InFlight): Promise<void> {
+    const { id, link } = entry;
+    const signal = entry.controller.signal;
+    const startedAt = performance.now();
+    let firstTokenMs: number | null = null;
+    let completionTokens = 0;
+    const coalescer = new ChunkCoalescer(
+      (text, tokens) => this.send(link, { type: "chunk", id, text, tokens }),
+      {
+        flushMs: this.flushMs,
+        maxBytes: this.flushBytes,
+      },
+    );
+    const deadlineTimer =
+      frame.deadline === undefined
+        ? undefined
+        : setTimeout(() => this.abort(entry, "deadline"), clampDelay(frame.deadline - Date.now()));
+    const timings = () => ({ firstTokenMs, totalMs: round1(performance.now() - startedAt) });
+
+    let result: Promise<GenerationResult> | undefined;
+    try {
+      const generation = this.engine.generate(
+        {
+          model: frame.model,
+          ...(frame.prompt === undefined ? {} : { prompt: frame.prompt }),
+          ...(frame.messages === undefined ? {} : { messages: frame.messages }),
+          params: frame.params,
+        },
+        signal,
+      );
+      result = generation.result;
+      result.catch(() => {}); // awaited below; never an unhandled rejection if iteration throws first
+      for await (const piece of generation) {
+        if (signal.aborted) break;
+        firstTokenMs ??= round1(performance.now() - startedAt);
+        completionTokens += piece.tokens;
+        this.tokensSinceHealth += piece.tokens;
+        coalescer.push(piece);
+        if (link.bufferedAmount > this.maxBufferedBytes) {
+          // Backpressure: a slow hub must not make the agent buffer without bound.
+          await Promise.race([link.whenWritable(this.maxBufferedBytes), entry.aborted]);
+          if (signal.aborted) break;
+        }
+      }
+      if (!signal.aborted) {
+        coalescer.flush();
+        const { finishReason, usage } = await result;
+        this.send(link, { type: "done", id, finishReason, usage, timings: timings() });
+        this.log.debug("generation done", { id, finishReason, completionTokens: usage.completionTokens });
+        return;
+      }
+    } catch (err) {
+      if (!signal.aborted) {
+        coalescer.flush();
+        this.send(link, toErrorFrame(id, err));
+        this.log.warn("generation failed", {
+          id,
+          error: errorMessage(err),
+          code: (err as { code?: unknown }).code,
+        });
+        return;
+      }
+    } finally {
+      clearTimeout(deadlineTimer);
+      coalescer.discard();
+    }
+    await this.reportAborted(entry, result, completionTokens, timings);
+  }
+
+  /** After an abort: `done` cancelled for cancel/deadline, a retryable error for drain, else nothing. */
+  private async reportAborted(
+    entry: InFlight,
+    result: Promise<GenerationResult> | undefined,
+    completionTokens: number,
+    timings: () => { firstTokenMs: number | null; totalMs: number },
+  ): Promise<void> {
+    const { id, link, cause } = entry;
+    this.log.debug("generation aborted", { id, cause });
+    switch (cause) {
+      case "cancel":
+      case "deadline": {
+        const usage = await usageAfterAbort(result, completionTokens);
+        this.send(link, { type: "done", id, finishReason: "cancelled", usage, timings: timings() });
+        return;
+      }
+      case "drain":
+        this.send(link, errorFrame(id, "AGENT_DRAINING", "agent drain deadline reached", true));
+        return;
+      default: // disconnect / stop: the socket is gone or going; nobody is listening for this id
+        return;
+    }
+  }
+
+  private send(link: Link, frame: AgentFrame): void {
+    link.send(JSON.stringify(frame));
+  }
+}
+
+/**
+ * Batches generation pieces into chunk frames: the first visible text goes out at once (time to
+ * first token), later pieces wait at most `flushMs` from the first unflushed one, or until
+ * `maxBytes` are buffered. flush() before `done`; discard() after an abort.
+ */
+export class ChunkCoalescer {
+  private text = "";
+  private tokens = 0;
+  private bytes = 0;
+  private firstAt: number | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private sentText = false;
+  private readonly flushMs: number;
+  private readonly maxBytes: number;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly emit: (text: string, tokens: number) => void,
+    {
+      flushMs = 16,
+      maxBytes = 4096,
+      now = () => performance.now(),
+    }: { flushMs?: number; maxBytes?: number; now?: () => number } = {},
+  ) {
+    this.flushMs = flushMs;
+    this.maxBytes = maxBytes;
+    this.now = now;
+  }
+
+  push(piece: GenerationPiece): void {
+    this.text += piece.text;
+    this.tokens += piece.tokens;
+    this.bytes += Buffer.byteLength(piece.text);
+    const now = this.now();
+    this.firstAt ??= now;
+    const firstText = !this.sentText && this.text.length > 0;
+    // The elapsed-time check covers engines that yield many pieces without letting timers run.
+    if (firstText || this.bytes >= this.maxBytes || now - this.firstAt >= this.flushMs) {
+      this.flush();
+      return;
+    }
+    this.timer ??= setTimeout(() => this.flush(), this.flushMs);
+  }
+
+  flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.text.length === 0 && this.tokens === 0) return;
+    const { text, tokens } = this;
+    this.text = "";
+    this.tokens = 0;
+    this.bytes = 0;
+    this.firstAt = undefined;
+    if (text.length > 0) this.sentText = true;
+    this.emit(text, tokens);
+  }
+
+  discard(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.text = "";
+    this.tokens = 0;
+    this.bytes = 0;
+    this.firstAt = undefined;
+  }
+}
+
+/** Engine errors keep their stable code and message; anything else becomes a generic ENGINE_ERROR. */
+export function toErrorFrame(id: string, err: unknown): ErrorFrame {
+  if (err instanceof EngineError) return errorFrame(id, err.code, err.message, err.retryable);
+  return errorFrame(id, "ENGINE_ERROR", "the engine failed while generating", false);
+}
+
+function errorFrame(id: string, code: AgentErrorCode, message: string, retryable: boolean): ErrorFrame {
+  return { type: "error", id, code, message: message.slice(0, 2000), retryable };
+}
+
+async function usageAfterAbort(
+  result: Promise<GenerationResult> | undefined,
+  completionTokens: number,
+): Promise<Usage> {
+  const counted: Usage = { promptTokens: 0, completionTokens };
+  if (!result) return counted;
+  let timer: NodeJS.Timeout | undefined;
+  const grace = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), CANCEL_USAGE_GRACE_MS);
+  });
+  try {
+    const settled = await Promise.race([result, grace]);
+    return settled?.usage ?? counted;
+  } catch {
+    return counted;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function sampler(): () => HostFacts {
+  const s = new HostFactsSampler();
+  return () => s.sample();
+}
+
+function clampDelay(ms: number): number {
+  return Math.min(MAX_TIMER_MS, Math.max(0, ms));
+}
+
+function round1(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}

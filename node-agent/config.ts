@@ -1,0 +1,369 @@
+// The agent's configuration, read from command-line flags and ORCHARD_* environment variables
+// (a flag wins over its variable) and validated with zod. A bad setting is a ConfigError that
+// names the flag or variable it came from, so the CLI can print one line and exit 2.
+import { statSync } from "node:fs";
+import { homedir, hostname } from "node:os";
+import { basename, extname, join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { decodeJwt } from "jose";
+import { z } from "zod";
+import { ModelName } from "../schema/protocol.ts";
+import { LOG_LEVELS, type LogLevel } from "./log.ts";
+
+export class ConfigError extends Error {
+  readonly code = "ERR_AGENT_CONFIG";
+  constructor(
+    /** The flag or environment variable at fault, e.g. `--capacity` or `ORCHARD_GATEWAY_URL`. */
+    readonly setting: string,
+    message: string,
+  ) {
+    super(`${setting}: ${message}`);
+    this.name = "ConfigError";
+  }
+}
+
+export interface ModelSpec {
+  name: string;
+  path: string;
+}
+
+export interface AgentConfig {
+  /** ws(s)://host[/prefix]/agents/connect */
+  gatewayUrl: string;
+  /** http(s)://host[/prefix], for GET /health */
+  gatewayHttpUrl: string;
+  token: string;
+  /** The token's `sub`. */
+  agentId: string;
+  name: string;
+  engine: "llamacpp";
+  models: ModelSpec[];
+  /** True when no model was configured: the agent serves the generated demo model. */
+  useDemoModel: boolean;
+  capacity: number;
+  threads?: number;
+  contextSize?: number;
+  cacheDir: string;
+  flushMs: number;
+  drainTimeoutMs: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  logLevel: LogLevel;
+}
+
+interface SettingSpec {
+  env?: string;
+  multiple?: boolean;
+  value: string;
+  describe: string;
+}
+
+/** Every setting: flag name (the key), its environment variable, and its help line. */
+export const SETTINGS = {
+  gateway: {
+    env: "ORCHARD_GATEWAY_URL",
+    value: "URL",
+    describe: "gateway base URL, http(s):// or ws(s):// (required)",
+  },
+  token: { env: "ORCHARD_AGENT_TOKEN", value: "JWT", describe: "agent token, role agent (required)" },
+  id: {
+    env: "ORCHARD_AGENT_ID",
+    value: "ID",
+    describe: "agent id; must equal the token's sub (default: sub)",
+  },
+  name: { env: "ORCHARD_AGENT_NAME", value: "NAME", describe: "display name (default: hostname)" },
+  engine: { env: "ORCHARD_ENGINE", value: "ENGINE", describe: "auto | llamacpp (default: auto)" },
+  model: {
+    env: "ORCHARD_MODEL_PATH",
+    multiple: true,
+    value: "[NAME=]PATH",
+    describe: "GGUF model, repeatable; env: comma-separated (default: built-in demo model)",
+  },
+  capacity: { env: "ORCHARD_CAPACITY", value: "N", describe: "concurrent generations (default: 4)" },
+  threads: { env: "ORCHARD_THREADS", value: "N", describe: "engine CPU threads (default: engine's choice)" },
+  "context-size": {
+    env: "ORCHARD_CONTEXT_SIZE",
+    value: "N",
+    describe: "context tokens per sequence (default: engine's choice)",
+  },
+  "cache-dir": {
+    env: "ORCHARD_CACHE_DIR",
+    value: "DIR",
+    describe: "cache directory (default: ~/.cache/orchard)",
+  },
+  "flush-ms": {
+    env: "ORCHARD_FLUSH_MS",
+    value: "MS",
+    describe: "chunk coalescing window, 0-20 (default: 16)",
+  },
+  "drain-timeout-ms": {
+    env: "ORCHARD_DRAIN_TIMEOUT_MS",
+    value: "MS",
+    describe: "on SIGINT/SIGTERM, wait this long for in-flight work (default: 30000)",
+  },
+  "backoff-base-ms": {
+    env: "ORCHARD_BACKOFF_BASE_MS",
+    value: "MS",
+    describe: "reconnect backoff base (default: 500)",
+  },
+  "backoff-max-ms": {
+    env: "ORCHARD_BACKOFF_MAX_MS",
+    value: "MS",
+    describe: "reconnect backoff cap (default: 30000)",
+  },
+  "log-level": {
+    env: "ORCHARD_LOG_LEVEL",
+    value: "LEVEL",
+    describe: `${LOG_LEVELS.join(" | ")} (default: info)`,
+  },
+} as const satisfies Record<string, SettingSpec>;
+
+type SettingName = keyof typeof SETTINGS;
+
+const wholeNumber = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+$/, `must be a whole number from ${min} to ${max}`)
+    .transform(Number)
+    .pipe(z.number().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
+
+const nonEmpty = z.string().trim().min(1, "must not be empty");
+
+interface RawSetting {
+  values: string[];
+  /** What to call the setting in an error: the flag if it was given, else the variable. */
+  label: string;
+}
+
+/** Reads flags and environment into a validated AgentConfig; throws ConfigError. */
+export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  const raw = readRawSettings(argv, env);
+  const pick = <T>(name: SettingName, schema: z.ZodType<T>): T => {
+    const setting = raw[name];
+    const result = schema.safeParse(setting.values.at(-1));
+    if (!result.success)
+      throw new ConfigError(setting.label, result.error.issues[0]?.message ?? "is invalid");
+    return result.data;
+  };
+  const required = (name: SettingName, what: string) => {
+    if (raw[name].values.length === 0) {
+      const env = SETTINGS[name].env;
+      throw new ConfigError(`--${name}`, `missing ${what} (set --${name} or ${env})`);
+    }
+  };
+
+  required("gateway", "the gateway URL");
+  const gateway = pick(
+    "gateway",
+    nonEmpty.transform((url, ctx) => gatewayUrls(url, ctx)),
+  );
+
+  required("token", "the agent token");
+  const token = pick("token", nonEmpty);
+  const agentId = tokenSubject(token, raw.token.label);
+  const id = pick("id", nonEmpty.optional());
+  if (id !== undefined && id !== agentId) {
+    throw new ConfigError(raw.id.label, `"${id}" does not match the token's subject "${agentId}"`);
+  }
+
+  const name = pick("name", nonEmpty.max(128, "must be at most 128 characters").default(hostname()));
+  pick("engine", z.enum(["auto", "llamacpp"], "must be auto or llamacpp").default("auto"));
+  const models = parseModels(raw.model);
+  const capacity = pick("capacity", wholeNumber(1, 1024).default(4));
+  const threads = pick("threads", wholeNumber(1, 256).optional());
+  const contextSize = pick("context-size", wholeNumber(16, 1_048_576).optional());
+  const cacheDir = pick(
+    "cache-dir",
+    nonEmpty.transform(expandHome).default(join(homedir(), ".cache", "orchard")),
+  );
+  const flushMs = pick("flush-ms", wholeNumber(0, 20).default(16));
+  const drainTimeoutMs = pick("drain-timeout-ms", wholeNumber(0, 3_600_000).default(30_000));
+  const backoffBaseMs = pick("backoff-base-ms", wholeNumber(1, 600_000).default(500));
+  const backoffMaxMs = pick("backoff-max-ms", wholeNumber(1, 3_600_000).default(30_000));
+  if (backoffMaxMs < backoffBaseMs) {
+    throw new ConfigError(
+      raw["backoff-max-ms"].label,
+      `must be at least the backoff base (${backoffBaseMs})`,
+    );
+  }
+  const logLevel = pick(
+    "log-level",
+    z.enum(LOG_LEVELS, `must be one of ${LOG_LEVELS.join(", ")}`).default("info"),
+  );
+
+  return {
+    gatewayUrl: gateway.ws,
+    gatewayHttpUrl: gateway.http,
+    token,
+    agentId,
+    name,
+    engine: "llamacpp", // "auto" resolves to the only engine this agent ships with today
+    models,
+    useDemoModel: models.length === 0,
+    capacity,
+    ...(threads === undefined ? {} : { threads }),
+    ...(contextSize === undefined ? {} : { contextSize }),
+    cacheDir,
+    flushMs,
+    drainTimeoutMs,
+    backoffBaseMs,
+    backoffMaxMs,
+    logLevel,
+  };
+}
+
+function readRawSettings(argv: readonly string[], env: NodeJS.ProcessEnv): Record<SettingName, RawSetting> {
+  const options = Object.fromEntries(
+    Object.entries(SETTINGS).map(([flag, spec]) => [
+      flag,
+      { type: "string" as const, multiple: "multiple" in spec && spec.multiple },
+    ]),
+  );
+  let values: Record<string, string | string[] | undefined>;
+  try {
+    ({ values } = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw parseArgsError(err);
+  }
+  const raw = {} as Record<SettingName, RawSetting>;
+  for (const [flag, spec] of Object.entries(SETTINGS) as [SettingName, SettingSpec][]) {
+    const fromFlag = values[flag];
+    if (fromFlag !== undefined) {
+      raw[flag] = { values: Array.isArray(fromFlag) ? fromFlag : [fromFlag], label: `--${flag}` };
+      continue;
+    }
+    const fromEnv = spec.env ? env[spec.env] : undefined;
+    const label = spec.env ?? `--${flag}`;
+    if (fromEnv === undefined || fromEnv.trim() === "") {
+      raw[flag] = { values: [], label };
+    } else {
+      const list = spec.multiple
+        ? fromEnv
+            .split(",")
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : [fromEnv];
+      raw[flag] = { values: list, label };
+    }
+  }
+  return raw;
+}
+
+function parseArgsError(err: unknown): ConfigError {
+  const message = err instanceof Error ? err.message : String(err);
+  const option = /'(--?[^' <]+)/.exec(message)?.[1];
+  const code = (err as { code?: string }).code;
+  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") return new ConfigError(option ?? "flags", "unknown option");
+  if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
+    return new ConfigError(
+      option ?? "arguments",
+      `unexpected argument ${/'([^']*)'/.exec(message)?.[1] ?? ""}`,
+    );
+  }
+  if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE")
+    return new ConfigError(option ?? "flags", "needs a value");
+  return new ConfigError("flags", message.split("\n")[0] ?? "invalid");
+}
+
+function gatewayUrls(input: string, ctx: z.RefinementCtx<string>): { ws: string; http: string } {
+  let url: URL;
+  try {
+    url = new URL(input);
+  } catch {
+    ctx.addIssue({ code: "custom", message: `"${input}" is not a URL` });
+    return z.NEVER;
+  }
+  const schemes: Record<string, [ws: string, http: string]> = {
+    "http:": ["ws:", "http:"],
+    "https:": ["wss:", "https:"],
+    "ws:": ["ws:", "http:"],
+    "wss:": ["wss:", "https:"],
+  };
+  const pair = schemes[url.protocol];
+  if (!pair) {
+    ctx.addIssue({ code: "custom", message: `must be an http(s):// or ws(s):// URL, got ${url.protocol}//` });
+    return z.NEVER;
+  }
+  if (url.search || url.hash || url.username || url.password) {
+    ctx.addIssue({ code: "custom", message: "must not carry a query, fragment or credentials" });
+    return z.NEVER;
+  }
+  const prefix = url.pathname.replace(/\/+$/, "").replace(/\/agents\/connect$/, "");
+  const authority = url.host;
+  return {
+    ws: `${pair[0]}//${authority}${prefix}/agents/connect`,
+    http: `${pair[1]}//${authority}${prefix}`,
+  };
+}
+
+/** The token's `sub`, read without verifying the signature (the gateway verifies it). */
+export function tokenSubject(token: string, label = "--token"): string {
+  let claims: Record<string, unknown>;
+  try {
+    claims = decodeJwt(token);
+  } catch {
+    throw new ConfigError(label, "is not a JWT (expected header.payload.signature)");
+  }
+  const sub = claims.sub;
+  if (typeof sub !== "string" || sub.length === 0 || sub.length > 128) {
+    throw new ConfigError(label, "has no usable sub claim (the agent id)");
+  }
+  if (typeof claims.role === "string" && claims.role !== "agent") {
+    throw new ConfigError(label, `has role "${claims.role}"; an agent token needs role "agent"`);
+  }
+  return sub;
+}
+
+/** Seconds since the epoch at which the token expires, if it says. */
+export function tokenExpiry(token: string): number | undefined {
+  try {
+    const exp = decodeJwt(token).exp;
+    return typeof exp === "number" ? exp : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function parseModels(setting: RawSetting): ModelSpec[] {
+  const models: ModelSpec[] = [];
+  for (const value of setting.values) {
+    const spec = parseModelSpec(value, setting.label);
+    if (models.some((m) => m.name === spec.name)) {
+      throw new ConfigError(setting.label, `model name "${spec.name}" is given twice`);
+    }
+    models.push(spec);
+  }
+  return models;
+}
+
+/** `PATH` (name from the file name without .gguf) or `NAME=PATH`. */
+export function parseModelSpec(value: string, label = "--model"): ModelSpec {
+  const eq = value.indexOf("=");
+  const named = eq > 0 && ModelName.safeParse(value.slice(0, eq)).success;
+  const name = named ? value.slice(0, eq) : basename(value, extname(value));
+  const path = resolve(expandHome(named ? value.slice(eq + 1) : value));
+  if (!ModelName.safeParse(name).success) {
+    throw new ConfigError(label, `cannot use "${name}" as a model name; give one with NAME=PATH`);
+  }
+  let isFile = false;
+  try {
+    isFile = statSync(path).isFile();
+  } catch {
+    throw new ConfigError(label, `model file ${path} does not exist`);
+  }
+  if (!isFile) throw new ConfigError(label, `${path} is not a file`);
+  return { name, path };
+}
+
+function expandHome(path: string): string {
+  return path === "~" || path.startsWith("~/") ? join(homedir(), path.slice(1)) : path;
+}
+
+export function settingsHelp(): string {
+  const rows = Object.entries(SETTINGS).map(([flag, spec]) => {
+    const left = `  --${flag} ${spec.value}`;
+    return `${left.padEnd(34)}${spec.describe}${spec.env ? `  [${spec.env}]` : ""}`;
+  });
+  return rows.join("\n");
+}

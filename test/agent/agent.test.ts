@@ -1,0 +1,691 @@
+// The agent's session logic against a scripted test hub (a local `ws` server that speaks the hub's
+// side of the protocol as each test scripts it) and a scripted test engine (a double that yields
+// the pieces a test asks for and records the AbortSignals it was given). Real sockets, real timers,
+// small intervals.
+import type { AddressInfo } from "node:net";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { type WebSocket, WebSocketServer } from "ws";
+import { AGENT_VERSION, Agent, type AgentOptions, ChunkCoalescer } from "../../node-agent/agent.ts";
+import { ExitCode } from "../../node-agent/connection.ts";
+import {
+  type Engine,
+  EngineError,
+  type Generation,
+  type GenerationPiece,
+  type GenerationRequest,
+  type GenerationResult,
+} from "../../node-agent/engines/engine.ts";
+import { createLogger } from "../../node-agent/log.ts";
+import {
+  type AgentFrame,
+  CloseCode,
+  type GatewayFrame,
+  HEARTBEAT_PING,
+  HEARTBEAT_PONG,
+  type ModelInfo,
+  PROTOCOL_VERSION,
+} from "../../schema/protocol.ts";
+
+// ---- scripted test hub ----
+
+interface HubOptions {
+  /** Answer HEARTBEAT_PING with HEARTBEAT_PONG (the real hub's auto-response). Default true. */
+  answerPings?: boolean;
+  /** Reply to `hello` with `welcome`. Default true. */
+  welcome?: boolean;
+  heartbeatIntervalMs?: number;
+  healthIntervalMs?: number;
+  /** Refuse the upgrade with this HTTP status. */
+  refuseUpgrade?: number;
+}
+
+class HubConnection {
+  readonly frames: AgentFrame[] = [];
+  pings = 0;
+  closed: { code: number; reason: string } | undefined;
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly authorization: string | undefined,
+  ) {}
+
+  send(frame: GatewayFrame | Record<string, unknown>): void {
+    this.ws.send(JSON.stringify(frame));
+  }
+
+  of<T extends AgentFrame["type"]>(type: T): Extract<AgentFrame, { type: T }>[] {
+    return this.frames.filter((f): f is Extract<AgentFrame, { type: T }> => f.type === type);
+  }
+
+  forId(id: string): AgentFrame[] {
+    return this.frames.filter((f) => "id" in f && f.id === id);
+  }
+
+  async waitFor<T extends AgentFrame["type"]>(
+    type: T,
+    match: (f: Extract<AgentFrame, { type: T }>) => boolean = () => true,
+  ): Promise<Extract<AgentFrame, { type: T }>> {
+    return vi.waitFor(
+      () => {
+        const found = this.of(type).find(match);
+        if (!found) throw new Error(`no ${type} frame yet`);
+        return found;
+      },
+      { timeout: 3_000, interval: 5 },
+    );
+  }
+}
+
+class ScriptedTestHub {
+  readonly connections: HubConnection[] = [];
+  private readonly server: WebSocketServer;
+
+  private constructor(
+    server: WebSocketServer,
+    readonly options: HubOptions,
+  ) {
+    this.server = server;
+    server.on("connection", (ws, req) => {
+      const conn = new HubConnection(ws, req.headers.authorization);
+      this.connections.push(conn);
+      ws.on("message", (data, isBinary) => {
+        const text = data.toString();
+        if (!isBinary && text === HEARTBEAT_PING) {
+          conn.pings += 1;
+          if (this.options.answerPings !== false) ws.send(HEARTBEAT_PONG);
+          return;
+        }
+        const frame = JSON.parse(text) as AgentFrame;
+        conn.frames.push(frame);
+        if (frame.type === "hello" && this.options.welcome !== false) this.welcome(conn);
+      });
+      ws.on("close", (code, reason) => {
+        conn.closed = { code, reason: reason.toString() };
+      });
+    });
+  }
+
+  welcome(conn: HubConnection): void {
+    const hello = conn.of("hello")[0];
+    conn.send({
+      type: "welcome",
+      protocol: PROTOCOL_VERSION,
+      agentId: hello?.agentId ?? "unknown",
+      sessionId: `session-${this.connections.indexOf(conn) + 1}`,
+      pool: "default",
+      heartbeatIntervalMs: this.options.heartbeatIntervalMs ?? 10_000,
+      healthIntervalMs: this.options.healthIntervalMs ?? 10_000,
+    });
+  }
+
+  static async start(options: HubOptions = {}): Promise<ScriptedTestHub> {
+    const server = new WebSocketServer({
+      port: 0,
+      host: "127.0.0.1",
+      path: "/agents/connect",
+      ...(options.refuseUpgrade ? { verifyClient: (_info, done) => done(false, options.refuseUpgrade) } : {}),
+    });
+    await new Promise<void>((resolve) => server.once("listening", () => resolve()));
+    return new ScriptedTestHub(server, options);
+  }
+
+  get url(): string {
+    return `ws://127.0.0.1:${(this.server.address() as AddressInfo).port}/agents/connect`;
+  }
+
+  async connection(index: number): Promise<HubConnection> {
+    return vi.waitFor(
+      () => {
+        const conn = this.connections[index];
+        if (!conn || conn.of("hello").length === 0) throw new Error(`no connection #${index} with hello yet`);
+        return conn;
+      },
+      { timeout: 3_000, interval: 5 },
+    );
+  }
+
+  async close(): Promise<void> {
+    for (const client of this.server.clients) client.terminate();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+// ---- scripted test engine ----
+
+interface Script {
+  pieces?: string[];
+  /** Wait this long before each piece; 0 yields back to back. */
+  delayMs?: number;
+  /** After the pieces, hold the generation open until it is aborted. */
+  holdUntilAborted?: boolean;
+  /** Throw this after the pieces. */
+  error?: unknown;
+  /** Keep yielding this piece forever (until aborted), yielding to the event loop in between. */
+  endless?: string;
+}
+
+class ScriptedTestEngine implements Engine {
+  readonly name = "synthetic" as const;
+  readonly signals: AbortSignal[] = [];
+  readonly requests: GenerationRequest[] = [];
+  piecesPulled = 0;
+  script: Script = { pieces: ["hello"] };
+  loaded: string[] = [];
+  unloaded: string[] = [];
+
+  async listModels(): Promise<ModelInfo[]> {
+    return [{ name: "test-model", engine: "synthetic", loaded: true, contextLength: 256 }];
+  }
+
+  async load(model: string): Promise<ModelInfo> {
+    if (model === "broken") throw new EngineError("MODEL_LOAD_FAILED", "cannot load");
+    this.loaded.push(model);
+    return { name: model, engine: "synthetic", loaded: true };
+  }
+
+  async unload(model: string): Promise<void> {
+    this.unloaded.push(model);
+  }
+
+  async close(): Promise<void> {}
+
+  generate(request: GenerationRequest, signal: AbortSignal): Generation {
+    this.requests.push(request);
+    this.signals.push(signal);
+    const script = this.script;
+    let settle!: (r: GenerationResult) => void;
+    let fail!: (e: unknown) => void;
+    const result = new Promise<GenerationResult>((resolve, reject) => {
+      settle = resolve;
+      fail = reject;
+    });
+    const engine = this;
+    async function* run(): AsyncGenerator<GenerationPiece> {
+      let tokens = 0;
+      try {
+        for (const text of script.pieces ?? []) {
+          if (signal.aborted) break;
+          if (script.delayMs) await sleep(script.delayMs);
+          engine.piecesPulled += 1;
+          tokens += 1;
+          yield { text, tokens: 1 };
+        }
+        while (script.endless !== undefined && !signal.aborted) {
+          await new Promise((resolve) => setImmediate(resolve));
+          engine.piecesPulled += 1;
+          tokens += 1;
+          yield { text: script.endless, tokens: 1 };
+        }
+        if (script.holdUntilAborted && !signal.aborted) {
+          await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+        }
+        if (script.error !== undefined && !signal.aborted) throw script.error;
+      } catch (err) {
+        fail(err);
+        throw err;
+      } finally {
+        settle({
+          finishReason: signal.aborted ? "cancelled" : "stop",
+          usage: { promptTokens: 3, completionTokens: tokens },
+        });
+      }
+    }
+    const iterator = run();
+    return { result, [Symbol.asyncIterator]: () => iterator };
+  }
+}
+
+// ---- harness ----
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const TOKEN = "header.payload.signature";
+let cleanups: Array<() => Promise<unknown>> = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+  cleanups = [];
+});
+
+async function setup(hubOptions: HubOptions = {}, agentOptions: Partial<AgentOptions> = {}) {
+  const hub = await ScriptedTestHub.start(hubOptions);
+  const engine = new ScriptedTestEngine();
+  const logLines: Array<Record<string, unknown>> = [];
+  const agent = new Agent({
+    engine,
+    gatewayUrl: hub.url,
+    token: TOKEN,
+    agentId: "mini-01",
+    name: "test-mini",
+    capacity: 2,
+    backoff: { baseMs: 5, maxMs: 20 },
+    handshakeTimeoutMs: 2_000,
+    logger: createLogger({ level: "debug", write: (line) => logLines.push(JSON.parse(line)) }),
+    ...agentOptions,
+  });
+  const exit = agent.start();
+  cleanups.push(async () => {
+    await agent.stop();
+    await hub.close();
+  });
+  return { hub, engine, agent, exit, logLines };
+}
+
+function generate(id: string, extra: Record<string, unknown> = {}) {
+  return { type: "generate", id, model: "test-model", prompt: "hi", params: { maxTokens: 64 }, ...extra };
+}
+
+const text = (conn: HubConnection, id: string) =>
+  conn
+    .of("chunk")
+    .filter((c) => c.id === id)
+    .map((c) => c.text)
+    .join("");
+
+// ---- tests ----
+
+describe("Agent session", () => {
+  it("says hello with its identity, engine, models, capacity and host facts, then logs connected", async () => {
+    const { hub, logLines } = await setup();
+    const conn = await hub.connection(0);
+    expect(conn.authorization).toBe(`Bearer ${TOKEN}`);
+    const hello = conn.of("hello")[0];
+    expect(hello).toMatchObject({
+      type: "hello",
+      protocol: PROTOCOL_VERSION,
+      agentId: "mini-01",
+      name: "test-mini",
+      agentVersion: AGENT_VERSION,
+      engines: ["synthetic"],
+      models: [{ name: "test-model", engine: "synthetic", loaded: true }],
+      capacity: 2,
+      host: { platform: process.platform, arch: process.arch },
+    });
+    expect(hello?.host.memoryTotalBytes).toBeGreaterThan(0);
+    expect(AGENT_VERSION).toMatch(/^\d+\.\d+\.\d+/);
+    await vi.waitFor(() => expect(logLines.find((l) => l.msg === "connected")).toBeDefined());
+    expect(logLines.find((l) => l.msg === "connected")).toMatchObject({
+      level: "info",
+      agentId: "mini-01",
+      sessionId: "session-1",
+      pool: "default",
+    });
+  });
+
+  it("coalesces pieces that come fast into few chunks, sends the first at once, and ends with done", async () => {
+    const { hub, engine, agent } = await setup();
+    const conn = await hub.connection(0);
+    const pieces = Array.from({ length: 200 }, (_, i) => `w${i} `);
+    engine.script = { pieces };
+    conn.send(generate("r1"));
+    const done = await conn.waitFor("done", (d) => d.id === "r1");
+    const chunks = conn.of("chunk").filter((c) => c.id === "r1");
+    expect(chunks.length).toBeGreaterThanOrEqual(2);
+    expect(chunks.length).toBeLessThan(pieces.length / 10);
+    expect(chunks[0]).toEqual({ type: "chunk", id: "r1", text: "w0 ", tokens: 1 });
+    expect(text(conn, "r1")).toBe(pieces.join(""));
+    expect(chunks.reduce((n, c) => n + c.tokens, 0)).toBe(200);
+    expect(done).toMatchObject({
+      finishReason: "stop",
+      usage: { promptTokens: 3, completionTokens: 200 },
+    });
+    expect(done.timings.firstTokenMs).not.toBeNull();
+    expect(done.timings.totalMs).toBeGreaterThanOrEqual(done.timings.firstTokenMs ?? 0);
+    expect(conn.forId("r1").at(-1)?.type).toBe("done");
+    expect(agent.inFlight).toBe(0);
+    expect(engine.requests[0]).toEqual({ model: "test-model", prompt: "hi", params: { maxTokens: 64 } });
+  });
+
+  it("flushes on the coalescing window when pieces trickle in", async () => {
+    const { hub, engine } = await setup({}, { flushMs: 16 });
+    const conn = await hub.connection(0);
+    const pieces = Array.from({ length: 24 }, (_, i) => `t${i}`);
+    engine.script = { pieces, delayMs: 3 };
+    conn.send(generate("r2"));
+    await conn.waitFor("done", (d) => d.id === "r2");
+    const chunks = conn.of("chunk").filter((c) => c.id === "r2");
+    expect(chunks.length).toBeGreaterThan(2);
+    expect(chunks.length).toBeLessThan(pieces.length);
+    expect(text(conn, "r2")).toBe(pieces.join(""));
+  });
+
+  it("cancel aborts the engine, answers done/cancelled, and frees the slot", async () => {
+    const { hub, engine, agent } = await setup();
+    const conn = await hub.connection(0);
+    engine.script = { pieces: ["a", "b"], holdUntilAborted: true };
+    conn.send(generate("r3"));
+    await conn.waitFor("chunk", (c) => c.id === "r3");
+    expect(agent.inFlight).toBe(1);
+    conn.send({ type: "cancel", id: "r3", reason: "client_disconnected" });
+    const done = await conn.waitFor("done", (d) => d.id === "r3");
+    expect(engine.signals[0]?.aborted).toBe(true);
+    expect(done).toMatchObject({ finishReason: "cancelled", usage: { completionTokens: 2 } });
+    expect(agent.inFlight).toBe(0);
+    // A cancel for something no longer in flight is ignored.
+    conn.send({ type: "cancel", id: "r3", reason: "client_disconnected" });
+    await sleep(20);
+    expect(conn.forId("r3").filter((f) => f.type === "done")).toHaveLength(1);
+  });
+
+  it("aborts at the request's deadline", async () => {
+    const { hub, engine, agent } = await setup();
+    const conn = await hub.connection(0);
+    engine.script = { pieces: ["x"], holdUntilAborted: true };
+    conn.send(generate("r4", { deadline: Date.now() + 60 }));
+    const done = await conn.waitFor("done", (d) => d.id === "r4");
+    expect(done.finishReason).toBe("cancelled");
+    expect(engine.signals[0]?.aborted).toBe(true);
+    expect(agent.inFlight).toBe(0);
+  });
+
+  it("refuses work beyond capacity with a retryable AGENT_BUSY, and takes work again once a slot frees", async () => {
+    const { hub, engine, agent } = await setup();
+    const conn = await hub.connection(0);
+    engine.script = { pieces: ["x"], holdUntilAborted: true };
+    conn.send(generate("b1"));
+    conn.send(generate("b2"));
+    conn.send(generate("b3"));
+    const busy = await conn.waitFor("error", (e) => e.id === "b3");
+    expect(busy).toEqual({
+      type: "error",
+      id: "b3",
+      code: "AGENT_BUSY",
+      message: "agent is at capacity",
+      retryable: true,
+    });
+    expect(agent.inFlight).toBe(2);
+    expect(agent.stats.refusedBusy).toBe(1);
+    conn.send({ type: "cancel", id: "b1", reason: "client_disconnected" });
+    await conn.waitFor("done", (d) => d.id === "b1");
+    engine.script = { pieces: ["ok"] };
+    conn.send(generate("b4"));
+    await conn.waitFor("done", (d) => d.id === "b4" && d.finishReason === "stop");
+  });
+
+  it("maps EngineError codes, and hides unknown errors behind ENGINE_ERROR", async () => {
+    const { hub, engine, agent } = await setup();
+    const conn = await hub.connection(0);
+    engine.script = { error: new EngineError("MODEL_NOT_FOUND", "no model named nope") };
+    conn.send(generate("e1"));
+    expect(await conn.waitFor("error", (e) => e.id === "e1")).toEqual({
+      type: "error",
+      id: "e1",
+      code: "MODEL_NOT_FOUND",
+      message: "no model named nope",
+      retryable: false,
+    });
+    engine.script = { pieces: ["partial"], error: new TypeError("secret internal detail at /src/x.ts:1") };
+    conn.send(generate("e2"));
+    const err = await conn.waitFor("error", (e) => e.id === "e2");
+    expect(err).toMatchObject({ code: "ENGINE_ERROR", retryable: false });
+    expect(err.message).not.toMatch(/secret|\/src/);
+    expect(text(conn, "e2")).toBe("partial");
+    expect(agent.inFlight).toBe(0);
+  });
+
+  it("ignores malformed gateway frames without crashing, and counts them", async () => {
+    const { hub, engine, agent } = await setup();
+    const conn = await hub.connection(0);
+    conn.ws.send("not json at all");
+    conn.ws.send(JSON.stringify({ type: "generate", id: "m1" }));
+    conn.ws.send(JSON.stringify({ type: "teleport" }));
+    conn.ws.send(Buffer.from([1, 2, 3]), { binary: true });
+    await vi.waitFor(() => expect(agent.stats.malformedFrames).toBe(4));
+    engine.script = { pieces: ["still here"] };
+    conn.send(generate("m2"));
+    await conn.waitFor("done", (d) => d.id === "m2");
+    expect(conn.forId("m1")).toEqual([]);
+    expect(hub.connections).toHaveLength(1);
+  });
+
+  it("answers load and unload with loaded and unloaded, and only logs a failed load", async () => {
+    const { hub, engine, logLines } = await setup();
+    const conn = await hub.connection(0);
+    conn.send({ type: "load", model: "m-a" });
+    conn.send({ type: "unload", model: "m-b" });
+    conn.send({ type: "load", model: "broken" });
+    expect(await conn.waitFor("loaded")).toEqual({
+      type: "loaded",
+      model: { name: "m-a", engine: "synthetic", loaded: true },
+    });
+    expect(await conn.waitFor("unloaded")).toEqual({ type: "unloaded", model: "m-b" });
+    await vi.waitFor(() => expect(logLines.some((l) => l.msg === "model load failed")).toBe(true));
+    expect(engine.loaded).toEqual(["m-a"]);
+    expect(conn.of("error")).toEqual([]);
+  });
+
+  it("sends health with in-flight count, tokens per second and host facts", async () => {
+    const { hub, engine } = await setup({ healthIntervalMs: 40 });
+    const conn = await hub.connection(0);
+    engine.script = { pieces: ["a", "b", "c"], holdUntilAborted: true };
+    conn.send(generate("h1"));
+    const health = await conn.waitFor("health", (h) => h.inFlight === 1);
+    expect(health).toMatchObject({ queued: 0, models: [{ name: "test-model" }] });
+    expect(health.tokensPerSecond).toBeGreaterThanOrEqual(0);
+    expect(health.host.cpus).toBeGreaterThan(0);
+    expect(health.host.rssBytes).toBeGreaterThan(0);
+  });
+
+  it("stops pulling from the engine while the socket is backed up", async () => {
+    const { hub, engine } = await setup({}, { maxBufferedBytes: 64 * 1024, flushBytes: 4096 });
+    const conn = await hub.connection(0);
+    // The hub stops reading: the kernel buffers fill, then ws.bufferedAmount grows.
+    // biome-ignore lint/suspicious/noExplicitAny: ws keeps the net.Socket private; pausing it is the point.
+    (conn.ws as any)._socket.pause();
+    engine.script = { endless: "x".repeat(64 * 1024) };
+    conn.send(generate("bp"));
+    await sleep(300);
+    const early = engine.piecesPulled;
+    await sleep(300);
+    expect(engine.piecesPulled).toBe(early);
+    // Bounded by kernel socket buffers plus the agent's limit, far below what 600 ms of pulling yields.
+    expect(early * 64 * 1024).toBeLessThan(64 * 1024 * 1024);
+    // biome-ignore lint/suspicious/noExplicitAny: as above
+    (conn.ws as any)._socket.resume();
+    await vi.waitFor(() => expect(engine.piecesPulled).toBeGreaterThan(early + 10));
+  });
+});
+
+describe("Agent connection lifecycle", () => {
+  it("aborts every in-flight generation when the connection drops, then reconnects", async () => {
+    const { hub, engine, agent } = await setup();
+    const conn = await hub.connection(0);
+    engine.script = { pieces: ["x"], holdUntilAborted: true };
+    conn.send(generate("d1"));
+    conn.send(generate("d2"));
+    await conn.waitFor("chunk", (c) => c.id === "d2");
+    expect(agent.inFlight).toBe(2);
+    conn.ws.terminate();
+    await vi.waitFor(() => expect(agent.inFlight).toBe(0));
+    expect(engine.signals.map((s) => s.aborted)).toEqual([true, true]);
+    const second = await hub.connection(1);
+    expect(second.of("hello")).toHaveLength(1);
+    expect(second.forId("d1")).toEqual([]);
+  });
+
+  it("backs off exponentially while connections fail, and starts over after a stable one", async () => {
+    const { hub, logLines } = await setup(
+      { welcome: false },
+      { backoff: { baseMs: 20, maxMs: 1_000 }, stableAfterMs: 40, random: () => 0.999_999 },
+    );
+    for (let i = 0; i < 3; i++) (await hub.connection(i)).ws.close(CloseCode.GOING_AWAY);
+    const stable = await hub.connection(3);
+    hub.welcome(stable);
+    await vi.waitFor(() => expect(logLines.some((l) => l.msg === "connected")).toBe(true));
+    await sleep(60);
+    stable.ws.close(CloseCode.GOING_AWAY);
+    await hub.connection(4);
+    const delays = logLines.filter((l) => l.msg === "disconnected").map((l) => l.reconnectInMs);
+    expect(delays).toEqual([19, 39, 79, 19]);
+  });
+
+  it("reconnects after a non-terminal close code", async () => {
+    const { hub } = await setup();
+    const conn = await hub.connection(0);
+    conn.ws.close(CloseCode.GOING_AWAY, "redeploy");
+    const second = await hub.connection(1);
+    expect(second.of("hello")[0]?.agentId).toBe("mini-01");
+  });
+
+  it.each([
+    [CloseCode.UNAUTHORIZED, ExitCode.UNAUTHORIZED],
+    [CloseCode.REVOKED, ExitCode.UNAUTHORIZED],
+    [CloseCode.SUPERSEDED, ExitCode.REFUSED],
+    [CloseCode.INCOMPATIBLE_VERSION, ExitCode.REFUSED],
+  ])("stops for good on terminal close code %i (exit %i)", async (code, exitCode) => {
+    const { hub, exit, engine, agent } = await setup();
+    const conn = await hub.connection(0);
+    engine.script = { pieces: ["x"], holdUntilAborted: true };
+    conn.send(generate("t1"));
+    await conn.waitFor("chunk");
+    conn.ws.close(code, "go away");
+    expect(await exit).toMatchObject({ exitCode });
+    await sleep(60);
+    expect(hub.connections).toHaveLength(1);
+    expect(agent.inFlight).toBe(0);
+  });
+
+  it("exits with code 3 when the upgrade is refused with 401", async () => {
+    const { exit, hub, logLines } = await setup({ refuseUpgrade: 401 });
+    expect(await exit).toMatchObject({ exitCode: ExitCode.UNAUTHORIZED });
+    expect(hub.connections).toHaveLength(0);
+    const refused = logLines.filter((l) => l.level === "error");
+    expect(refused).toHaveLength(1);
+    expect(refused[0]).toMatchObject({ msg: "gateway refused the agent token", status: 401 });
+  });
+
+  it("keeps reconnecting with backoff while the upgrade fails with 503", async () => {
+    const { logLines, agent, hub } = await setup({ refuseUpgrade: 503 });
+    await vi.waitFor(() =>
+      expect(logLines.filter((l) => l.msg === "disconnected").length).toBeGreaterThan(2),
+    );
+    expect(hub.connections).toHaveLength(0);
+    await agent.stop();
+  });
+
+  it("terminates a socket whose heartbeat goes unanswered, and reconnects", async () => {
+    const { hub, logLines } = await setup({ answerPings: false, heartbeatIntervalMs: 30 });
+    const first = await hub.connection(0);
+    await vi.waitFor(() => expect(first.closed).toBeDefined(), { timeout: 2_000 });
+    expect(first.pings).toBeGreaterThanOrEqual(1);
+    expect(first.closed?.code).toBe(1006); // terminated, no close handshake
+    expect(logLines.some((l) => l.msg === "heartbeat timeout")).toBe(true);
+    await hub.connection(1);
+  });
+
+  it("drops and redials a socket the hub never welcomes", async () => {
+    const { hub, logLines } = await setup({ welcome: false }, { welcomeTimeoutMs: 40 });
+    const first = await hub.connection(0);
+    await vi.waitFor(() => expect(first.closed?.code).toBe(1006));
+    expect(logLines.some((l) => l.msg === "no welcome from the hub")).toBe(true);
+    await hub.connection(1);
+  });
+
+  it("keeps a socket whose heartbeat is answered", async () => {
+    const { hub } = await setup({ heartbeatIntervalMs: 20 });
+    const conn = await hub.connection(0);
+    await sleep(200);
+    expect(conn.pings).toBeGreaterThanOrEqual(4);
+    expect(conn.closed).toBeUndefined();
+    expect(hub.connections).toHaveLength(1);
+  });
+});
+
+describe("Agent drain", () => {
+  it("announces draining, refuses new work, finishes in-flight work, then closes with DRAINED", async () => {
+    const { hub, engine, agent, exit } = await setup({}, { drainTimeoutMs: 5_000 });
+    const conn = await hub.connection(0);
+    engine.script = { pieces: ["one ", "two ", "three"], delayMs: 40 };
+    conn.send(generate("g1"));
+    await conn.waitFor("chunk", (c) => c.id === "g1");
+    const drained = agent.drain();
+    expect(await conn.waitFor("draining")).toEqual({ type: "draining", deadlineMs: 5_000 });
+    conn.send(generate("g2"));
+    expect(await conn.waitFor("error", (e) => e.id === "g2")).toMatchObject({
+      code: "AGENT_DRAINING",
+      retryable: true,
+    });
+    expect(await drained).toEqual({ exitCode: ExitCode.OK, reason: "drained" });
+    expect(await exit).toEqual({ exitCode: ExitCode.OK, reason: "drained" });
+    expect(conn.of("done").find((d) => d.id === "g1")).toMatchObject({ finishReason: "stop" });
+    expect(text(conn, "g1")).toBe("one two three");
+    await vi.waitFor(() => expect(conn.closed?.code).toBe(CloseCode.DRAINED));
+    expect(hub.connections).toHaveLength(1);
+  });
+
+  it("aborts what is still running at the drain deadline with a retryable AGENT_DRAINING", async () => {
+    const { hub, engine, agent, exit } = await setup({}, { drainTimeoutMs: 80 });
+    const conn = await hub.connection(0);
+    engine.script = { pieces: ["x"], holdUntilAborted: true };
+    conn.send(generate("s1"));
+    await conn.waitFor("chunk", (c) => c.id === "s1");
+    await agent.drain();
+    expect(await exit).toMatchObject({ exitCode: ExitCode.OK });
+    expect(engine.signals[0]?.aborted).toBe(true);
+    expect(conn.forId("s1").at(-1)).toMatchObject({ type: "error", code: "AGENT_DRAINING", retryable: true });
+    expect(agent.inFlight).toBe(0);
+    await vi.waitFor(() => expect(conn.closed?.code).toBe(CloseCode.DRAINED));
+  });
+});
+
+describe("ChunkCoalescer", () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  function harness(options: { flushMs?: number; maxBytes?: number } = {}) {
+    vi.useFakeTimers();
+    const emitted: Array<[string, number]> = [];
+    const coalescer = new ChunkCoalescer((t, n) => emitted.push([t, n]), {
+      ...options,
+      now: () => Date.now(),
+    });
+    return { emitted, coalescer };
+  }
+
+  it("sends the first visible text at once and batches the rest for flushMs", () => {
+    const { emitted, coalescer } = harness({ flushMs: 16 });
+    coalescer.push({ text: "", tokens: 1 });
+    expect(emitted).toEqual([]);
+    coalescer.push({ text: "a", tokens: 1 });
+    expect(emitted).toEqual([["a", 2]]);
+    coalescer.push({ text: "b", tokens: 1 });
+    vi.advanceTimersByTime(10);
+    coalescer.push({ text: "c", tokens: 1 });
+    expect(emitted).toHaveLength(1);
+    vi.advanceTimersByTime(6);
+    expect(emitted).toEqual([
+      ["a", 2],
+      ["bc", 2],
+    ]);
+    vi.advanceTimersByTime(100);
+    expect(emitted).toHaveLength(2);
+  });
+
+  it("flushes on size, and on elapsed time even when timers cannot run", () => {
+    const { emitted, coalescer } = harness({ flushMs: 16, maxBytes: 10 });
+    coalescer.push({ text: "first", tokens: 1 });
+    coalescer.push({ text: "12345", tokens: 1 });
+    coalescer.push({ text: "67890", tokens: 1 });
+    expect(emitted.at(-1)).toEqual(["1234567890", 2]);
+    coalescer.push({ text: "late", tokens: 1 });
+    vi.setSystemTime(Date.now() + 20); // the clock moves but no timer has fired yet
+    coalescer.push({ text: "r", tokens: 1 });
+    expect(emitted.at(-1)).toEqual(["later", 2]);
+  });
+
+  it("flush() empties the buffer and discard() drops it", () => {
+    const { emitted, coalescer } = harness();
+    coalescer.push({ text: "a", tokens: 1 });
+    coalescer.push({ text: "b", tokens: 1 });
+    coalescer.flush();
+    coalescer.flush();
+    coalescer.push({ text: "c", tokens: 1 });
+    coalescer.discard();
+    vi.advanceTimersByTime(100);
+    expect(emitted).toEqual([
+      ["a", 1],
+      ["b", 1],
+    ]);
+  });
+});

@@ -1,0 +1,223 @@
+// The orchard-agent CLI as operators run it: `node --import tsx node-agent/main.ts <command>`.
+// Bad configuration must be one stderr line naming the setting, and exit code 2.
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it, vi } from "vitest";
+import { WebSocketServer } from "ws";
+
+const root = join(import.meta.dirname, "..", "..");
+const cacheDir = mkdtempSync(join(tmpdir(), "orchard-cli-"));
+afterAll(() => rmSync(cacheDir, { recursive: true, force: true }));
+
+function fakeJwt(claims: Record<string, unknown>): string {
+  const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  return `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}.c2ln`;
+}
+const token = fakeJwt({ sub: "mini-cli", role: "agent", exp: 4_000_000_000 });
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function startCli(args: string[], env: Record<string, string> = {}) {
+  // Only this test's ORCHARD_* settings reach the child, never the developer's own.
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("ORCHARD_")));
+  const child = spawn(process.execPath, ["--import", "tsx", "node-agent/main.ts", ...args], {
+    cwd: root,
+    env: { ...base, ORCHARD_CACHE_DIR: cacheDir, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const output = { stdout: "", stderr: "" };
+  child.stdout.on("data", (d) => {
+    output.stdout += d;
+  });
+  child.stderr.on("data", (d) => {
+    output.stderr += d;
+  });
+  const exited = new Promise<Run>((resolve) => child.on("close", (code) => resolve({ code, ...output })));
+  return { child, output, exited };
+}
+
+const runCli = (args: string[], env: Record<string, string> = {}) => startCli(args, env).exited;
+
+function expectConfigError(run: Run, setting: string) {
+  expect(run.code).toBe(2);
+  const lines = run.stderr.trimEnd().split("\n");
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toContain(setting);
+  expect(lines[0]).not.toMatch(/\bat .*\.ts:\d+/); // no stack
+  expect(run.stdout).toBe("");
+}
+
+describe.concurrent("orchard-agent CLI", () => {
+  it("help lists the commands and every flag with its variable", async () => {
+    const run = await runCli(["help"]);
+    expect(run.code).toBe(0);
+    for (const word of [
+      "start",
+      "doctor",
+      "--gateway",
+      "ORCHARD_GATEWAY_URL",
+      "--drain-timeout-ms",
+      "--flush-ms",
+    ]) {
+      expect(run.stdout).toContain(word);
+    }
+    expect(run.stderr).toBe("");
+  });
+
+  it("prints help when no command is given", async () => {
+    const run = await runCli([]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain("Usage:");
+  });
+
+  it("start without a gateway names --gateway", async () => {
+    expectConfigError(await runCli(["start", "--token", token]), "--gateway");
+  });
+
+  it("start with a bad capacity names --capacity", async () => {
+    expectConfigError(
+      await runCli(["start", "--gateway", "http://127.0.0.1:9", "--token", token, "--capacity", "0"]),
+      "--capacity",
+    );
+  });
+
+  it("a bad environment variable is named as such", async () => {
+    expectConfigError(
+      await runCli(["start"], {
+        ORCHARD_GATEWAY_URL: "http://127.0.0.1:9",
+        ORCHARD_AGENT_TOKEN: token,
+        ORCHARD_FLUSH_MS: "50",
+      }),
+      "ORCHARD_FLUSH_MS",
+    );
+  });
+
+  it("an --id that is not the token's subject is a config error", async () => {
+    expectConfigError(
+      await runCli(["start", "--gateway", "http://127.0.0.1:9", "--token", token, "--id", "someone-else"]),
+      "--id",
+    );
+  });
+
+  it("an unknown flag is named", async () => {
+    expectConfigError(
+      await runCli(["start", "--gateway", "http://127.0.0.1:9", "--tokne", token]),
+      "--tokne",
+    );
+  });
+
+  it("an unknown command exits 2", async () => {
+    const run = await runCli(["serve"]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('unknown command "serve"');
+  });
+
+  it("doctor passes with the demo model and a gateway that answers /health", async () => {
+    const { createServer } = await import("node:http");
+    const gateway = createServer((req, res) => {
+      res.writeHead(req.url === "/health" ? 200 : 404).end();
+    });
+    await new Promise<void>((resolve) => gateway.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (gateway.address() as AddressInfo).port;
+      const run = await runCli(["doctor", "--gateway", `http://127.0.0.1:${port}`, "--token", token]);
+      expect(run.stdout).toMatch(/^ok +model demo-random-weights: .*GGUF v3, llama/m);
+      expect(run.stdout).toMatch(/^ok +engine llamacpp: loaded 1 model/m);
+      expect(run.stdout).toMatch(/^ok +gateway: GET http:\/\/127\.0\.0\.1:\d+\/health -> 200$/m);
+      expect(run.stdout).toContain("all checks passed");
+      expect(run.code).toBe(0);
+    } finally {
+      gateway.close();
+    }
+  });
+
+  it("doctor reports a bad configuration and exits 1", async () => {
+    const run = await runCli(["doctor", "--gateway", "http://127.0.0.1:9"]);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toMatch(/^FAIL config: --token: missing/m);
+  });
+});
+
+describe("orchard-agent start", () => {
+  it("serves a generation through a scripted test hub with the demo model, and drains on SIGTERM", async () => {
+    const hub = new WebSocketServer({ port: 0, host: "127.0.0.1", path: "/agents/connect" });
+    await new Promise<void>((resolve) => hub.once("listening", () => resolve()));
+    const frames: Array<Record<string, unknown>> = [];
+    let authorization: string | undefined;
+    let closeCode: number | undefined;
+    hub.on("connection", (ws, req) => {
+      authorization = req.headers.authorization;
+      ws.on("message", (data) => {
+        const frame = JSON.parse(data.toString());
+        frames.push(frame);
+        if (frame.type === "hello") {
+          ws.send(
+            JSON.stringify({
+              type: "welcome",
+              protocol: frame.protocol,
+              agentId: frame.agentId,
+              sessionId: "s1",
+              pool: "default",
+              heartbeatIntervalMs: 10_000,
+              healthIntervalMs: 10_000,
+            }),
+          );
+          ws.send(
+            JSON.stringify({
+              type: "generate",
+              id: "g1",
+              model: "demo-random-weights",
+              prompt: "Once upon a time",
+              params: { maxTokens: 12, temperature: 0 },
+            }),
+          );
+        }
+      });
+      ws.on("close", (code) => {
+        closeCode = code;
+      });
+    });
+    const port = (hub.address() as AddressInfo).port;
+    try {
+      const { child, output, exited } = startCli(
+        ["start", "--gateway", `http://127.0.0.1:${port}`, "--capacity", "1", "--log-level", "info"],
+        { ORCHARD_AGENT_TOKEN: token },
+      );
+      await vi.waitFor(() => expect(output.stderr).toContain('{"msg":"connected"'), { timeout: 15_000 });
+      expect(authorization).toBe(`Bearer ${token}`);
+      expect(frames[0]).toMatchObject({
+        type: "hello",
+        agentId: "mini-cli",
+        engines: ["llamacpp"],
+        capacity: 1,
+        models: [{ name: "demo-random-weights", engine: "llamacpp", loaded: true }],
+      });
+      await vi.waitFor(() => expect(frames.find((f) => f.type === "done")).toBeDefined(), {
+        timeout: 10_000,
+      });
+      const done = frames.find((f) => f.type === "done") as {
+        id: string;
+        usage: { completionTokens: number };
+      };
+      expect(done.id).toBe("g1");
+      expect(done.usage.completionTokens).toBeGreaterThan(0);
+      expect(done.usage.completionTokens).toBeLessThanOrEqual(12);
+      expect(frames.filter((f) => f.type === "chunk").length).toBeGreaterThan(0);
+      child.kill("SIGTERM");
+      const run = await exited;
+      expect(run.code).toBe(0);
+      expect(frames.at(-1)).toEqual({ type: "draining", deadlineMs: 30_000 });
+      expect(closeCode).toBe(4008);
+      for (const line of run.stderr.trimEnd().split("\n")) expect(() => JSON.parse(line)).not.toThrow();
+    } finally {
+      await new Promise<void>((resolve) => hub.close(() => resolve()));
+    }
+  }, 30_000);
+});
