@@ -1,0 +1,7 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    projects: ["test/gateway/vitest.config.ts", "test/agent/vitest.config.ts", "test/e2e/vitest.config.ts"],
+  },
+});
