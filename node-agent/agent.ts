@@ -424,7 +424,7 @@ export class Agent {
         coalescer.flush();
         const { finishReason, usage } = await result;
         this.send(link, { type: "done", id, finishReason, usage, timings: timings() });
-        this.log.debug("generation done", { id, finishReason, completionTokens: usage.completionTokens });
+        this.log.info("generation done", { id, finishReason, completionTokens: usage.completionTokens });
         return;
       }
     } catch (err) {
@@ -453,7 +453,7 @@ export class Agent {
     timings: () => { firstTokenMs: number | null; totalMs: number },
   ): Promise<void> {
     const { id, link, cause } = entry;
-    this.log.debug("generation aborted", { id, cause });
+    this.log.info("generation aborted", { id, cause });
     switch (cause) {
       case "cancel":
       case "deadline": {

@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
 // End-to-end: the real Worker in workerd plus real agent processes running llama.cpp. Files run one
@@ -5,6 +6,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     name: "e2e",
+    root: fileURLToPath(new URL("../..", import.meta.url)),
     environment: "node",
     include: ["test/e2e/**/*.test.ts"],
     pool: "forks",

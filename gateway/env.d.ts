@@ -1,0 +1,13 @@
+// Secrets are not in wrangler.toml. worker-configuration.d.ts is generated with
+//   npx wrangler types gateway/worker-configuration.d.ts --include-runtime false --env-file /dev/null
+// (`--env-file /dev/null` ignores a local .dev.vars, so the output is the same on every machine;
+// `--include-runtime false` because @cloudflare/workers-types provides the runtime types), and the
+// secrets are declared here instead. The code still treats an empty or unset secret as missing.
+declare namespace Cloudflare {
+  interface Env {
+    /** HS256 secret for tokens without a `kid` (`wrangler secret put JWT_SECRET`; locally .dev.vars). */
+    JWT_SECRET: string;
+    /** Optional JSON object {"<kid>": "<secret>"} for tokens carrying a `kid` header (rotation). */
+    JWT_SECRETS: string;
+  }
+}

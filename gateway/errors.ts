@@ -1,0 +1,86 @@
+// Gateway errors with stable codes, and the one table that maps each code to its HTTP status.
+// Callers branch on `code` (schema/api.ts ErrorCode), never on the message text.
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { ErrorCode } from "../schema/api.ts";
+
+export const STATUS_BY_CODE = {
+  UNAUTHORIZED: 401,
+  TOKEN_EXPIRED: 401,
+  FORBIDDEN: 403,
+  INVALID_JSON: 400,
+  INVALID_REQUEST: 400,
+  PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  MODEL_NOT_FOUND: 404,
+  NO_AGENT_AVAILABLE: 503,
+  QUEUE_FULL: 429,
+  QUEUE_TIMEOUT: 504,
+  RATE_LIMITED: 429,
+  AGENT_REVOKED: 403,
+  UPGRADE_REQUIRED: 426,
+  UPSTREAM_ERROR: 502,
+  GATEWAY_TIMEOUT: 504,
+  CONTEXT_OVERFLOW: 400,
+  INTERNAL: 500,
+} as const satisfies Record<ErrorCode, ContentfulStatusCode>;
+
+export interface GatewayErrorOptions {
+  /** The request field at fault (OpenAI's `param`), e.g. "messages.0.content". */
+  param?: string;
+  /** Seconds a caller should wait before retrying; sent as Retry-After. */
+  retryAfterSeconds?: number;
+  /** Extra response headers, e.g. Allow on 405. */
+  headers?: Record<string, string>;
+  cause?: unknown;
+}
+
+/** An error whose message is safe to show the caller. Anything else becomes a plain 500. */
+export class GatewayError extends Error {
+  override readonly name = "GatewayError";
+  readonly code: ErrorCode;
+  readonly status: ContentfulStatusCode;
+  readonly param: string | null;
+  readonly retryAfterSeconds: number | undefined;
+  readonly headers: Record<string, string>;
+
+  constructor(code: ErrorCode, message: string, options: GatewayErrorOptions = {}) {
+    super(message, { cause: options.cause });
+    this.code = code;
+    this.status = STATUS_BY_CODE[code];
+    this.param = options.param ?? null;
+    this.retryAfterSeconds = options.retryAfterSeconds;
+    this.headers = { ...options.headers };
+    if (options.retryAfterSeconds !== undefined)
+      this.headers["Retry-After"] = String(options.retryAfterSeconds);
+  }
+}
+
+/** The generic message for codes whose detail must not leak (INTERNAL). */
+export const INTERNAL_MESSAGE = "internal error";
+
+/** OpenAI's error `type` for a status, so SDKs classify our errors as they classify OpenAI's. */
+export function openAIErrorType(status: number): string {
+  if (status === 401) return "authentication_error";
+  if (status === 403) return "permission_error";
+  if (status === 404) return "not_found_error";
+  if (status === 429) return "rate_limit_error";
+  if (status >= 500) return "server_error";
+  return "invalid_request_error";
+}
+
+/** Requests under /v1 speak OpenAI's error shape; every other route speaks ErrorBody. */
+export function isOpenAIPath(path: string): boolean {
+  return path === "/v1" || path.startsWith("/v1/");
+}
+
+export function errorBody(err: GatewayError, requestId: string) {
+  return { error: { code: err.code, message: err.message, requestId } };
+}
+
+export function openAIErrorBody(err: GatewayError) {
+  return {
+    error: { message: err.message, type: openAIErrorType(err.status), param: err.param, code: err.code },
+  };
+}

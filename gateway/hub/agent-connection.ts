@@ -1,0 +1,141 @@
+// One connected agent as the hub sees it: identity and capabilities (mirrored in the socket's
+// attachment so they survive hibernation) plus live state that only matters while awake.
+import type { EngineName, HealthFrame, HelloFrame, HostFacts, ModelInfo } from "../../schema/protocol.ts";
+import type { AgentSummary } from "./dispatch.ts";
+import type { AgentLoad } from "./scheduling.ts";
+
+export interface AgentIdentity {
+  agentId: string;
+  name: string;
+  pool: string;
+  sessionId: string;
+  connectedAt: number;
+}
+
+export interface AgentCapabilities {
+  agentVersion: string;
+  name: string | undefined;
+  engines: EngineName[];
+  models: ModelInfo[];
+  capacity: number;
+  host: HostFacts;
+  helloAt: number;
+}
+
+/**
+ * What a socket carries through hibernation. Workers cap an attachment at 16 KiB; capabilities
+ * that do not fit (hundreds of models) go to Durable Object storage under `caps:<sessionId>`.
+ */
+export interface AgentAttachment extends AgentIdentity {
+  caps: AgentCapabilities | null;
+  capsInStorage: boolean;
+  draining: boolean;
+}
+
+export const capsStorageKey = (sessionId: string) => `caps:${sessionId}`;
+
+export class AgentConnection implements AgentLoad {
+  caps: AgentCapabilities | null;
+  draining: boolean;
+  capsInStorage: boolean;
+  /** Request ids this agent is working on. */
+  readonly requests = new Set<string>();
+  /** Last frame of any kind (pings are answered without waking us: see lastActivity()). */
+  lastFrameAt: number;
+  latencyMs: number | null = null;
+  lastHealth: { at: number; frame: HealthFrame } | null = null;
+  lastSeenWrittenAt = 0;
+  /** Frames handled since this connection (or the hub) woke; lets operators see a stuck agent. */
+  framesReceived = 0;
+  /** Set once the hub forgot this connection (closed, superseded, timed out). */
+  lost = false;
+  #models: Set<string>;
+
+  constructor(
+    public ws: WebSocket,
+    readonly identity: AgentIdentity,
+    restored: Partial<Pick<AgentAttachment, "caps" | "draining" | "capsInStorage">> = {},
+    now = Date.now(),
+  ) {
+    this.caps = restored.caps ?? null;
+    this.draining = restored.draining ?? false;
+    this.capsInStorage = restored.capsInStorage ?? false;
+    this.lastFrameAt = now;
+    this.#models = modelNames(this.caps);
+  }
+
+  get id(): string {
+    return this.identity.agentId;
+  }
+
+  get sessionId(): string {
+    return this.identity.sessionId;
+  }
+
+  /** Agents are schedulable only after `hello`. */
+  get ready(): boolean {
+    return this.caps !== null;
+  }
+
+  get models(): ReadonlySet<string> {
+    return this.#models;
+  }
+
+  get capacity(): number {
+    return this.caps?.capacity ?? 0;
+  }
+
+  get inFlight(): number {
+    return this.requests.size;
+  }
+
+  applyHello(hello: HelloFrame, now: number): void {
+    this.caps = {
+      agentVersion: hello.agentVersion,
+      name: hello.name,
+      engines: hello.engines,
+      models: hello.models,
+      capacity: hello.capacity,
+      host: hello.host,
+      helloAt: now,
+    };
+    this.#models = modelNames(this.caps);
+  }
+
+  setModels(models: ModelInfo[]): void {
+    if (this.caps === null) return;
+    this.caps = { ...this.caps, models };
+    this.#models = modelNames(this.caps);
+  }
+
+  attachment(): AgentAttachment {
+    return { ...this.identity, caps: this.caps, capsInStorage: false, draining: this.draining };
+  }
+
+  summary(): AgentSummary {
+    return {
+      id: this.id,
+      name: this.caps?.name ?? this.identity.name,
+      pool: this.identity.pool,
+      sessionId: this.sessionId,
+      ready: this.ready,
+      agentVersion: this.caps?.agentVersion ?? null,
+      engines: this.caps?.engines ?? [],
+      models: [...(this.caps?.models ?? [])].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+      capacity: this.capacity,
+      inFlight: this.inFlight,
+      draining: this.draining,
+      connectedAt: new Date(this.identity.connectedAt).toISOString(),
+      latencyMs: this.latencyMs === null ? null : Math.round(this.latencyMs),
+      framesReceived: this.framesReceived,
+      lastHealth:
+        this.lastHealth === null
+          ? null
+          : { at: new Date(this.lastHealth.at).toISOString(), frame: this.lastHealth.frame },
+    };
+  }
+}
+
+function modelNames(caps: AgentCapabilities | null): Set<string> {
+  return new Set(caps?.models.map((m) => m.name) ?? []);
+}

@@ -1,0 +1,108 @@
+// The internal interface between the Worker and its pool's AgentHub (never seen by callers).
+//
+//   POST https://hub/dispatch  body: DispatchRequest (JSON)
+//     -> 4xx/5xx + DispatchErrorBody (+ Retry-After) when the request cannot be served, decided
+//        before anything streams: MODEL_NOT_FOUND, NO_AGENT_AVAILABLE, QUEUE_FULL, QUEUE_TIMEOUT,
+//        or an agent failure before the first chunk (after one retry on another agent).
+//     -> 200 once the first chunk (or `done`) arrived, headers X-Orchard-Model / X-Orchard-Agent,
+//        body: NDJSON HubEvents written as the agent's frames arrive; cancelling it cancels the
+//        generation on the agent.
+//   GET  https://hub/connect   (Upgrade: websocket, X-Orchard-Agent-Id/-Name, X-Orchard-Pool)
+//     -> 101, the agent's socket accepted with the hibernation API.
+//   RPC  snapshot()            -> HubSnapshot (agents, models, queue, counters).
+import { z } from "zod";
+import { ErrorCode } from "../../schema/api.ts";
+import {
+  ChatMessage,
+  type EngineName,
+  FinishReason,
+  type HealthFrame,
+  type ModelInfo,
+  ModelName,
+  SamplingParams,
+  Usage,
+} from "../../schema/protocol.ts";
+
+export const DispatchRequest = z
+  .object({
+    requestId: z.string().min(1).max(100),
+    /** Omitted: the pool's default model (DEFAULT_MODEL, else the first model any agent serves). */
+    model: ModelName.optional(),
+    prompt: z.string().optional(),
+    messages: z.array(ChatMessage).min(1).optional(),
+    params: SamplingParams,
+  })
+  .refine((r) => (r.prompt === undefined) !== (r.messages === undefined), {
+    message: "exactly one of prompt or messages",
+  });
+export type DispatchRequest = z.infer<typeof DispatchRequest>;
+
+export const DispatchErrorBody = z.object({ code: ErrorCode, message: z.string() });
+export type DispatchErrorBody = z.infer<typeof DispatchErrorBody>;
+
+export const HubEvent = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("chunk"), text: z.string(), tokens: z.number().int().nonnegative() }),
+  z.object({
+    type: z.literal("done"),
+    finishReason: FinishReason,
+    usage: Usage,
+    timings: z.object({ firstTokenMs: z.number().nullable(), totalMs: z.number() }),
+  }),
+  z.object({ type: z.literal("error"), code: ErrorCode, message: z.string() }),
+]);
+export type HubEvent = z.infer<typeof HubEvent>;
+
+export const HubHeader = {
+  agentId: "X-Orchard-Agent-Id",
+  agentName: "X-Orchard-Agent-Name",
+  pool: "X-Orchard-Pool",
+  model: "X-Orchard-Model",
+  agent: "X-Orchard-Agent",
+} as const;
+
+export const DEFAULT_POOL = "default";
+
+export interface AgentSummary {
+  id: string;
+  name: string;
+  pool: string;
+  sessionId: string;
+  /** False until the agent's `hello` arrived. */
+  ready: boolean;
+  agentVersion: string | null;
+  engines: EngineName[];
+  /** What the agent announced (hello, health, loaded/unloaded), sorted by name. */
+  models: ModelInfo[];
+  capacity: number;
+  inFlight: number;
+  draining: boolean;
+  connectedAt: string;
+  latencyMs: number | null;
+  /** Frames the hub handled from this agent since the connection (or the hub) woke. */
+  framesReceived: number;
+  /** The agent's latest `health` frame as received, and when. */
+  lastHealth: { at: string; frame: HealthFrame } | null;
+}
+
+export interface HubSnapshot {
+  agents: AgentSummary[];
+  /** Models some connected, non-draining agent serves, with when the pool first saw them. */
+  models: { id: string; firstSeenAt: number }[];
+  queue: { total: number; byModel: Record<string, number> };
+  metrics: HubMetrics;
+}
+
+export interface HubMetrics {
+  requests: Record<RequestOutcome, number>;
+  retries: number;
+  tokens: { prompt: number; completion: number };
+}
+
+export type RequestOutcome =
+  | "ok"
+  | "upstream_error"
+  | "cancelled"
+  | "queue_full"
+  | "queue_timeout"
+  | "no_agent"
+  | "model_not_found";

@@ -1,0 +1,28 @@
+// The gateway Worker: assembles the Hono app from its middleware and route sub-apps, and exports
+// the Durable Object classes wrangler.toml binds.
+import { Hono } from "hono";
+import { accessLog } from "./middleware/access-log/index.ts";
+import { errorHandler, notFoundHandler } from "./middleware/errors/index.ts";
+import { requestId } from "./middleware/request-id/index.ts";
+import { agentRoutes } from "./routes/agents.ts";
+import { generateRoutes } from "./routes/generate.ts";
+import { healthRoutes } from "./routes/health.ts";
+import { openaiRoutes } from "./routes/openai.ts";
+import type { AppEnv } from "./types.ts";
+
+export { AgentHub } from "./hub/agent-hub.ts";
+
+const app = new Hono<AppEnv>()
+  .use(requestId())
+  .use(accessLog())
+  .route("/", healthRoutes)
+  .route("/agents", agentRoutes)
+  .route("/generate", generateRoutes)
+  .route("/v1", openaiRoutes);
+
+app.onError(errorHandler());
+app.notFound(notFoundHandler(() => app.routes));
+
+export default {
+  fetch: app.fetch,
+} satisfies ExportedHandler<Env>;

@@ -1,0 +1,6 @@
+// Test-only bindings (vitest.config.ts miniflare.bindings).
+declare namespace Cloudflare {
+  interface Env {
+    TEST_MIGRATIONS: import("cloudflare:test").D1Migration[];
+  }
+}

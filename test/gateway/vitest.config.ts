@@ -1,0 +1,44 @@
+// The "gateway" test project: runs test/gateway/*.test.ts inside workerd with the real Worker
+// (wrangler.toml), D1 migrations applied in a setup file, and test-only bindings.
+import { fileURLToPath } from "node:url";
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
+import { defineConfig } from "vitest/config";
+
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+/** Secrets and short timeouts for tests; also read by helpers.ts through `env`. */
+export const testBindings = {
+  JWT_SECRET: "test-secret-for-the-gateway-suite-0123456789",
+  JWT_SECRETS: JSON.stringify({ "2026-rotated": "rotated-test-secret-9876543210-abcdefghij" }),
+  QUEUE_MAX: "2",
+  QUEUE_TIMEOUT_MS: "1500",
+  HELLO_TIMEOUT_MS: "1500",
+  // Long enough that test agents, which never ping, are not reaped; heartbeats are tested by
+  // running the hub's checks at a chosen clock instead.
+  HEARTBEAT_INTERVAL_MS: "60000",
+};
+
+export default defineConfig(async () => ({
+  root: repoRoot,
+  plugins: [
+    cloudflareTest({
+      wrangler: { configPath: `${repoRoot}wrangler.toml` },
+      miniflare: {
+        bindings: {
+          ...testBindings,
+          TEST_MIGRATIONS: await readD1Migrations(`${repoRoot}schema/migrations`),
+        },
+      },
+    }),
+  ],
+  test: {
+    name: "gateway",
+    // Set here too: as one of the root config's projects, the top-level root is not used for include.
+    root: repoRoot,
+    include: ["test/gateway/**/*.test.ts"],
+    setupFiles: ["test/gateway/apply-migrations.ts"],
+    testTimeout: 15_000,
+    // The Worker logs a JSON line per request; show them only for failing tests.
+    silent: "passed-only",
+  },
+}));
