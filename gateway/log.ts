@@ -5,6 +5,7 @@ export function log(level: LogLevel, msg: string, fields: Record<string, unknown
   const line = JSON.stringify({ level, msg, ...fields, ts: new Date().toISOString() });
   if (level === "error") console.error(line);
   else if (level === "warn") console.warn(line);
+  else if (level === "debug") console.debug(line);
   else console.log(line);
 }
 

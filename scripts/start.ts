@@ -24,6 +24,16 @@ function parsePort(raw: string | undefined): number {
   return port;
 }
 
+const LOG_LEVELS = ["none", "error", "warn", "info", "log", "debug"] as const;
+type GatewayLogLevel = (typeof LOG_LEVELS)[number];
+
+function parseLogLevel(raw: string | undefined): GatewayLogLevel {
+  if (raw === undefined || raw === "") return "warn";
+  if ((LOG_LEVELS as readonly string[]).includes(raw)) return raw as GatewayLogLevel;
+  process.stderr.write(`start: ORCHARD_GATEWAY_LOG_LEVEL="${raw}" is not one of ${LOG_LEVELS.join(", ")}\n`);
+  process.exit(2);
+}
+
 async function waitReady(origin: string, agent: ChildProcess): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   let reason = "";
@@ -44,6 +54,7 @@ async function waitReady(origin: string, agent: ChildProcess): Promise<void> {
 
 async function main(): Promise<void> {
   const port = parsePort(process.env.PORT);
+  const logLevel = parseLogLevel(process.env.ORCHARD_GATEWAY_LOG_LEVEL);
   const { secret, created } = ensureDevSecret(resolve(REPO_ROOT, ".dev.vars"));
   if (created) say("Created .dev.vars with a new local JWT secret.");
 
@@ -54,7 +65,8 @@ async function main(): Promise<void> {
       persistDir: resolve(REPO_ROOT, ".wrangler/state"),
       secret,
       port,
-      logLevel: "warn",
+      // Request lines are info: `ORCHARD_GATEWAY_LOG_LEVEL=info npm start` shows them.
+      logLevel,
     });
   } catch (err) {
     const message = (err as Error).message;
