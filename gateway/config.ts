@@ -1,4 +1,7 @@
 // Typed view of the Worker's vars (wrangler.toml [vars]); one place that knows their defaults.
+import { z } from "zod";
+import { ModelName } from "../schema/protocol.ts";
+import type { BreakerPolicy } from "./hub/circuit-breaker.ts";
 import { log } from "./log.ts";
 
 export interface GatewayConfig {
@@ -19,6 +22,22 @@ export interface GatewayConfig {
   heartbeatTimeoutMs: number;
   /** How often agents send `health` (announced in `welcome`). */
   healthIntervalMs: number;
+  /** Attempts per request (the first plus retries on other agents) for failures before the first chunk. */
+  dispatchMaxAttempts: number;
+  /** Per-agent and per-agent+model circuit breakers. */
+  breaker: BreakerPolicy;
+  /** Deadline of a request (queue wait + generation) unless X-Orchard-Timeout-Ms sets one. */
+  requestTimeoutMs: number;
+  /** Largest X-Orchard-Timeout-Ms honoured; larger values are capped to it. */
+  requestTimeoutMaxMs: number;
+  /** An agent that sends no chunk within this long after `generate` has failed the attempt. */
+  firstChunkTimeoutMs: number;
+  /** A stream with no chunk for this long after the previous one ends with GATEWAY_TIMEOUT. */
+  idleChunkTimeoutMs: number;
+  /** Unread bytes the hub buffers per streaming request before it gives up on a slow caller. */
+  streamBufferMaxBytes: number;
+  /** Models to serve instead when none of the requested model's agents can (in order). */
+  modelFallbacks: ReadonlyMap<string, readonly string[]>;
 }
 
 /**
@@ -39,11 +58,66 @@ export function readConfig(bindings: object): GatewayConfig {
     heartbeatIntervalMs,
     heartbeatTimeoutMs: 3 * heartbeatIntervalMs,
     healthIntervalMs: positiveInt(env, "HEALTH_INTERVAL_MS", 30_000),
+    dispatchMaxAttempts: positiveInt(env, "DISPATCH_MAX_ATTEMPTS", 3),
+    breaker: {
+      windowMs: positiveInt(env, "BREAKER_WINDOW_MS", 60_000),
+      minCalls: positiveInt(env, "BREAKER_MIN_CALLS", 5),
+      failureRate: fraction(env, "BREAKER_FAILURE_RATE", 0.5),
+      cooldownMs: positiveInt(env, "BREAKER_COOLDOWN_MS", 30_000),
+      halfOpenProbes: positiveInt(env, "BREAKER_HALF_OPEN_PROBES", 1),
+    },
+    requestTimeoutMs: positiveInt(env, "REQUEST_TIMEOUT_MS", 120_000),
+    requestTimeoutMaxMs: positiveInt(env, "REQUEST_TIMEOUT_MAX_MS", 600_000),
+    firstChunkTimeoutMs: positiveInt(env, "FIRST_CHUNK_TIMEOUT_MS", 30_000),
+    idleChunkTimeoutMs: positiveInt(env, "IDLE_CHUNK_TIMEOUT_MS", 30_000),
+    streamBufferMaxBytes: positiveInt(env, "STREAM_BUFFER_MAX_BYTES", 1024 * 1024),
+    modelFallbacks: modelFallbacks(env.MODEL_FALLBACKS),
   };
+}
+
+/** MODEL_FALLBACKS: {"model-a": ["model-b", "model-c"]}. */
+export const ModelFallbacks = z.record(ModelName, z.array(ModelName).max(16));
+
+/**
+ * readConfig() runs on every request; the parse (and its warning) runs once per isolate and value.
+ * A cache of a pure function of the var, not state that differs between isolates.
+ */
+let parsedFallbacks: { raw: string; value: ReadonlyMap<string, readonly string[]> } | undefined;
+
+function modelFallbacks(raw: unknown): ReadonlyMap<string, readonly string[]> {
+  const value = text(raw);
+  if (value === undefined) return new Map();
+  if (parsedFallbacks?.raw !== value) parsedFallbacks = { raw: value, value: parseFallbacks(value) };
+  return parsedFallbacks.value;
+}
+
+function parseFallbacks(value: string): ReadonlyMap<string, readonly string[]> {
+  let parsed: ReturnType<typeof ModelFallbacks.safeParse> | undefined;
+  try {
+    parsed = ModelFallbacks.safeParse(JSON.parse(value));
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed?.success) {
+    log("warn", 'MODEL_FALLBACKS is not a JSON object of {"model": ["fallback", ...]}; ignoring it');
+    return new Map();
+  }
+  return new Map(
+    Object.entries(parsed.data).map(([model, fallbacks]) => [model, fallbacks.filter((f) => f !== model)]),
+  );
 }
 
 function text(value: unknown): string | undefined {
   return typeof value === "string" && value.trim() !== "" ? value.trim() : undefined;
+}
+
+function fraction(env: Partial<Record<string, unknown>>, name: string, fallback: number): number {
+  const raw = text(env[name]);
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (Number.isFinite(value) && value > 0 && value <= 1) return value;
+  log("warn", "config var is not a number in (0, 1]; using the default", { var: name, fallback });
+  return fallback;
 }
 
 function positiveInt(env: Partial<Record<string, unknown>>, name: string, fallback: number): number {

@@ -23,6 +23,9 @@ export const STATUS_BY_CODE = {
   UPSTREAM_ERROR: 502,
   GATEWAY_TIMEOUT: 504,
   CONTEXT_OVERFLOW: 400,
+  BREAKER_NOT_FOUND: 404,
+  // Only ever seen mid-stream (the stream's error event): the caller stopped reading.
+  SLOW_CONSUMER: 408,
   INTERNAL: 500,
 } as const satisfies Record<ErrorCode, ContentfulStatusCode>;
 

@@ -5,6 +5,7 @@ import { accessLog } from "./middleware/access-log/index.ts";
 import { errorHandler, notFoundHandler } from "./middleware/errors/index.ts";
 import { requestId } from "./middleware/request-id/index.ts";
 import { agentRoutes } from "./routes/agents.ts";
+import { circuitBreakerRoutes } from "./routes/circuit-breakers.ts";
 import { generateRoutes } from "./routes/generate.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { openaiRoutes } from "./routes/openai.ts";
@@ -17,6 +18,7 @@ const app = new Hono<AppEnv>()
   .use(accessLog())
   .route("/", healthRoutes)
   .route("/agents", agentRoutes)
+  .route("/circuit-breaker", circuitBreakerRoutes)
   .route("/generate", generateRoutes)
   .route("/v1", openaiRoutes);
 

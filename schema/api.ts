@@ -33,6 +33,8 @@ export const ErrorCode = z.enum([
   "UPSTREAM_ERROR",
   "GATEWAY_TIMEOUT",
   "CONTEXT_OVERFLOW",
+  "BREAKER_NOT_FOUND",
+  "SLOW_CONSUMER",
   "INTERNAL",
 ]);
 export type ErrorCode = z.infer<typeof ErrorCode>;
@@ -134,3 +136,39 @@ export const HealthResponse = z.object({
   d1: z.enum(["ok", "error"]),
   agentsConnected: z.number().int(),
 });
+
+// ---- /circuit-breaker (role admin) ----
+
+export const BreakerState = z.enum(["closed", "open", "half_open"]);
+
+export const BreakerStatusResponse = z.object({
+  breakers: z.array(
+    z.object({
+      agentId: z.string(),
+      /** null: the agent's own breaker (disconnects, timeouts); else the agent+model breaker. */
+      model: z.string().nullable(),
+      state: BreakerState,
+      /** Counts within the rolling window (BREAKER_WINDOW_MS). */
+      failures: z.number().int(),
+      successes: z.number().int(),
+      calls: z.number().int(),
+      failureRate: z.number(),
+      /** Epoch ms. */
+      openedAt: z.number().nullable(),
+      lastTransitionAt: z.number(),
+      nextAttemptAt: z.number().nullable(),
+    }),
+  ),
+});
+export type BreakerStatusResponse = z.infer<typeof BreakerStatusResponse>;
+
+/** {} resets every breaker; {agentId} that agent's (its own and its per-model ones); {agentId, model} one. */
+export const BreakerResetRequest = z
+  .strictObject({ agentId: z.string().min(1).max(128).optional(), model: ModelName.optional() })
+  .refine((r) => r.model === undefined || r.agentId !== undefined, {
+    message: "model requires agentId",
+    path: ["model"],
+  });
+export type BreakerResetRequest = z.infer<typeof BreakerResetRequest>;
+
+export const BreakerResetResponse = z.object({ reset: z.number().int() });

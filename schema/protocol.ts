@@ -224,7 +224,7 @@ export const GenerateFrame = z
 export const CancelFrame = z.object({
   type: z.literal("cancel"),
   id,
-  reason: z.enum(["client_disconnected", "deadline", "hub_shutdown", "superseded"]),
+  reason: z.enum(["client_disconnected", "deadline", "hub_shutdown", "superseded", "slow_consumer"]),
 });
 
 export const LoadFrame = z.object({ type: z.literal("load"), model: modelName });

@@ -1,6 +1,7 @@
 // One connected agent as the hub sees it: identity and capabilities (mirrored in the socket's
 // attachment so they survive hibernation) plus live state that only matters while awake.
 import type { EngineName, HealthFrame, HelloFrame, HostFacts, ModelInfo } from "../../schema/protocol.ts";
+import type { BreakerState } from "./circuit-breaker.ts";
 import type { AgentSummary } from "./dispatch.ts";
 import type { AgentLoad } from "./scheduling.ts";
 
@@ -40,6 +41,12 @@ export class AgentConnection implements AgentLoad {
   capsInStorage: boolean;
   /** Request ids this agent is working on. */
   readonly requests = new Set<string>();
+  /**
+   * Request ids the hub cancelled but the agent may still be winding down, with when the hub stops
+   * waiting for the agent's `done`/`error` for them. They hold a slot: the agent counts them until
+   * it answers, and refuses work beyond its capacity.
+   */
+  readonly releasing = new Map<string, number>();
   /** Last frame of any kind (pings are answered without waking us: see lastActivity()). */
   lastFrameAt: number;
   latencyMs: number | null = null;
@@ -85,8 +92,9 @@ export class AgentConnection implements AgentLoad {
     return this.caps?.capacity ?? 0;
   }
 
+  /** Slots taken, as the agent counts them: live requests plus cancelled ones not yet answered. */
   get inFlight(): number {
-    return this.requests.size;
+    return this.requests.size + this.releasing.size;
   }
 
   applyHello(hello: HelloFrame, now: number): void {
@@ -112,7 +120,7 @@ export class AgentConnection implements AgentLoad {
     return { ...this.identity, caps: this.caps, capsInStorage: false, draining: this.draining };
   }
 
-  summary(): AgentSummary {
+  summary(breaker: BreakerState): AgentSummary {
     return {
       id: this.id,
       name: this.caps?.name ?? this.identity.name,
@@ -123,8 +131,10 @@ export class AgentConnection implements AgentLoad {
       engines: this.caps?.engines ?? [],
       models: [...(this.caps?.models ?? [])].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
       capacity: this.capacity,
-      inFlight: this.inFlight,
+      inFlight: this.requests.size,
+      cancelling: this.releasing.size,
       draining: this.draining,
+      breaker,
       connectedAt: new Date(this.identity.connectedAt).toISOString(),
       latencyMs: this.latencyMs === null ? null : Math.round(this.latencyMs),
       framesReceived: this.framesReceived,

@@ -24,11 +24,20 @@ import {
   AgentConnection,
   capsStorageKey,
 } from "./agent-connection.ts";
+import {
+  BREAKER_KEY_PREFIX,
+  type BreakerChange,
+  type BreakerSelector,
+  type BreakerStatus,
+  CircuitBreakers,
+} from "./circuit-breaker.ts";
 import { DEFAULT_POOL, DispatchRequest, HubHeader, type HubSnapshot } from "./dispatch.ts";
 import { Dispatcher, errorResponse } from "./dispatcher.ts";
 
 /** last_seen_at in D1 is refreshed at most this often per agent (on `hello` and `health`). */
 const LAST_SEEN_WRITE_INTERVAL_MS = 60_000;
+/** Breaker counts (not transitions, which are written at once) reach storage at least this often. */
+const BREAKER_FLUSH_INTERVAL_MS = 10_000;
 const KNOWN_MODELS_KEY = "knownModels";
 
 export class AgentHub extends DurableObject<Env> {
@@ -36,18 +45,32 @@ export class AgentHub extends DurableObject<Env> {
   /** Connected agents by agent id: at most one connection per id (newer supersedes older). */
   readonly #agents = new Map<string, AgentConnection>();
   readonly #dispatcher: Dispatcher;
+  /** Per agent and agent+model; persisted so an eviction or redeploy does not forget a bad agent. */
+  readonly #breakers: CircuitBreakers;
   /** Every model any agent of this pool ever announced, with when it was first seen. */
   #knownModels = new Map<string, number>();
   /** The scheduled alarm as we last set it; null when none. */
   #alarmAt: number | null = null;
+  #breakersFlushedAt = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#config = readConfig(env);
+    this.#breakers = new CircuitBreakers(
+      this.#config.breaker,
+      (change) => {
+        log("info", "circuit breaker changed", {
+          key: change.key,
+          state: change.record?.state,
+          openedAt: change.record?.openedAt,
+        });
+        this.#persistBreakers([change]);
+      },
+      () => this.#ensureAlarm(this.#breakersFlushedAt + BREAKER_FLUSH_INTERVAL_MS),
+    );
     this.#dispatcher = new Dispatcher({
-      queueMax: this.#config.queueMax,
-      queueTimeoutMs: this.#config.queueTimeoutMs,
-      defaultModel: this.#config.defaultModel,
+      config: this.#config,
+      breakers: this.#breakers,
       connections: () => this.#agents.values(),
       connection: (agentId) => this.#agents.get(agentId),
       knownModels: () => new Set(this.#knownModels.keys()),
@@ -83,14 +106,30 @@ export class AgentHub extends DurableObject<Env> {
       if (!agent.ready || agent.draining) continue;
       for (const model of agent.models) models.set(model, this.#knownModels.get(model) ?? Date.now());
     }
+    const now = Date.now();
     return {
-      agents: [...this.#agents.values()].map((a) => a.summary()),
+      agents: [...this.#agents.values()].map((a) => a.summary(this.#breakers.agentState(a.id, now))),
       models: [...models]
         .map(([id, firstSeenAt]) => ({ id, firstSeenAt }))
         .sort((a, b) => (a.id < b.id ? -1 : 1)),
       queue: { total: this.#dispatcher.queue.size, byModel: this.#dispatcher.queue.countsByModel() },
       metrics: structuredClone(this.#dispatcher.metrics),
     };
+  }
+
+  /** RPC: GET /circuit-breaker/status. */
+  breakerStatus(): BreakerStatus[] {
+    return this.#breakers.status(Date.now());
+  }
+
+  /** RPC: POST /circuit-breaker/reset; null when the selector names no existing breaker. */
+  resetBreakers(selector: BreakerSelector): { reset: number } | null {
+    const reset = this.#breakers.reset(selector, Date.now());
+    if (reset === null) return null;
+    log("info", "circuit breakers reset", { ...selector, reset });
+    // Agents whose breakers were open can take queued work again.
+    this.#dispatcher.pump();
+    return { reset };
   }
 
   #connect(request: Request): Response {
@@ -190,6 +229,7 @@ export class AgentHub extends DurableObject<Env> {
         }
       }
       this.#dispatcher.expire(now);
+      this.#flushBreakers(now);
     } catch (err) {
       log("error", "hub alarm failed", describeError(err));
     }
@@ -326,6 +366,7 @@ export class AgentHub extends DurableObject<Env> {
     if (this.#agents.get(agent.id) === agent) this.#agents.delete(agent.id);
     if (agent.capsInStorage) void this.ctx.storage.delete(capsStorageKey(agent.sessionId));
     this.#dispatcher.agentLost(agent, reason);
+    this.#scheduleNextAlarm();
   }
 
   #updateModels(agent: AgentConnection, models: AgentCapabilities["models"]): void {
@@ -383,17 +424,49 @@ export class AgentHub extends DurableObject<Env> {
     return Math.max(agent.lastFrameAt, pinged);
   }
 
+  // ---- circuit breakers in storage ----
+
+  /** Count changes since the last flush, and breakers no longer worth keeping, in one batch. */
+  #flushBreakers(now: number): void {
+    this.#breakersFlushedAt = now;
+    this.#persistBreakers(this.#breakers.flush(now, (agentId) => this.#agents.has(agentId)));
+  }
+
+  #persistBreakers(changes: BreakerChange[]): void {
+    const puts: Record<string, unknown> = {};
+    const deletes: string[] = [];
+    for (const change of changes) {
+      if (change.record === null) deletes.push(change.key);
+      else puts[change.key] = change.record;
+    }
+    const writes: Promise<unknown>[] = [];
+    // put() and delete() take at most 128 keys per call.
+    const entries = Object.entries(puts);
+    for (let i = 0; i < entries.length; i += 128) {
+      writes.push(this.ctx.storage.put(Object.fromEntries(entries.slice(i, i + 128))));
+    }
+    for (let i = 0; i < deletes.length; i += 128)
+      writes.push(this.ctx.storage.delete(deletes.slice(i, i + 128)));
+    for (const write of writes) {
+      write.catch((err: unknown) => log("error", "persisting circuit breakers failed", describeError(err)));
+    }
+  }
+
   // ---- wake-up and alarms ----
 
   async #restore(): Promise<void> {
     try {
-      const [known, alarm] = await Promise.all([
+      const [known, alarm, breakers] = await Promise.all([
         this.ctx.storage.get<Record<string, number>>(KNOWN_MODELS_KEY),
         this.ctx.storage.getAlarm(),
+        this.ctx.storage.list({ prefix: BREAKER_KEY_PREFIX }),
       ]);
       this.#knownModels = new Map(Object.entries(known ?? {}));
       this.#alarmAt = alarm;
       const now = Date.now();
+      this.#breakersFlushedAt = now;
+      const restored = this.#breakers.restore(breakers.values(), now);
+      if (restored > 0) log("info", "circuit breakers restored", { count: restored });
       for (const ws of this.ctx.getWebSockets()) {
         const attachment = ws.deserializeAttachment() as AgentAttachment | null;
         if (attachment === null) continue;
@@ -423,19 +496,22 @@ export class AgentHub extends DurableObject<Env> {
   }
 
   /**
-   * The next moment something is due: a hello deadline, a queue deadline, or — only while agents
-   * are connected — the next heartbeat check.
+   * The next moment something is due: a hello deadline, a request deadline (queue, request, first
+   * chunk, idle), an open breaker turning half-open while requests wait, a flush of breaker counts,
+   * or — only while agents are connected — the next heartbeat check. One alarm, the earliest.
    */
   #scheduleNextAlarm(): void {
+    const now = Date.now();
     const due: number[] = [];
     let anyReady = false;
     for (const agent of this.#agents.values()) {
       if (agent.ready) anyReady = true;
       else due.push(agent.identity.connectedAt + this.#config.helloTimeoutMs);
     }
-    if (anyReady) due.push(Date.now() + this.#config.heartbeatIntervalMs);
-    const queueDeadline = this.#dispatcher.queue.nextDeadline();
-    if (queueDeadline !== null) due.push(queueDeadline);
+    if (anyReady) due.push(now + this.#config.heartbeatIntervalMs);
+    const requestDeadline = this.#dispatcher.nextDeadline(now);
+    if (requestDeadline !== null) due.push(requestDeadline);
+    if (this.#breakers.dirty) due.push(this.#breakersFlushedAt + BREAKER_FLUSH_INTERVAL_MS);
     if (due.length === 0) return;
     this.#ensureAlarm(Math.min(...due));
   }

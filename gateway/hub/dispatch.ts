@@ -3,10 +3,12 @@
 //   POST https://hub/dispatch  body: DispatchRequest (JSON)
 //     -> 4xx/5xx + DispatchErrorBody (+ Retry-After) when the request cannot be served, decided
 //        before anything streams: MODEL_NOT_FOUND, NO_AGENT_AVAILABLE, QUEUE_FULL, QUEUE_TIMEOUT,
-//        or an agent failure before the first chunk (after one retry on another agent).
-//     -> 200 once the first chunk (or `done`) arrived, headers X-Orchard-Model / X-Orchard-Agent,
-//        body: NDJSON HubEvents written as the agent's frames arrive; cancelling it cancels the
-//        generation on the agent.
+//        GATEWAY_TIMEOUT, or an agent failure before the first chunk (after up to
+//        DISPATCH_MAX_ATTEMPTS attempts on different agents).
+//     -> 200 once the first chunk (or `done`) arrived, headers X-Orchard-Model (the model that
+//        answers), X-Orchard-Agent, and X-Orchard-Fallback (the requested model, when a fallback
+//        answers); body: NDJSON HubEvents written as the agent's frames arrive, ending with `done`
+//        or `error`; cancelling it cancels the generation on the agent.
 //   GET  https://hub/connect   (Upgrade: websocket, X-Orchard-Agent-Id/-Name, X-Orchard-Pool)
 //     -> 101, the agent's socket accepted with the hibernation API.
 //   RPC  snapshot()            -> HubSnapshot (agents, models, queue, counters).
@@ -31,6 +33,8 @@ export const DispatchRequest = z
     prompt: z.string().optional(),
     messages: z.array(ChatMessage).min(1).optional(),
     params: SamplingParams,
+    /** The request's deadline from now (queue wait + generation); omitted: REQUEST_TIMEOUT_MS. */
+    timeoutMs: z.number().int().positive().optional(),
   })
   .refine((r) => (r.prompt === undefined) !== (r.messages === undefined), {
     message: "exactly one of prompt or messages",
@@ -58,6 +62,7 @@ export const HubHeader = {
   pool: "X-Orchard-Pool",
   model: "X-Orchard-Model",
   agent: "X-Orchard-Agent",
+  fallback: "X-Orchard-Fallback",
 } as const;
 
 export const DEFAULT_POOL = "default";
@@ -74,8 +79,13 @@ export interface AgentSummary {
   /** What the agent announced (hello, health, loaded/unloaded), sorted by name. */
   models: ModelInfo[];
   capacity: number;
+  /** Requests the hub has on this agent now. */
   inFlight: number;
+  /** Requests cancelled but not yet answered by the agent: they still take a slot (of capacity). */
+  cancelling: number;
   draining: boolean;
+  /** The agent-level circuit breaker (per-model ones: GET /circuit-breaker/status). */
+  breaker: "closed" | "open" | "half_open";
   connectedAt: string;
   latencyMs: number | null;
   /** Frames the hub handled from this agent since the connection (or the hub) woke. */
@@ -94,7 +104,10 @@ export interface HubSnapshot {
 
 export interface HubMetrics {
   requests: Record<RequestOutcome, number>;
+  /** Attempts after the first, on another agent, for failures before the first chunk. */
   retries: number;
+  /** Requests served by a MODEL_FALLBACKS model. */
+  fallbacks: number;
   tokens: { prompt: number; completion: number };
 }
 
@@ -104,5 +117,7 @@ export type RequestOutcome =
   | "cancelled"
   | "queue_full"
   | "queue_timeout"
+  | "timeout"
+  | "slow_consumer"
   | "no_agent"
   | "model_not_found";

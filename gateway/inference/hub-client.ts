@@ -35,6 +35,7 @@ export async function dispatchToHub(
   if (!response.ok || response.body === null) throw await hubFailure(response);
   return new HubStream(
     response.headers.get(HubHeader.model) ?? request.model ?? "unknown",
+    response.headers.get(HubHeader.fallback),
     response.headers.get(HubHeader.agent) ?? "unknown",
     response.body,
   );
@@ -55,26 +56,43 @@ export class HubStream {
   readonly #reader: ReadableStreamDefaultReader<string>;
 
   constructor(
-    /** The model that answers (the pool's default when the request named none). */
+    /** The model that answers (the pool's default when the request named none, or a fallback). */
     readonly model: string,
+    /** The requested model when a MODEL_FALLBACKS model answers instead; else null. */
+    readonly fallbackFor: string | null,
     readonly agentId: string,
     body: ReadableStream<Uint8Array>,
   ) {
     this.#reader = body.pipeThrough(new TextDecoderStream()).getReader();
   }
 
-  /** Yields events until `done` or `error`; a stream that just stops yields an UPSTREAM_ERROR. */
+  /**
+   * Yields events until `done` or `error`. A stream that stops, breaks (the hub restarted) or
+   * carries garbage ends with an UPSTREAM_ERROR event, so no caller is left without an ending.
+   */
   async *events(): AsyncGenerator<HubEvent> {
     let buffer = "";
     for (;;) {
-      const { done, value } = await this.#reader.read();
-      if (done) break;
-      buffer += value;
+      let read: ReadableStreamReadResult<string>;
+      try {
+        read = await this.#reader.read();
+      } catch (err) {
+        log("warn", "hub stream broke", { agentId: this.agentId, ...describeError(err) });
+        break;
+      }
+      if (read.done) break;
+      buffer += read.value;
       for (let newline = buffer.indexOf("\n"); newline >= 0; newline = buffer.indexOf("\n")) {
         const line = buffer.slice(0, newline);
         buffer = buffer.slice(newline + 1);
         if (line === "") continue;
-        const event = HubEvent.parse(JSON.parse(line));
+        const event = parseEvent(line);
+        if (event === null) {
+          log("error", "malformed hub event", { agentId: this.agentId });
+          yield { type: "error", code: "UPSTREAM_ERROR", message: "the agent pool sent a malformed event" };
+          await this.cancel();
+          return;
+        }
         yield event;
         if (event.type !== "chunk") return;
       }
@@ -85,6 +103,15 @@ export class HubStream {
   /** The caller left: cancelling the hub's response makes it send `cancel` to the agent. */
   async cancel(): Promise<void> {
     await this.#reader.cancel("client disconnected").catch(() => {});
+  }
+}
+
+function parseEvent(line: string): HubEvent | null {
+  try {
+    const parsed = HubEvent.safeParse(JSON.parse(line));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
   }
 }
 

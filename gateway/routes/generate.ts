@@ -2,9 +2,11 @@
 // `chunk` events, then `done` with the usage, or `error` with the error body).
 import { Hono } from "hono";
 import { GenerateRequest, type GenerateResponse } from "../../schema/api.ts";
+import { readConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
 import { collectCompletion, dispatchToHub, type HubStream } from "../inference/hub-client.ts";
 import { samplingParams } from "../inference/openai.ts";
+import { inferenceHeaders, requestTimeoutMs, TIMEOUT_HEADER } from "../inference/request-options.ts";
 import { SSE_HEADERS, sseBody, sseMessage } from "../inference/sse.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { jsonBody } from "../middleware/json-body/index.ts";
@@ -18,9 +20,11 @@ export const generateRoutes = new Hono<AppEnv>().post(
     const body = c.get("body");
     const requestId = c.get("requestId");
     const started = Date.now();
+    const timeoutMs = requestTimeoutMs(c.req.header(TIMEOUT_HEADER), readConfig(c.env).requestTimeoutMaxMs);
     const stream = await dispatchToHub(c.env, {
       requestId,
       model: body.model,
+      timeoutMs,
       prompt: body.prompt,
       params: samplingParams({
         maxTokens: body.max_tokens,
@@ -30,7 +34,7 @@ export const generateRoutes = new Hono<AppEnv>().post(
         stop: body.stop,
       }),
     });
-    const headers = { "X-Orchard-Model": stream.model };
+    const headers = inferenceHeaders(stream);
     if (body.stream) {
       return c.body(
         sseBody(generateEvents(stream, requestId, started), () => stream.cancel()),

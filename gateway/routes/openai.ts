@@ -2,6 +2,7 @@
 // shaped so the official SDKs work when pointed at <gateway>/v1 with an Orchard JWT as API key.
 import { Hono } from "hono";
 import { ChatCompletionRequest } from "../../schema/api.ts";
+import { readConfig } from "../config.ts";
 import { GatewayError, openAIErrorBody } from "../errors.ts";
 import { collectCompletion, dispatchToHub, type HubStream, poolHub } from "../inference/hub-client.ts";
 import {
@@ -14,6 +15,7 @@ import {
   chatUsageChunk,
   openAIFinishReason,
 } from "../inference/openai.ts";
+import { inferenceHeaders, requestTimeoutMs, TIMEOUT_HEADER } from "../inference/request-options.ts";
 import { SSE_HEADERS, sseBody, sseMessage } from "../inference/sse.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { jsonBody } from "../middleware/json-body/index.ts";
@@ -23,22 +25,28 @@ export const openaiRoutes = new Hono<AppEnv>()
   .post("/chat/completions", auth({ role: "user" }), jsonBody(ChatCompletionRequest), async (c) => {
     const body = c.get("body");
     const requestId = c.get("requestId");
+    const timeoutMs = requestTimeoutMs(c.req.header(TIMEOUT_HEADER), readConfig(c.env).requestTimeoutMaxMs);
     const stream = await dispatchToHub(c.env, {
       requestId,
       model: body.model,
       messages: chatMessages(body),
       params: chatParams(body),
+      timeoutMs,
     });
     const identity = chatIdentity(requestId, stream.model);
+    const headers = inferenceHeaders(stream);
     if (body.stream) {
       const includeUsage = body.stream_options?.include_usage === true;
       return c.body(
         sseBody(chatChunks(stream, identity, includeUsage), () => stream.cancel()),
         200,
-        SSE_HEADERS,
+        {
+          ...SSE_HEADERS,
+          ...headers,
+        },
       );
     }
-    return c.json(chatCompletion(identity, await collectCompletion(stream)));
+    return c.json(chatCompletion(identity, await collectCompletion(stream)), 200, headers);
   })
   .get("/models", auth({ role: "user" }), async (c) => {
     const { models } = await poolHub(c.env).snapshot();
@@ -53,7 +61,11 @@ export const openaiRoutes = new Hono<AppEnv>()
     });
   });
 
-/** Role delta first, content deltas, a finish chunk, the usage chunk if asked, then [DONE]. */
+/**
+ * Role delta first, content deltas, a finish chunk, the usage chunk if asked, then [DONE]. A failure
+ * after the first chunk is a data line carrying `error` (the SDKs raise an APIError for it), then
+ * [DONE], so clients that only wait for [DONE] also see the stream end.
+ */
 async function* chatChunks(
   stream: HubStream,
   identity: ChatIdentity,
@@ -71,8 +83,8 @@ async function* chatChunks(
       }
       yield sseMessage("[DONE]");
     } else {
-      // The SDKs raise an APIError for a data line carrying `error`; no [DONE] follows.
       yield sseMessage(openAIErrorBody(new GatewayError(event.code, event.message)));
+      yield sseMessage("[DONE]");
     }
   }
 }
