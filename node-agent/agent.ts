@@ -14,10 +14,14 @@ import {
   type Usage,
   type WelcomeFrame,
 } from "../schema/protocol.ts";
+import { ChunkCoalescer } from "./chunk-coalescer.ts";
 import { type BackoffOptions, Connection, type ConnectionEnd, ExitCode, type Link } from "./connection.ts";
-import { type Engine, EngineError, type GenerationPiece, type GenerationResult } from "./engines/engine.ts";
+import { type Engine, EngineError, type GenerationResult } from "./engines/engine.ts";
 import { HostFactsSampler } from "./health.ts";
 import { errorMessage, type Logger, silentLogger } from "./log.ts";
+
+/** Kept importable from here: it used to live in this module. */
+export { ChunkCoalescer } from "./chunk-coalescer.ts";
 
 export const AGENT_VERSION: string = (() => {
   try {
@@ -247,6 +251,18 @@ export class Agent {
   private onFrame(data: string | ArrayBuffer, link: Link): void {
     const parsed = parseGatewayFrame(data);
     if (!parsed.ok) {
+      // A newer hub may cancel for a reason this agent does not know yet (the reasons are a closed
+      // enum in the schema). Stopping is still right; ignoring it would leak the generation.
+      const cancelId = cancelledRequestId(data);
+      const entry = cancelId === undefined ? undefined : this.inFlightTable.get(cancelId);
+      if (entry && entry.link === link) {
+        this.log.info("cancel with a reason this agent does not know", {
+          id: cancelId,
+          reason: parsed.reason,
+        });
+        this.abort(entry, "cancel");
+        return;
+      }
       this.stats.malformedFrames += 1;
       this.log.warn("ignored malformed gateway frame", { reason: parsed.reason });
       return;
@@ -345,6 +361,8 @@ export class Agent {
     }
     if (this.inFlightTable.size >= this.capacity) {
       this.stats.refusedBusy += 1;
+      // The hub should never do this (it tracks our capacity); say so where operators look.
+      this.log.warn("refused a generate beyond capacity", { id: frame.id, capacity: this.capacity });
       this.send(link, errorFrame(frame.id, "AGENT_BUSY", "agent is at capacity", true));
       return;
     }
@@ -359,6 +377,7 @@ export class Agent {
     };
     this.inFlightTable.set(frame.id, entry);
     this.stats.generationsStarted += 1;
+    this.log.info("generation started", { id: frame.id, model: frame.model, inFlight: this.inFlight });
     void this.generate(frame, entry)
       .catch((err) =>
         this.log.error("generation bookkeeping failed", { id: frame.id, error: errorMessage(err) }),
@@ -474,73 +493,6 @@ export class Agent {
   }
 }
 
-/**
- * Batches generation pieces into chunk frames: the first visible text goes out at once (time to
- * first token), later pieces wait at most `flushMs` from the first unflushed one, or until
- * `maxBytes` are buffered. flush() before `done`; discard() after an abort.
- */
-export class ChunkCoalescer {
-  private text = "";
-  private tokens = 0;
-  private bytes = 0;
-  private firstAt: number | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private sentText = false;
-  private readonly flushMs: number;
-  private readonly maxBytes: number;
-  private readonly now: () => number;
-
-  constructor(
-    private readonly emit: (text: string, tokens: number) => void,
-    {
-      flushMs = 16,
-      maxBytes = 4096,
-      now = () => performance.now(),
-    }: { flushMs?: number; maxBytes?: number; now?: () => number } = {},
-  ) {
-    this.flushMs = flushMs;
-    this.maxBytes = maxBytes;
-    this.now = now;
-  }
-
-  push(piece: GenerationPiece): void {
-    this.text += piece.text;
-    this.tokens += piece.tokens;
-    this.bytes += Buffer.byteLength(piece.text);
-    const now = this.now();
-    this.firstAt ??= now;
-    const firstText = !this.sentText && this.text.length > 0;
-    // The elapsed-time check covers engines that yield many pieces without letting timers run.
-    if (firstText || this.bytes >= this.maxBytes || now - this.firstAt >= this.flushMs) {
-      this.flush();
-      return;
-    }
-    this.timer ??= setTimeout(() => this.flush(), this.flushMs);
-  }
-
-  flush(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    if (this.text.length === 0 && this.tokens === 0) return;
-    const { text, tokens } = this;
-    this.text = "";
-    this.tokens = 0;
-    this.bytes = 0;
-    this.firstAt = undefined;
-    if (text.length > 0) this.sentText = true;
-    this.emit(text, tokens);
-  }
-
-  discard(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    this.text = "";
-    this.tokens = 0;
-    this.bytes = 0;
-    this.firstAt = undefined;
-  }
-}
-
 /** Engine errors keep their stable code and message; anything else becomes a generic ENGINE_ERROR. */
 export function toErrorFrame(id: string, err: unknown): ErrorFrame {
   if (err instanceof EngineError) return errorFrame(id, err.code, err.message, err.retryable);
@@ -568,6 +520,17 @@ async function usageAfterAbort(
     return counted;
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/** The request id of a frame that is a `cancel` but failed validation (e.g. an unknown reason). */
+function cancelledRequestId(data: string | ArrayBuffer): string | undefined {
+  if (typeof data !== "string") return undefined;
+  try {
+    const frame = JSON.parse(data) as { type?: unknown; id?: unknown } | null;
+    return frame?.type === "cancel" && typeof frame.id === "string" ? frame.id : undefined;
+  } catch {
+    return undefined;
   }
 }
 

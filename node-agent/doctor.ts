@@ -1,5 +1,6 @@
 // `orchard-agent doctor`: checks the configuration, the token, the model files, that the engine
-// loads every model, and that the gateway answers GET /health; prints one line per check.
+// loads every model, that the gateway answers GET /health and accepts the agent token; prints one
+// line per check, saying what is wrong and what to change.
 import { type AgentConfig, ConfigError, loadConfig, tokenExpiry } from "./config.ts";
 import { ExitCode } from "./connection.ts";
 import { errorMessage } from "./log.ts";
@@ -42,7 +43,9 @@ export async function runDoctor(
   const models = await resolveModels(config, report);
   for (const model of models) report(await checkModelFile(model));
   if (models.length > 0) report(await checkEngine(config, models));
-  report(await checkGateway(config.gatewayHttpUrl));
+  const gateway = await checkGateway(config.gatewayHttpUrl);
+  report(gateway);
+  if (gateway.ok) report(await checkGatewayAcceptsToken(config.gatewayHttpUrl, config.token));
 
   const failed = checks.filter((c) => !c.ok).length;
   print(failed === 0 ? "all checks passed" : `${failed} check(s) failed`);
@@ -129,7 +132,60 @@ async function checkGateway(httpBase: string): Promise<DoctorCheck> {
     if (res.ok) return { name: "gateway", ok: true, detail: `GET ${url} -> ${res.status}` };
     return { name: "gateway", ok: false, detail: `GET ${url} -> HTTP ${res.status}` };
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code;
-    return { name: "gateway", ok: false, detail: `GET ${url} failed: ${cause ?? errorMessage(err)}` };
+    return { name: "gateway", ok: false, detail: `GET ${url} failed: ${fetchFailure(err)}` };
   }
+}
+
+/**
+ * Asks the gateway to verify the token without connecting: GET /agents/connect without the upgrade
+ * header is authenticated first and only then refused with 426. Connecting for real would supersede
+ * a running agent with the same id. Revocation is checked at connect time, so it is not seen here.
+ */
+async function checkGatewayAcceptsToken(httpBase: string, token: string): Promise<DoctorCheck> {
+  const name = "gateway token";
+  const url = `${httpBase}/agents/connect`;
+  try {
+    const res = await fetch(url, {
+      headers: { Authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(5_000),
+    });
+    const body = (await res.json().catch(() => null)) as { error?: { code?: unknown } } | null;
+    const code = typeof body?.error?.code === "string" ? body.error.code : undefined;
+    if (res.status === 426) return { name, ok: true, detail: "the gateway accepts this agent token" };
+    if (res.status === 401 || res.status === 403) {
+      return {
+        name,
+        ok: false,
+        detail: `the gateway refused the token (HTTP ${res.status}${code ? ` ${code}` : ""}); mint a new one signed with the gateway's secret (npm run token -- --role agent --sub <agent id>)`,
+      };
+    }
+    return {
+      name,
+      ok: false,
+      detail: `GET ${url} -> HTTP ${res.status}${code ? ` ${code}` : ""}, expected 426`,
+    };
+  } catch (err) {
+    return { name, ok: false, detail: `GET ${url} failed: ${fetchFailure(err)}` };
+  }
+}
+
+/** fetch() only says "fetch failed"; the cause says why, and some causes need a hint. */
+function fetchFailure(err: unknown): string {
+  if (err instanceof Error && err.name === "TimeoutError") return "no answer within 5 s";
+  const cause = (err as { cause?: { code?: unknown; message?: unknown } }).cause;
+  const code = typeof cause?.code === "string" ? cause.code : undefined;
+  switch (code) {
+    case "ECONNREFUSED":
+      return "ECONNREFUSED (nothing listens there: is the gateway running, and is --gateway right?)";
+    case "ENOTFOUND":
+      return "ENOTFOUND (the host name does not resolve)";
+    case undefined:
+      break;
+    default:
+      return code;
+  }
+  if (cause?.message === "bad port") {
+    return "bad port (fetch refuses this port, e.g. 9 or 6000; run the gateway on another one)";
+  }
+  return typeof cause?.message === "string" ? cause.message : errorMessage(err);
 }

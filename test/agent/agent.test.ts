@@ -5,7 +5,13 @@
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { type WebSocket, WebSocketServer } from "ws";
-import { AGENT_VERSION, Agent, type AgentOptions, ChunkCoalescer } from "../../node-agent/agent.ts";
+import {
+  AGENT_VERSION,
+  Agent,
+  type AgentOptions,
+  ChunkCoalescer as ChunkCoalescerFromAgent,
+} from "../../node-agent/agent.ts";
+import { ChunkCoalescer } from "../../node-agent/chunk-coalescer.ts";
 import { ExitCode } from "../../node-agent/connection.ts";
 import {
   type Engine,
@@ -18,6 +24,7 @@ import {
 import { createLogger } from "../../node-agent/log.ts";
 import {
   type AgentFrame,
+  CancelFrame,
   CloseCode,
   type GatewayFrame,
   HEARTBEAT_PING,
@@ -367,6 +374,54 @@ describe("Agent session", () => {
     expect(conn.forId("r3").filter((f) => f.type === "done")).toHaveLength(1);
   });
 
+  it.each(CancelFrame.shape.reason.options)(
+    "answers cancel %s with done/cancelled and frees the slot",
+    async (reason) => {
+      const { hub, engine, agent } = await setup();
+      const conn = await hub.connection(0);
+      engine.script = { pieces: ["a"], holdUntilAborted: true };
+      conn.send(generate("c1"));
+      await conn.waitFor("chunk", (c) => c.id === "c1");
+      conn.send({ type: "cancel", id: "c1", reason });
+      expect(await conn.waitFor("done", (d) => d.id === "c1")).toMatchObject({ finishReason: "cancelled" });
+      expect(engine.signals[0]?.aborted).toBe(true);
+      expect(agent.inFlight).toBe(0);
+      expect(agent.stats.malformedFrames).toBe(0);
+    },
+  );
+
+  it("stops a generation on a cancel whose reason it does not know (a newer hub's)", async () => {
+    const { hub, engine, agent, logLines } = await setup();
+    const conn = await hub.connection(0);
+    engine.script = { pieces: ["a"], holdUntilAborted: true };
+    conn.send(generate("u1"));
+    await conn.waitFor("chunk", (c) => c.id === "u1");
+    conn.send({ type: "cancel", id: "u1", reason: "reason-from-the-future" });
+    expect(await conn.waitFor("done", (d) => d.id === "u1")).toMatchObject({ finishReason: "cancelled" });
+    expect(engine.signals[0]?.aborted).toBe(true);
+    expect(agent.inFlight).toBe(0);
+    expect(agent.stats.malformedFrames).toBe(0);
+    expect(logLines.find((l) => l.msg === "cancel with a reason this agent does not know")).toMatchObject({
+      id: "u1",
+    });
+    // A cancel for nothing in flight, with an unknown reason, is just a malformed frame.
+    conn.send({ type: "cancel", id: "nobody", reason: "reason-from-the-future" });
+    await vi.waitFor(() => expect(agent.stats.malformedFrames).toBe(1));
+  });
+
+  it("logs each generation it starts, with the request id", async () => {
+    const { hub, logLines } = await setup();
+    const conn = await hub.connection(0);
+    conn.send(generate("l1"));
+    await conn.waitFor("done", (d) => d.id === "l1");
+    expect(logLines.find((l) => l.msg === "generation started")).toMatchObject({
+      level: "info",
+      id: "l1",
+      model: "test-model",
+      inFlight: 1,
+    });
+  });
+
   it("aborts at the request's deadline", async () => {
     const { hub, engine, agent } = await setup();
     const conn = await hub.connection(0);
@@ -379,7 +434,7 @@ describe("Agent session", () => {
   });
 
   it("refuses work beyond capacity with a retryable AGENT_BUSY, and takes work again once a slot frees", async () => {
-    const { hub, engine, agent } = await setup();
+    const { hub, engine, agent, logLines } = await setup();
     const conn = await hub.connection(0);
     engine.script = { pieces: ["x"], holdUntilAborted: true };
     conn.send(generate("b1"));
@@ -395,6 +450,9 @@ describe("Agent session", () => {
     });
     expect(agent.inFlight).toBe(2);
     expect(agent.stats.refusedBusy).toBe(1);
+    expect(logLines.filter((l) => l.msg === "refused a generate beyond capacity")).toEqual([
+      expect.objectContaining({ level: "warn", id: "b3", capacity: 2 }),
+    ]);
     conn.send({ type: "cancel", id: "b1", reason: "client_disconnected" });
     await conn.waitFor("done", (d) => d.id === "b1");
     engine.script = { pieces: ["ok"] };
@@ -519,6 +577,21 @@ describe("Agent connection lifecycle", () => {
     expect(delays).toEqual([19, 39, 79, 19]);
   });
 
+  it("keeps growing the backoff while welcomed connections drop before they are stable", async () => {
+    const { hub, logLines } = await setup(
+      {},
+      { backoff: { baseMs: 20, maxMs: 1_000 }, stableAfterMs: 10_000, random: () => 0.999_999 },
+    );
+    for (let i = 0; i < 3; i++) {
+      const conn = await hub.connection(i);
+      await vi.waitFor(() => expect(logLines.filter((l) => l.msg === "connected")).toHaveLength(i + 1));
+      conn.ws.close(CloseCode.GOING_AWAY);
+    }
+    await hub.connection(3);
+    const delays = logLines.filter((l) => l.msg === "disconnected").map((l) => l.reconnectInMs);
+    expect(delays).toEqual([19, 39, 79]);
+  });
+
   it("reconnects after a non-terminal close code", async () => {
     const { hub } = await setup();
     const conn = await hub.connection(0);
@@ -571,6 +644,28 @@ describe("Agent connection lifecycle", () => {
     expect(first.closed?.code).toBe(1006); // terminated, no close handshake
     expect(logLines.some((l) => l.msg === "heartbeat timeout")).toBe(true);
     await hub.connection(1);
+  });
+
+  it("detects a hub that stops answering within two heartbeat intervals, and aborts its work", async () => {
+    const intervalMs = 100;
+    const { hub, engine, agent } = await setup({ heartbeatIntervalMs: intervalMs });
+    const conn = await hub.connection(0);
+    engine.script = { pieces: ["x"], holdUntilAborted: true };
+    conn.send(generate("hb1"));
+    await conn.waitFor("chunk", (c) => c.id === "hb1");
+    await vi.waitFor(() => expect(conn.pings).toBeGreaterThanOrEqual(2), { timeout: 2_000 });
+    // From now on the hub is silent, as behind a dead NAT mapping: no pong, no frame, no FIN.
+    hub.options.answerPings = false;
+    const silentSince = performance.now();
+    await vi.waitFor(() => expect(conn.closed).toBeDefined(), { timeout: 2_000, interval: 5 });
+    const detectedAfter = performance.now() - silentSince;
+    expect(detectedAfter).toBeLessThanOrEqual(2 * intervalMs + 60);
+    expect(conn.closed?.code).toBe(1006);
+    expect(engine.signals[0]?.aborted).toBe(true);
+    await vi.waitFor(() => expect(agent.inFlight).toBe(0));
+    // Nothing more is sent for the aborted request on the next session.
+    const next = await hub.connection(1);
+    expect(next.forId("hb1")).toEqual([]);
   });
 
   it("drops and redials a socket the hub never welcomes", async () => {
@@ -626,9 +721,31 @@ describe("Agent drain", () => {
     expect(agent.inFlight).toBe(0);
     await vi.waitFor(() => expect(conn.closed?.code).toBe(CloseCode.DRAINED));
   });
+
+  it("drains while disconnected: exits once in-flight work is gone, without waiting for a hub", async () => {
+    const { hub, engine, agent, exit } = await setup(
+      {},
+      { drainTimeoutMs: 5_000, backoff: { baseMs: 60_000, maxMs: 60_000 }, random: () => 0.999 },
+    );
+    const conn = await hub.connection(0);
+    engine.script = { pieces: ["x"], holdUntilAborted: true };
+    conn.send(generate("dd1"));
+    await conn.waitFor("chunk", (c) => c.id === "dd1");
+    conn.ws.terminate(); // the agent now waits ~60 s before redialling
+    await vi.waitFor(() => expect(agent.inFlight).toBe(0));
+    const started = performance.now();
+    expect(await agent.drain()).toEqual({ exitCode: ExitCode.OK, reason: "drained" });
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(await exit).toEqual({ exitCode: ExitCode.OK, reason: "drained" });
+    expect(hub.connections).toHaveLength(1);
+  });
 });
 
 describe("ChunkCoalescer", () => {
+  it("is still exported from agent.ts", () => {
+    expect(ChunkCoalescerFromAgent).toBe(ChunkCoalescer);
+  });
+
   afterEach(() => {
     vi.useRealTimers();
   });

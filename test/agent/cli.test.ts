@@ -119,23 +119,80 @@ describe.concurrent("orchard-agent CLI", () => {
     expect(run.stderr).toContain('unknown command "serve"');
   });
 
-  it("doctor passes with the demo model and a gateway that answers /health", async () => {
+  /** A stand-in gateway: /health answers 200; /agents/connect without an upgrade answers like the real route. */
+  async function doctorGateway(acceptToken: boolean) {
     const { createServer } = await import("node:http");
+    const seen: Array<{ url: string | undefined; authorization: string | undefined }> = [];
     const gateway = createServer((req, res) => {
-      res.writeHead(req.url === "/health" ? 200 : 404).end();
+      seen.push({ url: req.url, authorization: req.headers.authorization });
+      if (req.url === "/health") {
+        res.writeHead(200).end();
+      } else if (req.url === "/agents/connect" && acceptToken) {
+        res.writeHead(426, { "Content-Type": "application/json" });
+        res.end(
+          JSON.stringify({ error: { code: "UPGRADE_REQUIRED", message: "expected a WebSocket upgrade" } }),
+        );
+      } else if (req.url === "/agents/connect") {
+        res.writeHead(401, { "Content-Type": "application/json" });
+        res.end(JSON.stringify({ error: { code: "UNAUTHORIZED", message: "invalid token" } }));
+      } else {
+        res.writeHead(404).end();
+      }
     });
     await new Promise<void>((resolve) => gateway.listen(0, "127.0.0.1", resolve));
+    const port = (gateway.address() as AddressInfo).port;
+    return { url: `http://127.0.0.1:${port}`, seen, close: () => gateway.close() };
+  }
+
+  it("doctor passes with the demo model and a gateway that answers /health and accepts the token", async () => {
+    const gateway = await doctorGateway(true);
     try {
-      const port = (gateway.address() as AddressInfo).port;
-      const run = await runCli(["doctor", "--gateway", `http://127.0.0.1:${port}`, "--token", token]);
+      const run = await runCli(["doctor", "--gateway", gateway.url, "--token", token]);
+      expect(run.stdout).toMatch(/^ok +config: agent mini-cli /m);
+      expect(run.stdout).toMatch(/^ok +token: subject mini-cli, expires /m);
       expect(run.stdout).toMatch(/^ok +model demo-random-weights: .*GGUF v3, llama/m);
       expect(run.stdout).toMatch(/^ok +engine llamacpp: loaded 1 model/m);
       expect(run.stdout).toMatch(/^ok +gateway: GET http:\/\/127\.0\.0\.1:\d+\/health -> 200$/m);
+      expect(run.stdout).toMatch(/^ok +gateway token: the gateway accepts this agent token$/m);
       expect(run.stdout).toContain("all checks passed");
       expect(run.code).toBe(0);
+      // The token is checked without a WebSocket upgrade, so a running agent is never superseded.
+      expect(gateway.seen).toContainEqual({ url: "/agents/connect", authorization: `Bearer ${token}` });
     } finally {
       gateway.close();
     }
+  });
+
+  it("doctor says the gateway refused the token and how to fix it", async () => {
+    const gateway = await doctorGateway(false);
+    try {
+      const run = await runCli(["doctor", "--gateway", gateway.url, "--token", token]);
+      expect(run.code).toBe(1);
+      expect(run.stdout).toMatch(
+        /^FAIL gateway token: the gateway refused the token \(HTTP 401 UNAUTHORIZED\); mint a new one/m,
+      );
+      expect(run.stdout).toContain("1 check(s) failed");
+    } finally {
+      gateway.close();
+    }
+  });
+
+  it("doctor names an unreachable gateway and an expired token", async () => {
+    const { createServer } = await import("node:net");
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+    const freePort = (probe.address() as AddressInfo).port;
+    await new Promise((resolve) => probe.close(resolve));
+    const expired = fakeJwt({ sub: "mini-cli", role: "agent", exp: 1_000_000_000 });
+    const run = await runCli(["doctor", "--gateway", `http://127.0.0.1:${freePort}`, "--token", expired]);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toMatch(/^FAIL token: expired at 2001-09-09T01:46:40.000Z$/m);
+    expect(run.stdout).toMatch(
+      /^FAIL gateway: GET http:\/\/127\.0\.0\.1:\d+\/health failed: ECONNREFUSED \(nothing listens there: is the gateway running/m,
+    );
+    // The token cannot be checked against a gateway that does not answer; no second failure for it.
+    expect(run.stdout).not.toMatch(/gateway token/);
+    expect(run.stdout).toContain("2 check(s) failed");
   });
 
   it("doctor reports a bad configuration and exits 1", async () => {
