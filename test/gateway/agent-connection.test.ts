@@ -62,6 +62,7 @@ describe("agent connection", () => {
       engines: ["synthetic"],
       capacity: 3,
       inFlight: 0,
+      cancelling: 0,
       draining: false,
       lastHealth: null,
     });

@@ -1,10 +1,14 @@
 // The request lifecycle without sockets: a Dispatcher over fake agent connections and a fake clock.
 import { describe, expect, it } from "vitest";
+import { readConfig } from "../../gateway/config.ts";
 import { AgentConnection } from "../../gateway/hub/agent-connection.ts";
+import { CircuitBreakers } from "../../gateway/hub/circuit-breaker.ts";
 import type { DispatchRequest } from "../../gateway/hub/dispatch.ts";
-import { Dispatcher } from "../../gateway/hub/dispatcher.ts";
+import { CANCEL_ACK_GRACE_MS, Dispatcher, type DispatcherConfig } from "../../gateway/hub/dispatcher.ts";
 import type { GatewayFrame, GenerateFrame } from "../../schema/protocol.ts";
 import { helloFrame } from "./helpers.ts";
+
+const defaults = readConfig({});
 
 class FakePool {
   readonly agents = new Map<string, AgentConnection>();
@@ -12,20 +16,25 @@ class FakePool {
   readonly known = new Set<string>();
   clock = 1_000;
   wakeAts: number[] = [];
-  readonly dispatcher = new Dispatcher({
-    queueMax: 2,
-    queueTimeoutMs: 500,
-    defaultModel: undefined,
-    connections: () => this.agents.values(),
-    connection: (id) => this.agents.get(id),
-    knownModels: () => this.known,
-    send: (agent, frame) => {
-      this.sent.push({ agent, frame });
-      return true;
-    },
-    wakeAt: (at) => this.wakeAts.push(at),
-    now: () => this.clock,
-  });
+  readonly breakers: CircuitBreakers;
+  readonly dispatcher: Dispatcher;
+
+  constructor(config: Partial<DispatcherConfig> = {}) {
+    this.breakers = new CircuitBreakers(defaults.breaker);
+    this.dispatcher = new Dispatcher({
+      config: { ...defaults, queueMax: 2, queueTimeoutMs: 500, ...config },
+      breakers: this.breakers,
+      connections: () => this.agents.values(),
+      connection: (id) => this.agents.get(id),
+      knownModels: () => this.known,
+      send: (agent, frame) => {
+        this.sent.push({ agent, frame });
+        return true;
+      },
+      wakeAt: (at) => this.wakeAts.push(at),
+      now: () => this.clock,
+    });
+  }
 
   connect(id: string, { capacity = 1, models = ["m"], ready = true } = {}): AgentConnection {
     const agent = new AgentConnection({} as WebSocket, {
@@ -107,13 +116,13 @@ describe("Dispatcher", () => {
     pool.connect("a", { capacity: 1 });
     pool.submit("running");
     const waiting = pool.submit("waiting");
-    expect(pool.wakeAts).toEqual([1_500]);
+    expect(pool.wakeAts).toContain(1_500);
     pool.dispatcher.expire(1_499);
     pool.dispatcher.expire(1_500);
     expect((await waiting).status).toBe(504);
   });
 
-  it("retries once on another session, then fails with the agent's error", async () => {
+  it("retries on other agents up to DISPATCH_MAX_ATTEMPTS, then fails with the agent's error", async () => {
     const pool = new FakePool();
     const a = pool.connect("a");
     const b = pool.connect("b");
@@ -121,16 +130,23 @@ describe("Dispatcher", () => {
     const [[firstId]] = pool.generates() as [[string, GenerateFrame]];
     const first = firstId === "a" ? a : b;
     const second = first === a ? b : a;
-    const busy = { type: "error", id: "r1", code: "AGENT_BUSY", message: "busy", retryable: true } as const;
+    const busy = { type: "error", id: "r1", code: "ENGINE_ERROR", message: "oops", retryable: true } as const;
     pool.dispatcher.onError(first, busy);
     expect(pool.generates().map(([id]) => id)).toEqual([first.id, second.id]);
     // Late frames from the first agent no longer count.
     pool.dispatcher.onChunk(first, { type: "chunk", id: "r1", text: "stale", tokens: 1 });
     pool.dispatcher.onError(second, busy);
+    // Every agent was tried: the third attempt may go back to one of them.
+    expect(pool.generates()).toHaveLength(3);
+    const [thirdId] = pool.generates()[2] as [string, GenerateFrame];
+    pool.dispatcher.onError(thirdId === "a" ? a : b, busy);
     const failed = await response;
     expect(failed.status).toBe(502);
-    expect(await failed.json()).toMatchObject({ code: "UPSTREAM_ERROR" });
-    expect(pool.dispatcher.metrics.retries).toBe(1);
+    expect(await failed.json()).toMatchObject({
+      code: "UPSTREAM_ERROR",
+      message: expect.stringContaining("after 3 attempts"),
+    });
+    expect(pool.dispatcher.metrics.retries).toBe(2);
   });
 
   it("holds an unanswered request for the reconnecting session of the same agent", async () => {
@@ -175,8 +191,333 @@ describe("Dispatcher", () => {
     expect(pool.dispatcher.queue.size).toBe(0);
     running.abort();
     expect(pool.sent.at(-1)?.frame).toEqual({ type: "cancel", id: "r1", reason: "client_disconnected" });
-    expect(a.inFlight).toBe(0);
     expect(pool.dispatcher.metrics.requests.cancelled).toBe(2);
     expect(pool.generates().map(([, f]) => f.id)).toEqual(["r1"]);
+    // The agent counts the cancelled generation until it answers: so does the hub.
+    expect(a.inFlight).toBe(1);
+    pool.submit("r3");
+    expect(pool.generates().map(([, f]) => f.id)).toEqual(["r1"]);
+    pool.dispatcher.onDone(a, { ...done, id: "r1", finishReason: "cancelled" });
+    expect(pool.generates().map(([, f]) => f.id)).toEqual(["r1", "r3"]);
+  });
+});
+
+const cancels = (pool: FakePool) =>
+  pool.sent.flatMap(({ agent, frame }) => (frame.type === "cancel" ? [{ agent: agent.id, ...frame }] : []));
+
+async function ndjson(response: Response | Promise<Response>) {
+  return (await (await response).text())
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l));
+}
+
+describe("Dispatcher deadlines", () => {
+  it("passes the request deadline to the agent: REQUEST_TIMEOUT_MS, or the caller's, capped", () => {
+    const pool = new FakePool({ requestTimeoutMs: 10_000, requestTimeoutMaxMs: 20_000 });
+    pool.connect("a", { capacity: 3 });
+    pool.submit("r1");
+    const request = (id: string, timeoutMs: number): DispatchRequest => ({
+      requestId: id,
+      model: "m",
+      prompt: "p",
+      params: { maxTokens: 4 },
+      timeoutMs,
+    });
+    pool.dispatcher.submit(request("r2", 500), new AbortController().signal);
+    pool.dispatcher.submit(request("r3", 60_000), new AbortController().signal);
+    expect(pool.generates().map(([, f]) => f.deadline)).toEqual([11_000, 1_500, 21_000]);
+  });
+
+  it("first-chunk timeout: cancel `deadline` to the agent, retry on another, agent failure counted", async () => {
+    const pool = new FakePool({ firstChunkTimeoutMs: 1_000 });
+    const a = pool.connect("a");
+    const b = pool.connect("b");
+    const response = pool.submit("r1");
+    const [[firstId]] = pool.generates() as [[string, GenerateFrame]];
+    const [first, second] = firstId === "a" ? [a, b] : [b, a];
+    expect(pool.dispatcher.nextDeadline(pool.clock)).toBe(2_000);
+    pool.dispatcher.expire(1_999);
+    expect(cancels(pool)).toEqual([]);
+    pool.clock = 2_000;
+    pool.dispatcher.expire(2_000);
+    expect(cancels(pool)).toEqual([{ agent: first.id, type: "cancel", id: "r1", reason: "deadline" }]);
+    expect(pool.generates().map(([id]) => id)).toEqual([first.id, second.id]);
+    expect([...first.requests]).toEqual([]);
+    expect([...first.releasing.keys()]).toEqual(["r1"]); // until it answers the cancel
+    expect(pool.breakers.status(2_000).find((r) => r.agentId === first.id && r.model === null)).toMatchObject(
+      {
+        failures: 1,
+      },
+    );
+    pool.dispatcher.onChunk(second, { type: "chunk", id: "r1", text: "hi", tokens: 1 });
+    pool.dispatcher.onDone(second, { ...done, id: "r1" });
+    expect((await response).status).toBe(200);
+  });
+
+  it("first-chunk timeout on every attempt ends with 504 GATEWAY_TIMEOUT", async () => {
+    const pool = new FakePool({ firstChunkTimeoutMs: 1_000, dispatchMaxAttempts: 2 });
+    pool.connect("a");
+    pool.connect("b");
+    const response = pool.submit("r1");
+    pool.clock = 2_000;
+    pool.dispatcher.expire(2_000);
+    pool.clock = 3_000;
+    pool.dispatcher.expire(3_000);
+    const failed = await response;
+    expect(failed.status).toBe(504);
+    expect(await failed.json()).toMatchObject({ code: "GATEWAY_TIMEOUT" });
+    expect(cancels(pool).map((c) => c.reason)).toEqual(["deadline", "deadline"]);
+    expect(pool.dispatcher.metrics.requests.timeout).toBe(1);
+  });
+
+  it("idle timeout mid-stream: cancel `deadline`, error event GATEWAY_TIMEOUT, agent failure counted", async () => {
+    const pool = new FakePool({ idleChunkTimeoutMs: 1_000 });
+    const a = pool.connect("a");
+    const response = pool.submit("r1");
+    pool.dispatcher.onChunk(a, { type: "chunk", id: "r1", text: "one", tokens: 1 });
+    pool.clock = 1_900;
+    pool.dispatcher.onChunk(a, { type: "chunk", id: "r1", text: "two", tokens: 1 });
+    pool.dispatcher.expire(2_000); // 100 ms after the last chunk: fine
+    expect(cancels(pool)).toEqual([]);
+    pool.dispatcher.expire(2_900);
+    expect(cancels(pool)).toEqual([{ agent: "a", type: "cancel", id: "r1", reason: "deadline" }]);
+    const events = await ndjson(response);
+    expect(events.map((e) => e.type)).toEqual(["chunk", "chunk", "error"]);
+    expect(events[2]).toMatchObject({ code: "GATEWAY_TIMEOUT" });
+    expect(pool.breakers.agentState("a", 2_900)).toBe("closed");
+    expect(pool.breakers.status(2_900)[0]).toMatchObject({ model: null, failures: 1 });
+  });
+
+  it("request deadline: 504 before the first chunk, an error event after it; neither is an agent failure", async () => {
+    const pool = new FakePool({ requestTimeoutMs: 1_000, firstChunkTimeoutMs: 5_000 });
+    const a = pool.connect("a", { capacity: 2 });
+    const early = pool.submit("early");
+    const late = pool.submit("late");
+    pool.dispatcher.onChunk(a, { type: "chunk", id: "late", text: "x", tokens: 1 });
+    pool.dispatcher.expire(2_000);
+    expect(cancels(pool).map((c) => [c.id, c.reason])).toEqual([
+      ["early", "deadline"],
+      ["late", "deadline"],
+    ]);
+    const before = await early;
+    expect(before.status).toBe(504);
+    expect(await before.json()).toMatchObject({ code: "GATEWAY_TIMEOUT" });
+    expect((await ndjson(late)).at(-1)).toMatchObject({ type: "error", code: "GATEWAY_TIMEOUT" });
+    expect(pool.breakers.status(2_000).every((r) => r.failures === 0)).toBe(true);
+    expect(a.requests.size).toBe(0);
+  });
+
+  it("a queued request whose deadline passes leaves with 504 GATEWAY_TIMEOUT", async () => {
+    const pool = new FakePool({ requestTimeoutMs: 300, queueTimeoutMs: 5_000 });
+    pool.connect("a");
+    pool.submit("running");
+    const queued = pool.submit("queued");
+    expect(pool.dispatcher.nextDeadline(pool.clock)).toBe(1_300);
+    pool.dispatcher.expire(1_300);
+    const response = await queued;
+    expect(response.status).toBe(504);
+    expect(await response.json()).toMatchObject({ code: "GATEWAY_TIMEOUT" });
+  });
+});
+
+describe("Dispatcher backpressure", () => {
+  it("bounds the queue per model, not per pool", async () => {
+    const pool = new FakePool();
+    pool.connect("a", { capacity: 1, models: ["m", "n"] });
+    const submit = (id: string, model: string) =>
+      pool.dispatcher.submit(
+        { requestId: id, model, prompt: "p", params: { maxTokens: 1 } },
+        new AbortController().signal,
+      );
+    submit("running", "m");
+    submit("m1", "m");
+    submit("m2", "m");
+    expect(((await submit("m3", "m")) as Response).status).toBe(429);
+    submit("n1", "n");
+    submit("n2", "n");
+    expect(pool.dispatcher.queue.countsByModel()).toEqual({ m: 2, n: 2 });
+    expect(((await submit("n3", "n")) as Response).status).toBe(429);
+  });
+
+  it("computes Retry-After from the queue ahead and recent service times", async () => {
+    const pool = new FakePool({ queueMax: 4 });
+    const a = pool.connect("a", { capacity: 1 });
+    // Two requests of 3 s each: the service time settles near 3 s.
+    for (const id of ["s1", "s2"]) {
+      pool.submit(id);
+      pool.clock += 3_000;
+      pool.dispatcher.onDone(a, { ...done, id });
+    }
+    pool.submit("running");
+    for (const id of ["q1", "q2", "q3", "q4"]) pool.submit(id);
+    const full = (await pool.submit("rejected")) as Response;
+    expect(full.status).toBe(429);
+    // 4 queued ahead / (1 slot per 3 s) = 12 s.
+    expect(full.headers.get("Retry-After")).toBe("12");
+  });
+
+  it("never sends an agent more than its capacity, however many arrive at once", () => {
+    const pool = new FakePool({ queueMax: 100 });
+    const agents = [pool.connect("a", { capacity: 3 }), pool.connect("b", { capacity: 2 })];
+    /** Generate frames sent minus requests the agent finished, per agent, checked after every step. */
+    const finished = new Map<string, number>();
+    const check = () => {
+      for (const agent of agents) {
+        const sent = pool.generates().filter(([id]) => id === agent.id).length;
+        expect(sent - (finished.get(agent.id) ?? 0)).toBeLessThanOrEqual(agent.capacity);
+      }
+    };
+    for (let i = 0; i < 40; i++) {
+      pool.submit(`r${i}`);
+      check();
+    }
+    expect(agents.map((a) => a.inFlight)).toEqual([3, 2]);
+    while (agents.some((a) => a.inFlight > 0)) {
+      for (const agent of agents) {
+        const [id] = [...agent.requests];
+        if (id === undefined) continue;
+        pool.dispatcher.onDone(agent, { ...done, id });
+        finished.set(agent.id, (finished.get(agent.id) ?? 0) + 1);
+        check();
+      }
+    }
+    expect(pool.generates()).toHaveLength(40);
+  });
+
+  it("ends a stream whose caller does not read with SLOW_CONSUMER and cancels the agent", async () => {
+    const pool = new FakePool({ streamBufferMaxBytes: 1_000 });
+    const a = pool.connect("a");
+    const response = pool.submit("r1");
+    for (let i = 0; i < 20; i++) {
+      pool.dispatcher.onChunk(a, { type: "chunk", id: "r1", text: "x".repeat(100), tokens: 1 });
+    }
+    expect(cancels(pool)).toEqual([{ agent: "a", type: "cancel", id: "r1", reason: "slow_consumer" }]);
+    const events = await ndjson(response);
+    expect(events.at(-1)).toMatchObject({ type: "error", code: "SLOW_CONSUMER" });
+    // What was buffered stays within the bound (the final error event aside).
+    const chunkBytes = events.slice(0, -1).reduce((n, e) => n + JSON.stringify(e).length + 1, 0);
+    expect(chunkBytes).toBeLessThanOrEqual(1_000);
+    expect(a.requests.size).toBe(0);
+    expect(pool.breakers.status(pool.clock).every((r) => r.failures === 0)).toBe(true);
+  });
+});
+
+describe("Dispatcher breakers and fallbacks", () => {
+  it("skips agents whose breaker is open, and answers 503 when every one is", async () => {
+    const pool = new FakePool();
+    const a = pool.connect("a", { capacity: 10 });
+    const b = pool.connect("b", { capacity: 10 });
+    for (let i = 0; i < 5; i++) pool.breakers.settle(pool.breakers.admit("a", "m", 0), "agent_failure", 0);
+    for (let i = 0; i < 5; i++) pool.submit(`r${i}`);
+    expect(new Set(pool.generates().map(([id]) => id))).toEqual(new Set(["b"]));
+    for (let i = 0; i < 5; i++) pool.breakers.settle(pool.breakers.admit("b", "m", 0), "model_failure", 0);
+    const rejected = (await pool.submit("r-none")) as Response;
+    expect(rejected.status).toBe(503);
+    expect(await rejected.json()).toMatchObject({ code: "NO_AGENT_AVAILABLE" });
+    expect(a.inFlight + b.inFlight).toBe(5);
+  });
+
+  it("a half-open agent takes one probe; its success closes the breaker", async () => {
+    const pool = new FakePool({ queueMax: 10 });
+    const a = pool.connect("a", { capacity: 10 });
+    for (let i = 0; i < 5; i++) pool.breakers.settle(pool.breakers.admit("a", "m", 0), "agent_failure", 0);
+    pool.clock = 30_000;
+    pool.submit("probe");
+    pool.submit("waits");
+    expect(pool.generates().map(([, f]) => f.id)).toEqual(["probe"]);
+    pool.dispatcher.onDone(a, { ...done, id: "probe" });
+    expect(pool.breakers.agentState("a", pool.clock)).toBe("closed");
+    expect(pool.generates().map(([, f]) => f.id)).toEqual(["probe", "waits"]);
+  });
+
+  it("a cancelled probe is not a failure: the breaker stays half-open for the next request", () => {
+    const pool = new FakePool();
+    pool.connect("a", { capacity: 10 });
+    for (let i = 0; i < 5; i++) pool.breakers.settle(pool.breakers.admit("a", "m", 0), "agent_failure", 0);
+    pool.clock = 30_000;
+    const caller = new AbortController();
+    pool.submit("probe", caller.signal);
+    caller.abort();
+    expect(pool.breakers.agentState("a", pool.clock)).toBe("half_open");
+    pool.submit("next");
+    expect(pool.generates().map(([, f]) => f.id)).toEqual(["probe", "next"]);
+  });
+
+  it("wakes queued work when an open breaker turns half-open", () => {
+    const pool = new FakePool({ queueTimeoutMs: 60_000 });
+    const a = pool.connect("a", { capacity: 1 });
+    pool.submit("running");
+    pool.submit("queued");
+    for (let i = 0; i < 5; i++)
+      pool.breakers.settle(pool.breakers.admit("a", "m", 0), "agent_failure", 1_000);
+    pool.dispatcher.onDone(a, { ...done, id: "running" });
+    expect(pool.generates().map(([, f]) => f.id)).toEqual(["running"]);
+    expect(pool.dispatcher.nextDeadline(pool.clock)).toBe(31_000);
+    pool.clock = 31_000;
+    pool.dispatcher.expire(31_000);
+    expect(pool.generates().map(([, f]) => f.id)).toEqual(["running", "queued"]);
+  });
+
+  it("serves the first servable MODEL_FALLBACKS model when none of the requested model's agents can", async () => {
+    const pool = new FakePool({ modelFallbacks: new Map([["big", ["missing", "small"]]]) });
+    const big = pool.connect("big-agent", { models: ["big"], capacity: 1 });
+    const small = pool.connect("small-agent", { models: ["small"] });
+    const submit = (id: string) =>
+      pool.dispatcher.submit(
+        { requestId: id, model: "big", prompt: "p", params: { maxTokens: 1 } },
+        new AbortController().signal,
+      );
+    submit("r1");
+    submit("r2"); // merely busy: queued for "big", no fallback
+    expect(pool.dispatcher.queue.countsByModel()).toEqual({ big: 1 });
+    pool.lose(big);
+    const response = submit("r3");
+    expect(pool.generates().at(-1)).toEqual([
+      "small-agent",
+      expect.objectContaining({ id: "r3", model: "small" }),
+    ]);
+    pool.dispatcher.onChunk(small, { type: "chunk", id: "r3", text: "hi", tokens: 1 });
+    const ok = await response;
+    expect(ok.headers.get("X-Orchard-Model")).toBe("small");
+    expect(ok.headers.get("X-Orchard-Fallback")).toBe("big");
+    expect(pool.dispatcher.metrics.fallbacks).toBe(1);
+  });
+
+  it("frees a cancelled request's slot after CANCEL_ACK_GRACE_MS if the agent never answers", () => {
+    const pool = new FakePool({ queueTimeoutMs: 60_000 });
+    const a = pool.connect("a", { capacity: 1 });
+    const caller = new AbortController();
+    pool.submit("r1", caller.signal);
+    caller.abort();
+    pool.submit("r2");
+    expect(pool.dispatcher.nextDeadline(pool.clock)).toBe(1_000 + CANCEL_ACK_GRACE_MS);
+    pool.dispatcher.expire(1_000 + CANCEL_ACK_GRACE_MS - 1);
+    expect(a.inFlight).toBe(1);
+    pool.dispatcher.expire(1_000 + CANCEL_ACK_GRACE_MS);
+    expect(pool.generates().map(([, f]) => f.id)).toEqual(["r1", "r2"]);
+  });
+
+  it("retries on the same agent, when it is the only one, only after it answered the cancel", () => {
+    const pool = new FakePool({ firstChunkTimeoutMs: 1_000 });
+    const a = pool.connect("a");
+    pool.submit("r1");
+    pool.dispatcher.expire(2_000);
+    expect(pool.generates()).toHaveLength(1); // the agent would ignore a second generate for r1 now
+    pool.dispatcher.onDone(a, { ...done, id: "r1", finishReason: "cancelled" });
+    expect(pool.generates().map(([id, f]) => [id, f.id])).toEqual([
+      ["a", "r1"],
+      ["a", "r1"],
+    ]);
+  });
+
+  it("cancels, once, a chunk for a request the hub never knew (it restarted)", () => {
+    const pool = new FakePool();
+    const a = pool.connect("a");
+    pool.dispatcher.onChunk(a, { type: "chunk", id: "before-restart", text: "x", tokens: 1 });
+    pool.dispatcher.onChunk(a, { type: "chunk", id: "before-restart", text: "y", tokens: 1 });
+    expect(cancels(pool)).toEqual([
+      { agent: "a", type: "cancel", id: "before-restart", reason: "hub_shutdown" },
+    ]);
   });
 });

@@ -16,6 +16,14 @@ export const testBindings = {
   // Long enough that test agents, which never ping, are not reaped; heartbeats are tested by
   // running the hub's checks at a chosen clock instead.
   HEARTBEAT_INTERVAL_MS: "60000",
+  // Timeouts long enough not to fire in ordinary tests; resilience tests run the hub's checks at a
+  // chosen clock (runChecks) or set X-Orchard-Timeout-Ms, so nothing waits for them in real time.
+  FIRST_CHUNK_TIMEOUT_MS: "5000",
+  IDLE_CHUNK_TIMEOUT_MS: "5000",
+  // Short enough to watch an open breaker turn half-open in real time.
+  BREAKER_COOLDOWN_MS: "2000",
+  STREAM_BUFFER_MAX_BYTES: "65536",
+  MODEL_FALLBACKS: JSON.stringify({ "fb-primary": ["fb-unknown", "fb-secondary"] }),
 };
 
 export default defineConfig(async () => ({

@@ -29,6 +29,12 @@ export interface Stack {
   cacheDir: string;
   token(role: Role, sub?: string, ttlSeconds?: number): Promise<string>;
   startAgent(options?: { id?: string; args?: string[]; env?: Record<string, string> }): Promise<AgentProcess>;
+  /**
+   * Stops the Worker (every socket and in-flight request dies with it) and starts a new one on the
+   * same port with the same state directory, secret and vars, as a redeploy would. `stack.gateway`
+   * is replaced; `stack.origin` stays the same.
+   */
+  restartGateway(options?: { downMs?: number }): Promise<void>;
   /** Polls GET /agents until `predicate` holds for the list. */
   waitForAgents(predicate: (agents: AgentView[]) => boolean, timeoutMs?: number): Promise<AgentView[]>;
   stop(): Promise<void>;
@@ -45,7 +51,13 @@ export interface AgentView {
 
 let agentCounter = 0;
 
-export async function startStack(options: { vars?: Record<string, string> } = {}): Promise<Stack> {
+export async function startStack(
+  options: {
+    vars?: Record<string, string>;
+    /** The Worker's log level (default "error"); "info" shows the gateway's structured logs. */
+    logLevel?: "none" | "error" | "warn" | "info" | "log" | "debug";
+  } = {},
+): Promise<Stack> {
   const stateDir = mkdtempSync(join(tmpdir(), "orchard-e2e-"));
   const cacheDir = resolve(REPO_ROOT, ".cache/orchard-test");
   const secret = randomBytes(32).toString("hex");
@@ -53,7 +65,7 @@ export async function startStack(options: { vars?: Record<string, string> } = {}
     persistDir: stateDir,
     secret,
     vars: options.vars,
-    logLevel: "error",
+    logLevel: options.logLevel ?? "error",
   });
   const agents = new Set<AgentProcess>();
   const adminToken = await mintToken({ secret, role: "admin", sub: "e2e-admin" });
@@ -67,23 +79,48 @@ export async function startStack(options: { vars?: Record<string, string> } = {}
     token: (role, sub = `e2e-${role}`, ttlSeconds) => mintToken({ secret, role, sub, ttlSeconds }),
     async startAgent({ id = `agent-${process.pid}-${++agentCounter}`, args = [], env = {} } = {}) {
       const token = await mintToken({ secret, role: "agent", sub: id });
-      const agent = spawnAgent(id, gateway.origin, token, cacheDir, args, env);
+      const agent = spawnAgent(id, stack.origin, token, cacheDir, args, env);
       agents.add(agent);
       agent.child.once("exit", () => agents.delete(agent));
       await agent.waitForLog((l) => l.includes('"msg":"connected"'), 60_000);
       return agent;
     },
+    async restartGateway({ downMs = 0 } = {}) {
+      const port = Number(stack.gateway.url.port);
+      await stack.gateway.dispose();
+      if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
+      // The old listener may take a moment to release the port.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          stack.gateway = await startLocalGateway({
+            persistDir: stateDir,
+            secret,
+            vars: options.vars,
+            port,
+            logLevel: options.logLevel ?? "error",
+          });
+          return;
+        } catch (err) {
+          if (attempt >= 5) throw err;
+          await new Promise((r) => setTimeout(r, 200 * attempt));
+        }
+      }
+    },
     async waitForAgents(predicate, timeoutMs = 20_000) {
       const deadline = Date.now() + timeoutMs;
       let last: AgentView[] = [];
       while (Date.now() < deadline) {
-        const res = await fetch(`${gateway.origin}/agents`, {
+        // A gateway being restarted refuses connections for a moment: keep polling.
+        const res = await fetch(`${stack.origin}/agents`, {
           headers: { Authorization: `Bearer ${adminToken}` },
-        });
-        if (res.ok) {
+          signal: AbortSignal.timeout(5_000),
+        }).catch(() => undefined);
+        if (res?.ok) {
           const body = (await res.json()) as { agents: AgentView[] };
           last = body.agents;
           if (predicate(last)) return last;
+        } else {
+          await res?.body?.cancel();
         }
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -91,7 +128,7 @@ export async function startStack(options: { vars?: Record<string, string> } = {}
     },
     async stop() {
       await Promise.all([...agents].map((a) => a.kill()));
-      await gateway.dispose();
+      await stack.gateway.dispose();
       rmSync(stateDir, { recursive: true, force: true });
     },
   };
