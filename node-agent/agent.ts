@@ -408,10 +408,14 @@ export class Agent {
         maxBytes: this.flushBytes,
       },
     );
+    // timeoutMs is relative, so a Mac whose clock is off does not stop work early or late; the
+    // absolute deadline is the fallback for hubs that do not send it.
+    const timeLeftMs =
+      frame.timeoutMs ?? (frame.deadline === undefined ? undefined : frame.deadline - Date.now());
     const deadlineTimer =
-      frame.deadline === undefined
+      timeLeftMs === undefined
         ? undefined
-        : setTimeout(() => this.abort(entry, "deadline"), clampDelay(frame.deadline - Date.now()));
+        : setTimeout(() => this.abort(entry, "deadline"), clampDelay(timeLeftMs));
     const timings = () => ({ firstTokenMs, totalMs: round1(performance.now() - startedAt) });
 
     let result: Promise<GenerationResult> | undefined;

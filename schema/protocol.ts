@@ -214,8 +214,13 @@ export const GenerateFrame = z
     prompt: z.string().optional(),
     messages: z.array(ChatMessage).min(1).optional(),
     params: SamplingParams,
-    /** Epoch ms after which the agent should stop; the hub cancels at the same time. */
+    /** Epoch ms (hub clock) after which the agent should stop; the hub cancels at the same time. */
     deadline: z.number().int().positive().optional(),
+    /**
+     * The same deadline as milliseconds left when the hub sent the frame. Agents prefer it: it
+     * does not depend on the Mac's clock agreeing with the hub's.
+     */
+    timeoutMs: z.number().int().positive().optional(),
   })
   .refine((f) => (f.prompt === undefined) !== (f.messages === undefined), {
     message: "exactly one of prompt or messages",

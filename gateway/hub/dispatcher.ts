@@ -353,7 +353,7 @@ export class Dispatcher {
     agent.requests.add(job.id);
     this.host.wakeAt(Math.min(job.firstChunkDeadline, job.requestDeadline));
     // On failure the host closes the agent, and agentLost() re-routes this job.
-    this.host.send(agent, job.generateFrame());
+    this.host.send(agent, job.generateFrame(this.host.now()));
   }
 
   /**

@@ -102,7 +102,7 @@ export class InferenceJob implements Queued {
     }
   }
 
-  generateFrame(): GenerateFrame {
+  generateFrame(now: number): GenerateFrame {
     const { prompt, messages, params } = this.request;
     return {
       type: "generate",
@@ -112,6 +112,7 @@ export class InferenceJob implements Queued {
       messages,
       params,
       deadline: this.requestDeadline,
+      timeoutMs: Math.max(1, Math.ceil(this.requestDeadline - now)),
     };
   }
 

@@ -433,6 +433,19 @@ describe("Agent session", () => {
     expect(agent.inFlight).toBe(0);
   });
 
+  it("times the deadline from timeoutMs, not from a hub clock that disagrees with its own", async () => {
+    const { hub, engine, agent } = await setup();
+    const conn = await hub.connection(0);
+    engine.script = { pieces: ["x"], holdUntilAborted: true };
+    // The hub's clock is an hour behind: the absolute deadline has long passed by this clock.
+    const started = Date.now();
+    conn.send(generate("skew", { deadline: Date.now() - 3_600_000, timeoutMs: 150 }));
+    const done = await conn.waitFor("done", (d) => d.id === "skew");
+    expect(done.finishReason).toBe("cancelled");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(140);
+    expect(agent.inFlight).toBe(0);
+  });
+
   it("refuses work beyond capacity with a retryable AGENT_BUSY, and takes work again once a slot frees", async () => {
     const { hub, engine, agent, logLines } = await setup();
     const conn = await hub.connection(0);

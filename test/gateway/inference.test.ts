@@ -73,6 +73,7 @@ describe("POST /generate", () => {
       prompt: "Hello",
       params: { maxTokens: 16, temperature: 0.5, topP: 0.9, seed: 7, stop: ["\n"] },
       deadline: expect.any(Number),
+      timeoutMs: expect.any(Number),
     });
     const response = await pending;
     expect(response.status).toBe(200);
@@ -177,6 +178,7 @@ describe("POST /v1/chat/completions", () => {
       ],
       params: { maxTokens: 20, temperature: 0, topP: 1, seed: 3, stop: ["END", "STOP"] },
       deadline: expect.any(Number),
+      timeoutMs: expect.any(Number),
     });
     const response = await pending;
     expect(response.status).toBe(200);

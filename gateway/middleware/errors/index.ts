@@ -27,7 +27,8 @@ export function errorHandler(): ErrorHandler<AppEnv> {
     const fields = { requestId: c.get("requestId"), path: c.req.path, code: gatewayError.code };
     // Only an unknown error is a bug worth a stack; a known 5xx (no agent, upstream failure,
     // timeout) is a condition of the fleet, and the access log line already records its code.
-    if (gatewayError.code === "INTERNAL") log("error", "request failed", { ...fields, ...describeError(err) });
+    if (gatewayError.code === "INTERNAL")
+      log("error", "request failed", { ...fields, ...describeError(err) });
     else if (gatewayError.status >= 500) log("warn", "request failed", fields);
     return errorResponse(c, gatewayError);
   };
