@@ -1,5 +1,7 @@
 // Bare relay Worker (benchmark baseline only). Speaks just enough of the agent protocol to dispatch
-// a request to a connected agent round-robin and stream its chunks back as plain text.
+// a request to a connected agent round-robin and stream its chunks back as plain text. Agents join
+// with `?models=a,b` on the upgrade URL; those names become the socket's hibernation tags, so a
+// request for a model goes only to agents that serve it (the bench's 1-agent and 4-agent pools).
 import { DurableObject } from "cloudflare:workers";
 
 interface Env {
@@ -23,15 +25,16 @@ export class BareRelay extends DurableObject<Env> {
   }
 
   override async fetch(request: Request): Promise<Response> {
-    if (request.headers.get("Upgrade") === "websocket") {
+    if (request.headers.get("Upgrade")?.toLowerCase() === "websocket") {
+      const models = new URL(request.url).searchParams.get("models") ?? "";
       const pair = new WebSocketPair();
-      this.ctx.acceptWebSocket(pair[1]);
+      this.ctx.acceptWebSocket(pair[1], models.split(",").filter(Boolean).slice(0, 10));
       return new Response(null, { status: 101, webSocket: pair[0] });
     }
-    const sockets = this.ctx.getWebSockets();
+    const body = (await request.json()) as { model: string; prompt: string; max_tokens: number };
+    const sockets = this.ctx.getWebSockets(body.model);
     if (sockets.length === 0) return new Response("no agent", { status: 503 });
     const ws = sockets[this.next++ % sockets.length] as WebSocket;
-    const body = (await request.json()) as { model: string; prompt: string; max_tokens: number };
     const id = `r${++this.seq}`;
     const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
     this.pending.set(id, { writer: writable.getWriter() });

@@ -1,0 +1,117 @@
+// Starts what the bench measures: the bare relay Worker and Orchard's gateway Worker (each in its
+// own host process), and benchmark agents (real processes) connected to both at once.
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { REPO_ROOT } from "../../scripts/lib/local-gateway.ts";
+import { mintToken } from "../../scripts/lib/token.ts";
+import type { BenchAgentConfig, EngineConfig } from "../agent.ts";
+import { type BenchChild, spawnTs } from "./children.ts";
+import type { WorkerEndpoints, WorkerHostConfig } from "./worker-host.ts";
+
+export interface RunningWorker extends WorkerEndpoints {
+  host: BenchChild;
+  stateDir: string;
+  stop(): Promise<void>;
+}
+
+export async function startWorker(
+  name: string,
+  config: Omit<WorkerHostConfig, "persistDir">,
+): Promise<RunningWorker> {
+  const stateDir = mkdtempSync(join(tmpdir(), `orchard-bench-${name}-`));
+  const host = spawnTs(name, resolve(REPO_ROOT, "bench/lib/worker-host.ts"), [
+    JSON.stringify({ ...config, persistDir: stateDir } satisfies WorkerHostConfig),
+  ]);
+  const ready = await host.waitFor<WorkerEndpoints>("ready", 180_000);
+  return {
+    ...ready,
+    host,
+    stateDir,
+    async stop() {
+      await host.stop();
+      rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Orchard's gateway with its queue and agent limits out of the way (the relay path is measured). */
+export function startOrchard(
+  secret: string,
+  extra: Partial<WorkerHostConfig> = {},
+  name = "orchard",
+): Promise<RunningWorker> {
+  return startWorker(name, {
+    config: "wrangler.toml",
+    migrate: true,
+    secrets: { JWT_SECRET: secret },
+    vars: { QUEUE_MAX: "100000", QUEUE_TIMEOUT_MS: "120000" },
+    ...extra,
+  });
+}
+
+export function startRelay(extra: Partial<WorkerHostConfig> = {}): Promise<RunningWorker> {
+  return startWorker("relay", { config: "bench/relay/wrangler.toml", ...extra });
+}
+
+export interface RunningAgent {
+  id: string;
+  proc: BenchChild;
+  stop(): Promise<void>;
+}
+
+export interface AgentTargets {
+  orchard?: RunningWorker;
+  relay?: RunningWorker;
+  /** More Orchard-protocol gateways (prototype variants), each with its own Agent instance. */
+  more?: { label: string; worker: RunningWorker }[];
+  /** Model names this agent serves (the relay routes on them too). */
+  models: string[];
+}
+
+export async function startAgent(
+  id: string,
+  secret: string,
+  engine: EngineConfig,
+  targets: AgentTargets,
+  options: { capacity?: number; loopback?: boolean; flushMs?: number } = {},
+): Promise<RunningAgent> {
+  const gateways: BenchAgentConfig["gateways"] = [];
+  if (targets.relay) {
+    gateways.push({
+      label: "relay",
+      url: `${targets.relay.directOrigin.replace(/^http/, "ws")}/connect?models=${targets.models.join(",")}`,
+      token: "unused",
+    });
+  }
+  if (targets.orchard) {
+    gateways.push({
+      label: "orchard",
+      url: `${targets.orchard.directOrigin.replace(/^http/, "ws")}/agents/connect`,
+      token: await mintToken({ secret, role: "agent", sub: id, ttlSeconds: 24 * 3600 }),
+    });
+  }
+  for (const extra of targets.more ?? []) {
+    gateways.push({
+      label: extra.label,
+      url: `${extra.worker.directOrigin.replace(/^http/, "ws")}/agents/connect`,
+      token: await mintToken({ secret, role: "agent", sub: id, ttlSeconds: 24 * 3600 }),
+    });
+  }
+  const config: BenchAgentConfig = {
+    id,
+    engine,
+    gateways,
+    capacity: options.capacity ?? 1024,
+    loopback: options.loopback ?? false,
+    ...(options.flushMs === undefined ? {} : { flushMs: options.flushMs }),
+  };
+  const proc = spawnTs(`agent ${id}`, resolve(REPO_ROOT, "bench/agent.ts"), [JSON.stringify(config)]);
+  await proc.waitFor("ready", 120_000);
+  return { id, proc, stop: () => proc.stop() };
+}
+
+export function newSecret(): string {
+  return randomBytes(32).toString("hex");
+}

@@ -1,0 +1,180 @@
+// Prototype optimizations on COPIES of the gateway (never the tree itself): each variant copies
+// gateway/, schema/ and wrangler.toml to a temp dir, applies text patches, and runs there, so its
+// gain is measured side by side with the unmodified Worker. A patch whose anchor text is gone (the
+// code changed since it was written) skips the variant rather than measuring something else.
+import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { REPO_ROOT } from "../../scripts/lib/local-gateway.ts";
+
+export interface Patch {
+  file: string;
+  find: string;
+  replace: string;
+}
+
+export interface VariantSpec {
+  name: string;
+  /** The change the lead would make, in one line. */
+  change: string;
+  patches: Patch[];
+}
+
+export interface PreparedVariant {
+  spec: VariantSpec;
+  dir: string;
+  configPath: string;
+  dispose(): void;
+}
+
+export function prepareVariant(spec: VariantSpec): PreparedVariant | { spec: VariantSpec; skipped: string } {
+  const dir = mkdtempSync(join(tmpdir(), `orchard-variant-${spec.name}-`));
+  for (const part of ["gateway", "schema", "wrangler.toml", "package.json"]) {
+    cpSync(resolve(REPO_ROOT, part), join(dir, part), { recursive: true });
+  }
+  symlinkSync(resolve(REPO_ROOT, "node_modules"), join(dir, "node_modules"));
+  for (const p of spec.patches) {
+    const path = join(dir, p.file);
+    const text = readFileSync(path, "utf8");
+    if (!text.includes(p.find)) {
+      rmSync(dir, { recursive: true, force: true });
+      return { spec, skipped: `anchor not found in ${p.file} (the code changed)` };
+    }
+    writeFileSync(path, text.replace(p.find, p.replace));
+  }
+  return {
+    spec,
+    dir,
+    configPath: join(dir, "wrangler.toml"),
+    dispose: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** The optimizations the hot-spot list proposes, as patches. */
+export const VARIANTS: VariantSpec[] = [
+  {
+    name: "jwt-key-cache",
+    change:
+      "auth: import the HS256 CryptoKey once per secret instead of handing jose fresh bytes per request",
+    patches: [
+      {
+        file: "gateway/middleware/auth/index.ts",
+        find: "if (header.kid === undefined) return encoder.encode(secret);",
+        replace: "if (header.kid === undefined) return hmacKey(secret);",
+      },
+      {
+        file: "gateway/middleware/auth/index.ts",
+        find: "const encoder = new TextEncoder();",
+        replace: `const encoder = new TextEncoder();
+// A pure cache of a function of the secret (not per-isolate state that could disagree).
+const hmacKeys = new Map<string, Promise<CryptoKey>>();
+function hmacKey(secret: string): Promise<CryptoKey> {
+  let key = hmacKeys.get(secret);
+  if (!key) {
+    key = crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]);
+    hmacKeys.set(secret, key);
+  }
+  return key;
+}`,
+      },
+    ],
+  },
+  {
+    name: "socket-agent-cache",
+    change:
+      "hub: map WebSocket → AgentConnection in memory instead of deserializeAttachment() on every frame",
+    patches: [
+      {
+        file: "gateway/hub/agent-hub.ts",
+        find: `  #agentFor(ws: WebSocket): AgentConnection | null {
+    const attachment = ws.deserializeAttachment() as AgentAttachment | null;
+    if (attachment === null) return null;
+    const agent = this.#agents.get(attachment.agentId);
+    return agent !== undefined && agent.sessionId === attachment.sessionId ? agent : null;
+  }`,
+        replace: `  readonly #bySocket = new WeakMap<WebSocket, AgentConnection>();
+  #agentFor(ws: WebSocket): AgentConnection | null {
+    const cached = this.#bySocket.get(ws);
+    if (cached !== undefined && this.#agents.get(cached.id) === cached) return cached;
+    const attachment = ws.deserializeAttachment() as AgentAttachment | null;
+    if (attachment === null) return null;
+    const agent = this.#agents.get(attachment.agentId);
+    const found = agent !== undefined && agent.sessionId === attachment.sessionId ? agent : null;
+    if (found !== null) this.#bySocket.set(ws, found);
+    return found;
+  }`,
+      },
+    ],
+  },
+  {
+    name: "chunk-fast-path",
+    change: "protocol: validate `chunk` frames with a hand-written check (zod for every other frame)",
+    patches: [
+      {
+        file: "schema/protocol.ts",
+        find: "export const parseAgentFrame = (raw: string | ArrayBuffer) => parseFrame(AgentFrame, raw);",
+        replace: `export const parseAgentFrame = (raw: string | ArrayBuffer): FrameParseResult<AgentFrame> => {
+  if (typeof raw === "string" && raw.length <= MAX_FRAME_BYTES && raw.startsWith('{"type":"chunk"')) {
+    try {
+      const f = JSON.parse(raw);
+      if (
+        typeof f.id === "string" && f.id.length > 0 && f.id.length <= 128 &&
+        typeof f.text === "string" && Number.isInteger(f.tokens) && f.tokens >= 0 &&
+        Object.keys(f).length === 4
+      ) return { ok: true, frame: f as ChunkFrame };
+    } catch {}
+  }
+  return parseFrame(AgentFrame, raw);
+};`,
+      },
+    ],
+  },
+  {
+    name: "trust-hub-events",
+    change:
+      "Worker: JSON.parse the hub's NDJSON events without re-validating them with zod (the hub wrote them)",
+    patches: [
+      {
+        file: "gateway/inference/hub-client.ts",
+        find: "const parsed = HubEvent.safeParse(JSON.parse(line));",
+        replace: "const parsed = { success: true as const, data: JSON.parse(line) as HubEvent };",
+      },
+    ],
+  },
+  {
+    name: "no-decoder-stream",
+    change:
+      "Worker: decode the hub's NDJSON with TextDecoder.decode(…, {stream: true}) instead of pipeThrough(new TextDecoderStream())",
+    patches: [
+      {
+        file: "gateway/inference/hub-client.ts",
+        find: "this.#reader = body.pipeThrough(new TextDecoderStream()).getReader();",
+        replace: `const raw = body.getReader();
+    const decoder = new TextDecoder();
+    this.#reader = {
+      read: async () => {
+        const r = await raw.read();
+        return r.done ? { done: true, value: undefined } : { done: false, value: decoder.decode(r.value, { stream: true }) };
+      },
+      cancel: (reason?: unknown) => raw.cancel(reason),
+    } as unknown as ReadableStreamDefaultReader<string>;`,
+      },
+    ],
+  },
+  {
+    name: "no-access-log",
+    change: "access log: skip the per-request line for successful inference (measures what the line costs)",
+    patches: [
+      {
+        file: "gateway/middleware/access-log/index.ts",
+        find: "    const status = c.res.status;\n",
+        replace: "    const status = c.res.status;\n    if (status < 400) return;\n",
+      },
+    ],
+  },
+];
+
+/** Every patch at once (the ones whose anchors are still there). */
+export function combinedVariant(specs: VariantSpec[]): VariantSpec {
+  return { name: "all", change: "all of the above together", patches: specs.flatMap((s) => s.patches) };
+}

@@ -1,0 +1,239 @@
+// Micro-benchmarks of the per-request and per-frame work on Orchard's relay path, in Node's V8
+// (the JavaScript engine workerd also runs; WebCrypto differs: BoringSSL there, OpenSSL here), each
+// next to the cheaper alternative the hot-spot list proposes. Runs as its own process (IPC result)
+// or directly: `npx tsx bench/micro/run.ts`.
+import { jwtVerify, SignJWT } from "jose";
+import { median } from "../lib/stats.ts";
+
+export interface MicroCase {
+  name: string;
+  /** Where the work happens and how often, e.g. "hub, per agent frame". */
+  where: string;
+  nsPerOp: number;
+  /** Set when the case could not run against the current code (it is changing under us). */
+  skipped?: string;
+}
+
+let sink: unknown;
+
+/** Iterations that take ~10 ms, so one sample is long enough to time and short enough to interleave. */
+async function calibrate(fn: () => unknown, isAsync: boolean): Promise<number> {
+  let n = 16;
+  for (;;) {
+    const t0 = performance.now();
+    await sample(fn, isAsync, n);
+    if (performance.now() - t0 > 10 || n > 1 << 24) return n;
+    n *= 2;
+  }
+}
+
+async function sample(fn: () => unknown, isAsync: boolean, n: number): Promise<number> {
+  const t0 = performance.now();
+  if (isAsync) for (let i = 0; i < n; i++) sink = await fn();
+  else for (let i = 0; i < n; i++) sink = fn();
+  return ((performance.now() - t0) * 1e6) / n;
+}
+
+export async function runMicro(rounds = 9): Promise<MicroCase[]> {
+  const cases: MicroCase[] = [];
+  const runnable: { index: number; fn: () => unknown; isAsync: boolean; n: number; samples: number[] }[] = [];
+  const add = async (
+    name: string,
+    where: string,
+    make: () => Promise<() => unknown> | (() => unknown),
+    isAsync = false,
+  ) => {
+    try {
+      const fn = await make();
+      await fn(); // fails fast if the code under test changed shape
+      runnable.push({ index: cases.length, fn, isAsync, n: await calibrate(fn, isAsync), samples: [] });
+      cases.push({ name, where, nsPerOp: Number.NaN });
+    } catch (err) {
+      cases.push({
+        name,
+        where,
+        nsPerOp: Number.NaN,
+        skipped: err instanceof Error ? err.message.slice(0, 120) : String(err),
+      });
+    }
+  };
+
+  const protocol = await import("../../schema/protocol.ts");
+  const chunk = JSON.stringify({
+    type: "chunk",
+    id: "3f1c9a4e-6b1d-4a55-9a53-0d6f4b8e2a11",
+    text: "tok~tok~tok~tok~tok~tok~tok~",
+    tokens: 7,
+  });
+  const done = JSON.stringify({
+    type: "done",
+    id: "3f1c9a4e-6b1d-4a55-9a53-0d6f4b8e2a11",
+    finishReason: "length",
+    usage: { promptTokens: 1, completionTokens: 8 },
+    timings: { firstTokenMs: 0.1, totalMs: 0.4 },
+  });
+  await add("JSON.parse(chunk frame)", "hub, per agent frame (floor)", () => () => JSON.parse(chunk));
+  await add("parseAgentFrame(chunk frame) = JSON.parse + zod", "hub, per agent frame (today)", () => {
+    const r = protocol.parseAgentFrame(chunk);
+    if (!r.ok) throw new Error(r.reason);
+    return () => protocol.parseAgentFrame(chunk);
+  });
+  await add(
+    "JSON.parse + hand check of a chunk frame",
+    "hub, per agent frame (proposed fast path)",
+    () => () => {
+      const f = JSON.parse(chunk) as { type?: unknown; id?: unknown; text?: unknown; tokens?: unknown };
+      return (
+        f.type === "chunk" &&
+        typeof f.id === "string" &&
+        f.id.length > 0 &&
+        f.id.length <= 128 &&
+        typeof f.text === "string" &&
+        Number.isInteger(f.tokens) &&
+        (f.tokens as number) >= 0
+      );
+    },
+  );
+  await add(
+    "parseAgentFrame(done frame)",
+    "hub, once per request",
+    () => () => protocol.parseAgentFrame(done),
+  );
+
+  const dispatch = await import("../../gateway/hub/dispatch.ts");
+  const event = { type: "chunk", text: "tok~tok~tok~tok~tok~tok~tok~", tokens: 7 };
+  const line = JSON.stringify(event);
+  const encoder = new TextEncoder();
+  await add(
+    "JSON.stringify(event) + encode (NDJSON)",
+    "hub, per event written to the Worker",
+    () => () => encoder.encode(`${JSON.stringify(event)}\n`),
+  );
+  await add(
+    "HubEvent.parse(JSON.parse(line))",
+    "Worker, per NDJSON event (today)",
+    () => () => dispatch.HubEvent.parse(JSON.parse(line)),
+  );
+  await add(
+    "JSON.parse(line) only",
+    "Worker, per NDJSON event (proposed: the hub already validated)",
+    () => () => JSON.parse(line),
+  );
+  await add("sseMessage({text}) + encode", "Worker, per SSE event", async () => {
+    const { sseMessage } = await import("../../gateway/inference/sse.ts");
+    return () => encoder.encode(sseMessage({ text: event.text }, "chunk"));
+  });
+
+  const api = await import("../../schema/api.ts");
+  const body = { model: "synthetic-a1", prompt: "bench", max_tokens: 8, stream: false };
+  await add(
+    "GenerateRequest.safeParse(body)",
+    "Worker, once per request",
+    () => () => api.GenerateRequest.safeParse(body),
+  );
+  const dispatchBody = {
+    requestId: "3f1c9a4e-6b1d-4a55-9a53-0d6f4b8e2a11",
+    model: "synthetic-a1",
+    prompt: "bench",
+    params: { maxTokens: 8 },
+  };
+  await add("DispatchRequest.safeParse(JSON.parse(body))", "hub, once per request", () => {
+    const raw = JSON.stringify(dispatchBody);
+    return () => dispatch.DispatchRequest.safeParse(JSON.parse(raw));
+  });
+  await add("readConfig(env)", "Worker, per request (auth) and hub", async () => {
+    const { readConfig } = await import("../../gateway/config.ts");
+    const env = {
+      ORCHARD_VERSION: "0.1.0",
+      QUEUE_MAX: "64",
+      QUEUE_TIMEOUT_MS: "30000",
+      HEARTBEAT_INTERVAL_MS: "15000",
+      HEALTH_INTERVAL_MS: "30000",
+    };
+    return () => readConfig(env);
+  });
+
+  const secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  const token = await new SignJWT({ role: "user" })
+    .setProtectedHeader({ alg: "HS256" })
+    .setSubject("bench")
+    .setIssuedAt()
+    .setExpirationTime("1h")
+    .sign(new TextEncoder().encode(secret));
+  const options = { algorithms: ["HS256"], requiredClaims: ["exp", "sub"] };
+  await add(
+    "jwtVerify, key = fresh Uint8Array per request",
+    "Worker, per request (today: keyResolver encodes the secret each time)",
+    () => () => jwtVerify(token, () => encoder.encode(secret), options),
+    true,
+  );
+  const keyBytes = encoder.encode(secret);
+  await add(
+    "jwtVerify, key = the same Uint8Array every time",
+    "Worker, per request (jose caches the imported key per key object)",
+    () => () => jwtVerify(token, () => keyBytes, options),
+    true,
+  );
+  const cryptoKey = await crypto.subtle.importKey("raw", keyBytes, { name: "HMAC", hash: "SHA-256" }, false, [
+    "verify",
+  ]);
+  await add(
+    "jwtVerify, key = CryptoKey imported once",
+    "Worker, per request (proposed: cache the CryptoKey per secret)",
+    () => () => jwtVerify(token, () => cryptoKey, options),
+    true,
+  );
+  await add(
+    "crypto.subtle.importKey(HMAC)",
+    "what the fresh-key path pays each request",
+    () => () =>
+      crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
+        "verify",
+      ]),
+    true,
+  );
+
+  await add(
+    "one JSON log line (stringify + ISO date)",
+    "Worker, per request (access log)",
+    () => () =>
+      JSON.stringify({
+        level: "info",
+        msg: "request",
+        requestId: "3f1c9a4e",
+        method: "POST",
+        path: "/generate",
+        status: 200,
+        durationMs: 2,
+        sub: "bench",
+        ts: new Date().toISOString(),
+      }),
+  );
+  await add("crypto.randomUUID()", "Worker, per request (request id)", () => () => crypto.randomUUID());
+  // Round-robin over the cases, so a busy moment on the machine hits every case alike.
+  for (let round = 0; round < rounds; round++) {
+    for (const r of runnable) r.samples.push(await sample(r.fn, r.isAsync, r.n));
+  }
+  for (const r of runnable) (cases[r.index] as MicroCase).nsPerOp = median(r.samples);
+  void sink;
+  return cases;
+}
+
+if (process.argv[1]?.endsWith("micro/run.ts")) {
+  runMicro().then(
+    (cases) => {
+      if (process.send) process.send({ type: "result", cases });
+      else
+        for (const c of cases)
+          console.log(
+            `${c.nsPerOp.toFixed(0).padStart(8)} ns  ${c.name}  (${c.where})${c.skipped ? ` SKIPPED: ${c.skipped}` : ""}`,
+          );
+      process.exit(0);
+    },
+    (err: unknown) => {
+      process.send?.({ type: "failed", error: String(err) });
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}

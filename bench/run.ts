@@ -1,0 +1,259 @@
+// `npm run bench`: Orchard's performance benchmark. Starts the bare relay Worker and Orchard's
+// gateway Worker in workerd, benchmark agents as real processes, then measures (each comparison
+// side by side, interleaved, repeated): the load generator's ceiling, overhead per request, streaming
+// throughput and time to first token, the agent with llama.cpp, and growth to 1,000 streams.
+// Prints tables and writes bench-results/<date>.json. See bench/README.md.
+//
+// Flags: --reps N (default 3)  --only a,b (ceiling,overhead,streaming,llama,growth,micro,profile,variants)
+//        --profile (also CPU profiles and prototyped optimizations on copies; adds ~4 min)
+//        --time-scale X (multiplies every measuring window)
+import { mkdirSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
+import { resolve } from "node:path";
+import { DEMO_MODEL_NAME, ensureDemoModel } from "../node-agent/demo-model.ts";
+import { REPO_ROOT } from "../scripts/lib/local-gateway.ts";
+import { mintToken } from "../scripts/lib/token.ts";
+import { killAllChildren, spawnTs } from "./lib/children.ts";
+import { type Bench, syntheticEngine } from "./lib/context.ts";
+import { ForeignLoadMonitor, formatFacts, machineFacts } from "./lib/facts.ts";
+import { cpuTimeMs, descendantsOf } from "./lib/procs.ts";
+import { newSecret, type RunningAgent, startAgent, startOrchard, startRelay } from "./lib/stack.ts";
+import { num, type TargetCheck, table, targetsTable } from "./lib/table.ts";
+import type { MicroCase } from "./micro/run.ts";
+import { runCeiling } from "./suites/ceiling.ts";
+import { runGrowth } from "./suites/growth.ts";
+import { runLlama } from "./suites/llama.ts";
+import { runOverhead } from "./suites/overhead.ts";
+import { runProfile } from "./suites/profile.ts";
+import { runStreaming } from "./suites/streaming.ts";
+import { runVariants } from "./suites/variants.ts";
+import { warmUp } from "./suites/warmup.ts";
+
+const ALL = ["ceiling", "overhead", "streaming", "llama", "growth", "micro"] as const;
+type Suite = (typeof ALL)[number] | "profile" | "variants";
+
+function parseArgs(argv: string[]) {
+  const get = (flag: string) => {
+    const i = argv.indexOf(flag);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const reps = Number(get("--reps") ?? 3);
+  const timeScale = Number(get("--time-scale") ?? 1);
+  let suites: Suite[] = (get("--only")?.split(",") as Suite[] | undefined) ?? [...ALL];
+  if (argv.includes("--profile")) suites = [...new Set<Suite>([...suites, "profile", "variants"])];
+  if (!(Number.isInteger(reps) && reps >= 1)) throw new Error("--reps must be a positive integer");
+  return { reps, timeScale, suites };
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const args = parseArgs(process.argv.slice(2));
+  const facts = machineFacts();
+  const out: string[] = [];
+  const print = (text = "") => {
+    out.push(text);
+    process.stdout.write(`${text}\n`);
+  };
+  const log = (line: string) =>
+    process.stderr.write(`[${((performance.now() - started) / 1000).toFixed(0).padStart(3)}s] ${line}\n`);
+
+  print("Orchard benchmark");
+  print(formatFacts(facts));
+  print(
+    `reps        ${args.reps} per comparison, paths interleaved ABBA; numbers are median [min–max] over reps`,
+  );
+  print();
+
+  const secret = newSecret();
+  log("starting the bare relay and Orchard in workerd…");
+  const [relay, orchard] = await Promise.all([startRelay(), startOrchard(secret)]);
+  log(
+    `relay ${relay.directOrigin} (workerd ${relay.userWorkerdPid}), Orchard ${orchard.directOrigin} (workerd ${orchard.userWorkerdPid})`,
+  );
+
+  const wantsLlama = args.suites.includes("llama");
+  const modelPath = wantsLlama ? await ensureDemoModel(resolve(REPO_ROOT, ".cache/orchard-test")) : "";
+  log("starting agents…");
+  const models = (first: boolean) =>
+    syntheticEngine(first).kind === "synthetic"
+      ? (syntheticEngine(first) as { models: { name: string }[] }).models.map((m) => m.name)
+      : [];
+  const agents: RunningAgent[] = await Promise.all(
+    [0, 1, 2, 3].map((i) =>
+      startAgent(
+        `bench-synthetic-${i + 1}`,
+        secret,
+        syntheticEngine(i === 0),
+        { relay, orchard, models: models(i === 0) },
+        { loopback: i === 0 },
+      ),
+    ),
+  );
+  const llama = wantsLlama
+    ? await startAgent(
+        "bench-llama",
+        secret,
+        { kind: "llamacpp", modelName: DEMO_MODEL_NAME, modelPath, threads: 1 },
+        { orchard, models: [DEMO_MODEL_NAME] },
+        { loopback: true, capacity: 4 },
+      )
+    : undefined;
+  log("agents connected");
+
+  const bench: Bench = {
+    relay,
+    orchard,
+    agents,
+    ...(llama ? { llama } : {}),
+    userToken: await mintToken({ secret, role: "user", sub: "bench", ttlSeconds: 6 * 3600 }),
+    reps: args.reps,
+    timeScale: args.timeScale,
+    log,
+  };
+
+  const results: Record<string, unknown> = { facts, args };
+  const monitor = new ForeignLoadMonitor(() => [process.pid, ...descendantsOf(process.pid)], cpuTimeMs);
+  const stamp = facts.date.replace(/[:.]/g, "-");
+  const checks: TargetCheck[] = [];
+  const section = (title: string, text: string) => {
+    print(`== ${title} ==`);
+    print(text);
+    print();
+  };
+  try {
+    if (args.suites.some((s) => ["overhead", "streaming", "llama", "growth"].includes(s))) {
+      log("warming up both Workers (JIT) for 15 s…");
+      const warmed = await warmUp(bench);
+      print(
+        `warm-up     15 s of mixed traffic first: ${warmed.orchard} requests through Orchard, ${warmed.relay} through the relay`,
+      );
+      print();
+    }
+    if (args.suites.includes("ceiling")) {
+      log("load generator ceiling…");
+      const r = await runCeiling(bench);
+      results.ceiling = r.rows;
+      section(
+        "Load generator ceiling (undici, keep-alive, no pipelining; trivial server in another process)",
+        r.text,
+      );
+    }
+    if (args.suites.includes("overhead")) {
+      log("overhead per request…");
+      const r = await runOverhead(bench);
+      results.overhead = {
+        rows: r.rows,
+        ownCostP50: r.ownCostP50,
+        rpsDrop: r.rpsDrop,
+        framesPerRequest: r.framesPerRequest,
+      };
+      checks.push(...r.checks);
+      section("Overhead per request (same agent process and engine on every path)", r.text);
+    }
+    if (args.suites.includes("streaming")) {
+      log("streaming…");
+      const r = await runStreaming(bench);
+      results.streaming = { rows: r.rows, ttft: r.ttft, framesPerStream: r.framesPerStream };
+      checks.push(...r.checks);
+      section("Streaming relay", r.text);
+    }
+    if (args.suites.includes("llama")) {
+      log("agent with llama.cpp…");
+      const r = await runLlama(bench, DEMO_MODEL_NAME);
+      results.llama = { rows: r.rows, gatewayCpuMsPerGeneration: r.gatewayCpuMsPerGeneration };
+      checks.push(...r.checks);
+      section("The agent with a real engine (llama.cpp, demo model)", r.text);
+    }
+    if (args.suites.includes("growth")) {
+      log("growth…");
+      const r = await runGrowth(bench);
+      results.growth = { rows: r.rows, bytesPerStream: r.bytesPerStream };
+      checks.push(...r.checks);
+      section("Growth: concurrent open streams", r.text);
+    }
+    if (args.suites.includes("profile")) {
+      log("profiling (inspector-enabled Workers)…");
+      const r = await runProfile(bench, secret, resolve(REPO_ROOT, "bench-results", `profiles-${stamp}`));
+      results.profile = r.runs.map((run) => ({
+        ...run,
+        worker: {
+          ...run.worker,
+          byFunction: run.worker.byFunction.slice(0, 40),
+          byCallerFunction: run.worker.byCallerFunction.slice(0, 40),
+        },
+      }));
+      section("Profile: where the time goes (V8 CPU profiles; the profiler inflates absolute times)", r.text);
+    }
+    if (args.suites.includes("variants")) {
+      log("prototype optimizations on copies of the gateway…");
+      const v = await runVariants(bench, secret);
+      results.variants = v.results;
+      section(
+        "Prototyped optimizations (copies of gateway/ and schema/, measured against an unmodified copy)",
+        v.text,
+      );
+    }
+    const load = monitor.stop();
+    results.machineLoad = load;
+    print(
+      `machine load during the measurements: other processes used ${load.foreignPercent.toFixed(0)}% of all cores, ` +
+        `this benchmark ${load.benchPercent.toFixed(0)}%, hypervisor steal ${load.stealPercent.toFixed(1)}%`,
+    );
+    print();
+  } finally {
+    log("stopping…");
+    await Promise.all([...agents, ...(llama ? [llama] : [])].map((a) => a.stop()));
+    await Promise.all([relay.stop(), orchard.stop()]);
+  }
+
+  if (args.suites.includes("micro")) {
+    log("micro-benchmarks…");
+    const micro = spawnTs("micro", resolve(REPO_ROOT, "bench/micro/run.ts"));
+    const { cases } = await micro.waitFor<{ cases: MicroCase[] }>("result", 180_000);
+    await micro.stop(1_000);
+    results.micro = cases;
+    section(
+      "Micro-benchmarks (Node's V8, one process, nothing else running in it)",
+      table(
+        ["operation", "ns/op", "where"],
+        cases.map((c) => [c.name, c.skipped ? `skipped (${c.skipped})` : num(c.nsPerOp, 0), c.where]),
+      ),
+    );
+  }
+
+  section("Targets", targetsTable(checks));
+  const seconds = (performance.now() - started) / 1000;
+  print(
+    `run took ${seconds.toFixed(0)} s; load average now ${loadavg()
+      .map((v) => v.toFixed(2))
+      .join(" ")}`,
+  );
+  results.checks = checks;
+  results.durationSeconds = seconds;
+  results.loadAverageAtEnd = loadavg();
+  const dir = resolve(REPO_ROOT, "bench-results");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(resolve(dir, `bench-${stamp}.json`), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(resolve(dir, `bench-${stamp}.txt`), `${out.join("\n")}\n`);
+  print(`wrote bench-results/bench-${stamp}.json and .txt`);
+}
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    killAllChildren();
+    process.exit(130);
+  });
+}
+main().then(
+  () => {
+    killAllChildren();
+    process.exit(0);
+  },
+  (err: unknown) => {
+    process.stderr.write(
+      `bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
+    killAllChildren();
+    process.exit(1);
+  },
+);
