@@ -52,33 +52,7 @@ export function prepareVariant(spec: VariantSpec): PreparedVariant | { spec: Var
 
 /** The optimizations the hot-spot list proposes, as patches. */
 export const VARIANTS: VariantSpec[] = [
-  {
-    name: "jwt-key-cache",
-    change:
-      "auth: import the HS256 CryptoKey once per secret instead of handing jose fresh bytes per request",
-    patches: [
-      {
-        file: "gateway/middleware/auth/index.ts",
-        find: "if (header.kid === undefined) return encoder.encode(secret);",
-        replace: "if (header.kid === undefined) return hmacKey(secret);",
-      },
-      {
-        file: "gateway/middleware/auth/index.ts",
-        find: "const encoder = new TextEncoder();",
-        replace: `const encoder = new TextEncoder();
-// A pure cache of a function of the secret (not per-isolate state that could disagree).
-const hmacKeys = new Map<string, Promise<CryptoKey>>();
-function hmacKey(secret: string): Promise<CryptoKey> {
-  let key = hmacKeys.get(secret);
-  if (!key) {
-    key = crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]);
-    hmacKeys.set(secret, key);
-  }
-  return key;
-}`,
-      },
-    ],
-  },
+  // jwt-key-cache was applied to gateway/middleware/auth (imported CryptoKey cached per secret).
   {
     name: "socket-agent-cache",
     change:

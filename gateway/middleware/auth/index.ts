@@ -62,6 +62,22 @@ function bearerToken(header: string | undefined): string | undefined {
 
 const encoder = new TextEncoder();
 
+// Imported HMAC keys by secret: a pure cache of a function of its key (it cannot disagree between
+// isolates). Handing jose fresh bytes re-imports the key on every request: ~14 µs of the ~140 µs a
+// verify costs (bench micro-benchmarks: 138 µs fresh bytes vs 88 µs with an imported CryptoKey).
+const hmacKeys = new Map<string, Promise<CryptoKey>>();
+
+function hmacKey(secret: string): Promise<CryptoKey> {
+  let key = hmacKeys.get(secret);
+  if (!key) {
+    key = crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
+      "verify",
+    ]);
+    hmacKeys.set(secret, key);
+  }
+  return key;
+}
+
 /**
  * Builds jose's key lookup from the secrets. A missing JWT_SECRET is a deployment error: it is
  * logged loudly and every authenticated request answers 500, while /health keeps working.
@@ -74,10 +90,10 @@ function keyResolver(env: Env): JWTVerifyGetKey {
   }
   const byKid = parseKeyedSecrets(env.JWT_SECRETS as string | undefined);
   return (header) => {
-    if (header.kid === undefined) return encoder.encode(secret);
+    if (header.kid === undefined) return hmacKey(secret);
     const keyed = byKid.get(header.kid);
     if (keyed === undefined) throw new errors.JWKSNoMatchingKey();
-    return encoder.encode(keyed);
+    return hmacKey(keyed);
   };
 }
 
