@@ -269,5 +269,36 @@ function parseFrame<T>(schema: z.ZodType<T>, raw: string | ArrayBuffer): FramePa
   return { ok: true, frame: result.data };
 }
 
-export const parseAgentFrame = (raw: string | ArrayBuffer) => parseFrame(AgentFrame, raw);
+/**
+ * `chunk` is most of what an agent sends, and zod costs about as much again as JSON.parse per frame
+ * (bench micro-benchmarks: 821 ns vs 397 ns). This check accepts exactly what ChunkFrame accepts
+ * when the frame has no other keys; anything else falls through to the schema.
+ */
+function fastChunk(raw: string): ChunkFrame | undefined {
+  if (!raw.startsWith('{"type":"chunk"') || raw.length > MAX_FRAME_BYTES) return undefined;
+  let f: unknown;
+  try {
+    f = JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+  if (typeof f !== "object" || f === null) return undefined;
+  const { type, id, text, tokens } = f as Record<string, unknown>;
+  const ok =
+    type === "chunk" &&
+    typeof id === "string" &&
+    id.length >= 1 &&
+    id.length <= 128 &&
+    typeof text === "string" &&
+    typeof tokens === "number" &&
+    Number.isSafeInteger(tokens) &&
+    tokens >= 0 &&
+    Object.keys(f).length === 4;
+  return ok ? { type, id, text, tokens } : undefined;
+}
+
+export function parseAgentFrame(raw: string | ArrayBuffer): FrameParseResult<AgentFrame> {
+  const chunk = typeof raw === "string" ? fastChunk(raw) : undefined;
+  return chunk ? { ok: true, frame: chunk } : parseFrame(AgentFrame, raw);
+}
 export const parseGatewayFrame = (raw: string | ArrayBuffer) => parseFrame(GatewayFrame, raw);

@@ -80,29 +80,7 @@ export const VARIANTS: VariantSpec[] = [
       },
     ],
   },
-  {
-    name: "chunk-fast-path",
-    change: "protocol: validate `chunk` frames with a hand-written check (zod for every other frame)",
-    patches: [
-      {
-        file: "schema/protocol.ts",
-        find: "export const parseAgentFrame = (raw: string | ArrayBuffer) => parseFrame(AgentFrame, raw);",
-        replace: `export const parseAgentFrame = (raw: string | ArrayBuffer): FrameParseResult<AgentFrame> => {
-  if (typeof raw === "string" && raw.length <= MAX_FRAME_BYTES && raw.startsWith('{"type":"chunk"')) {
-    try {
-      const f = JSON.parse(raw);
-      if (
-        typeof f.id === "string" && f.id.length > 0 && f.id.length <= 128 &&
-        typeof f.text === "string" && Number.isInteger(f.tokens) && f.tokens >= 0 &&
-        Object.keys(f).length === 4
-      ) return { ok: true, frame: f as ChunkFrame };
-    } catch {}
-  }
-  return parseFrame(AgentFrame, raw);
-};`,
-      },
-    ],
-  },
+  // chunk-fast-path was applied to schema/protocol.ts (parseAgentFrame checks chunk frames by hand).
   {
     name: "trust-hub-events",
     change:
