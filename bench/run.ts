@@ -122,10 +122,10 @@ async function main(): Promise<void> {
   };
   try {
     if (args.suites.some((s) => ["overhead", "streaming", "llama", "growth"].includes(s))) {
-      log("warming up both Workers (JIT) for 15 s…");
+      log("warming up both Workers (JIT)…");
       const warmed = await warmUp(bench);
       print(
-        `warm-up     15 s of mixed traffic first: ${warmed.orchard} requests through Orchard, ${warmed.relay} through the relay`,
+        `warm-up     ${warmed.seconds.toFixed(0)} s of mixed traffic first: ${warmed.orchard} requests through Orchard, ${warmed.relay} through the relay`,
       );
       print();
     }

@@ -8,7 +8,7 @@ export interface BenchChild {
   readonly child: ChildProcess;
   readonly pid: number;
   /** The last lines of its stdout/stderr, for error messages. */
-  tail(): string;
+  tail(lines?: number): string;
   /** Resolves with the first IPC message of `type` (rejects if the child exits first). */
   waitFor<T = Record<string, unknown>>(type: string, timeoutMs?: number): Promise<T>;
   /** Request/response over IPC: sends {id, ...msg}, resolves with the reply carrying the same id. */
@@ -49,7 +49,7 @@ export function spawnTs(name: string, file: string, args: string[] = [], env: Re
     name,
     child,
     pid: child.pid as number,
-    tail: () => lines.slice(-40).join("\n"),
+    tail: (n = 40) => lines.slice(-n).join("\n"),
     waitFor<T>(type: string, timeoutMs = 120_000) {
       return new Promise<T>((resolve, reject) => {
         const timer = setTimeout(

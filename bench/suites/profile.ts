@@ -16,6 +16,7 @@ import { type CpuProfile, Inspector } from "../lib/inspector.ts";
 import { bundleModuleMap, type ProfileSummary, summarizeProfile } from "../lib/profile-summary.ts";
 import { startAgent, startOrchard, startRelay } from "../lib/stack.ts";
 import { num, table } from "../lib/table.ts";
+import { warmUp } from "./warmup.ts";
 
 export interface ProfileRun {
   label: string;
@@ -49,6 +50,8 @@ export async function runProfile(
   const pb: Bench = { ...bench, relay, orchard, agents: [agent] };
   const runs: ProfileRun[] = [];
   try {
+    // JIT first (see warmup.ts): a profile of half-optimized code would blame the wrong lines.
+    await warmUp(pb, { requests: 8_000, maxSeconds: 30 });
     const cases: { label: string; path: PathName; tokens: number; stream: boolean; concurrency: number }[] = [
       { label: "relay, 8 tokens, conc 32", path: "relay", tokens: 8, stream: false, concurrency: 32 },
       { label: "Orchard, 8 tokens, conc 32", path: "orchard", tokens: 8, stream: false, concurrency: 32 },
