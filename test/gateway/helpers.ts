@@ -2,6 +2,7 @@
 // connects over a real WebSocket upgrade, the way a node agent does.
 import { env, exports } from "cloudflare:workers";
 import { SignJWT } from "jose";
+import { afterEach } from "vitest";
 import type { AgentFrame, GatewayFrame, HelloFrame } from "../../schema/protocol.ts";
 import { PROTOCOL_VERSION } from "../../schema/protocol.ts";
 
@@ -257,4 +258,31 @@ export async function waitForNoAgents(): Promise<void> {
     3000,
     "the hub to drop every agent",
   );
+}
+
+/**
+ * The agents a test file opens, closed after each test (and the hub seen empty again), so one
+ * test's agents never serve the next test's requests.
+ */
+export function trackedAgents() {
+  const open: TestAgent[] = [];
+  afterEach(async () => {
+    for (const agent of open.splice(0)) agent.close();
+    await waitForNoAgents();
+  });
+  const adopt = (agent: TestAgent): TestAgent => {
+    open.push(agent);
+    return agent;
+  };
+  /** A ready agent serving `models` (synthetic engine) with `capacity` slots. */
+  const serving = async (models: string | string[], capacity = 1, id?: string): Promise<TestAgent> => {
+    const names = typeof models === "string" ? [models] : models;
+    return adopt(
+      await TestAgent.ready(
+        { capacity, models: names.map((name) => ({ name, engine: "synthetic", loaded: true })) },
+        id,
+      ),
+    );
+  };
+  return { adopt, serving };
 }

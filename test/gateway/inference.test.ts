@@ -1,6 +1,6 @@
 // The inference path end to end inside workerd: HTTP caller -> Worker -> AgentHub -> scripted
 // agent on a real WebSocket, and back as JSON or SSE.
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { GenerateFrame } from "../../schema/protocol.ts";
 import {
   bearer,
@@ -10,25 +10,14 @@ import {
   SseReader,
   sleep,
   TestAgent,
+  trackedAgents,
   uniqueId,
   waitFor,
   waitForNoAgents,
 } from "./helpers.ts";
 
-const open: TestAgent[] = [];
-async function agentServing(model: string, capacity = 1): Promise<TestAgent> {
-  const agent = await TestAgent.ready({
-    capacity,
-    models: [{ name: model, engine: "synthetic", loaded: true }],
-  });
-  open.push(agent);
-  return agent;
-}
-
-afterEach(async () => {
-  for (const agent of open.splice(0)) agent.close();
-  await waitForNoAgents();
-});
+const agents = trackedAgents();
+const agentServing = (model: string, capacity = 1) => agents.serving(model, capacity);
 
 async function hubSummary() {
   const response = await gatewayFetch("/agents", { headers: await bearer({ role: "admin" }) });
@@ -375,7 +364,7 @@ describe("dispatch decisions", () => {
       { models: [{ name: model, engine: "synthetic", loaded: true }] },
       older.id,
     );
-    open.push(newer);
+    agents.adopt(newer);
     expect((await older.closed).code).toBe(4004);
     // The newer session has not said hello when the older is closed; the request waits for it.
     await answer(newer, ["resumed"]);

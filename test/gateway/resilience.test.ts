@@ -3,7 +3,7 @@
 // model fallbacks. Every wait is bounded: a request that hangs fails its test by timing out.
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { AgentSummary } from "../../gateway/hub/dispatch.ts";
 import type { AgentHub } from "../../gateway/index.ts";
 import type { BreakerStatusResponse } from "../../schema/api.ts";
@@ -15,27 +15,15 @@ import {
   readSse,
   SseReader,
   sleep,
-  TestAgent,
+  type TestAgent,
+  trackedAgents,
   uniqueId,
   waitFor,
   waitForNoAgents,
 } from "./helpers.ts";
 
-const open: TestAgent[] = [];
-async function agentServing(models: string | string[], capacity = 1, id?: string): Promise<TestAgent> {
-  const names = typeof models === "string" ? [models] : models;
-  const agent = await TestAgent.ready(
-    { capacity, models: names.map((name) => ({ name, engine: "synthetic", loaded: true })) },
-    id,
-  );
-  open.push(agent);
-  return agent;
-}
-
-afterEach(async () => {
-  for (const agent of open.splice(0)) agent.close();
-  await waitForNoAgents();
-});
+const agents = trackedAgents();
+const agentServing = agents.serving;
 
 const hub = () => env.AGENT_HUB.getByName("default");
 
