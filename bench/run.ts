@@ -7,6 +7,7 @@
 // Flags: --reps N (default 3)  --only a,b (ceiling,overhead,streaming,llama,growth,micro,profile,variants)
 //        --profile (also CPU profiles and prototyped optimizations on copies; adds ~4 min)
 //        --time-scale X (multiplies every measuring window)
+//        --against REF (this checkout's gateway vs the one at git REF, side by side: a before/after)
 import { mkdirSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { resolve } from "node:path";
@@ -41,8 +42,12 @@ function parseArgs(argv: string[]) {
   const timeScale = Number(get("--time-scale") ?? 1);
   let suites: Suite[] = (get("--only")?.split(",") as Suite[] | undefined) ?? [...ALL];
   if (argv.includes("--profile")) suites = [...new Set<Suite>([...suites, "profile", "variants"])];
+  const against = get("--against");
+  if (argv.includes("--against") && (against === undefined || against.startsWith("--")))
+    throw new Error("--against needs a git ref, e.g. --against HEAD~1");
+  if (against !== undefined && !suites.includes("variants")) suites = [...suites, "variants"];
   if (!(Number.isInteger(reps) && reps >= 1)) throw new Error("--reps must be a positive integer");
-  return { reps, timeScale, suites };
+  return { reps, timeScale, suites, against };
 }
 
 async function main(): Promise<void> {
@@ -186,10 +191,12 @@ async function main(): Promise<void> {
     }
     if (args.suites.includes("variants")) {
       log("prototype optimizations on copies of the gateway…");
-      const v = await runVariants(bench, secret);
+      const v = await runVariants(bench, secret, args.against);
       results.variants = v.results;
       section(
-        "Prototyped optimizations (copies of gateway/ and schema/, measured against an unmodified copy)",
+        args.against === undefined
+          ? "Prototyped optimizations (copies of gateway/ and schema/, measured against an unmodified copy)"
+          : `Before/after: this checkout's gateway against the one at ${args.against}, side by side`,
         v.text,
       );
     }

@@ -2,6 +2,7 @@
 // gateway/, schema/ and wrangler.toml to a temp dir, applies text patches, and runs there, so its
 // gain is measured side by side with the unmodified Worker. A patch whose anchor text is gone (the
 // code changed since it was written) skips the variant rather than measuring something else.
+import { execFileSync } from "node:child_process";
 import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -29,7 +30,7 @@ export interface PreparedVariant {
 
 export function prepareVariant(spec: VariantSpec): PreparedVariant | { spec: VariantSpec; skipped: string } {
   const dir = mkdtempSync(join(tmpdir(), `orchard-variant-${spec.name}-`));
-  for (const part of ["gateway", "schema", "wrangler.toml", "package.json"]) {
+  for (const part of GATEWAY_PARTS) {
     cpSync(resolve(REPO_ROOT, part), join(dir, part), { recursive: true });
   }
   symlinkSync(resolve(REPO_ROOT, "node_modules"), join(dir, "node_modules"));
@@ -44,6 +45,37 @@ export function prepareVariant(spec: VariantSpec): PreparedVariant | { spec: Var
   }
   return {
     spec,
+    dir,
+    configPath: join(dir, "wrangler.toml"),
+    dispose: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** What a gateway copy is made of: the Worker, the contracts, its config and package.json. */
+const GATEWAY_PARTS = ["gateway", "schema", "wrangler.toml", "package.json"];
+
+/**
+ * The gateway as it was at a git commit, to measure a change before/after side by side in one run
+ * (`npm run bench -- --against <ref>`). The copy shares this checkout's node_modules.
+ */
+export function prepareFromRef(ref: string): PreparedVariant {
+  let commit: string;
+  try {
+    commit = execFileSync("git", ["-C", REPO_ROOT, "rev-parse", "--verify", "--short", `${ref}^{commit}`], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+    }).trim();
+  } catch {
+    throw new Error(`--against: "${ref}" is not a commit of this repository`);
+  }
+  const dir = mkdtempSync(join(tmpdir(), `orchard-ref-${commit}-`));
+  const tar = execFileSync("git", ["-C", REPO_ROOT, "archive", "--format=tar", commit, ...GATEWAY_PARTS], {
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  execFileSync("tar", ["-x", "-C", dir], { input: tar });
+  symlinkSync(resolve(REPO_ROOT, "node_modules"), join(dir, "node_modules"));
+  return {
+    spec: { name: `at ${commit}`, change: `the gateway at ${ref} (${commit})`, patches: [] },
     dir,
     configPath: join(dir, "wrangler.toml"),
     dispose: () => rmSync(dir, { recursive: true, force: true }),
@@ -81,38 +113,8 @@ export const VARIANTS: VariantSpec[] = [
     ],
   },
   // chunk-fast-path was applied to schema/protocol.ts (parseAgentFrame checks chunk frames by hand).
-  {
-    name: "trust-hub-events",
-    change:
-      "Worker: JSON.parse the hub's NDJSON events without re-validating them with zod (the hub wrote them)",
-    patches: [
-      {
-        file: "gateway/inference/hub-client.ts",
-        find: "const parsed = HubEvent.safeParse(JSON.parse(line));",
-        replace: "const parsed = { success: true as const, data: JSON.parse(line) as HubEvent };",
-      },
-    ],
-  },
-  {
-    name: "no-decoder-stream",
-    change:
-      "Worker: decode the hub's NDJSON with TextDecoder.decode(…, {stream: true}) instead of pipeThrough(new TextDecoderStream())",
-    patches: [
-      {
-        file: "gateway/inference/hub-client.ts",
-        find: "this.#reader = body.pipeThrough(new TextDecoderStream()).getReader();",
-        replace: `const raw = body.getReader();
-    const decoder = new TextDecoder();
-    this.#reader = {
-      read: async () => {
-        const r = await raw.read();
-        return r.done ? { done: true, value: undefined } : { done: false, value: decoder.decode(r.value, { stream: true }) };
-      },
-      cancel: (reason?: unknown) => raw.cancel(reason),
-    } as unknown as ReadableStreamDefaultReader<string>;`,
-      },
-    ],
-  },
+  // trust-hub-events and no-decoder-stream are gone with the NDJSON hop they patched: the hub now
+  // renders the caller's SSE/JSON itself and the Worker passes the body through (inference/render.ts).
   {
     name: "no-access-log",
     change: "access log: skip the per-request line for successful inference (measures what the line costs)",

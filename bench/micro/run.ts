@@ -100,28 +100,29 @@ export async function runMicro(rounds = 9): Promise<MicroCase[]> {
     () => () => protocol.parseAgentFrame(done),
   );
 
-  const dispatch = await import("../../gateway/hub/dispatch.ts");
-  const event = { type: "chunk", text: "tok~tok~tok~tok~tok~tok~tok~", tokens: 7 };
-  const line = JSON.stringify(event);
+  const render = await import("../../gateway/inference/render.ts");
+  const openai = await import("../../gateway/inference/openai.ts");
+  const { sseMessage } = await import("../../gateway/inference/sse.ts");
+  const text = "tok~tok~tok~tok~tok~tok~tok~";
   const encoder = new TextEncoder();
-  await add(
-    "JSON.stringify(event) + encode (NDJSON)",
-    "hub, per event written to the Worker",
-    () => () => encoder.encode(`${JSON.stringify(event)}\n`),
-  );
-  await add(
-    "HubEvent.parse(JSON.parse(line))",
-    "Worker, per NDJSON event (today)",
-    () => () => dispatch.HubEvent.parse(JSON.parse(line)),
-  );
-  await add(
-    "JSON.parse(line) only",
-    "Worker, per NDJSON event (proposed: the hub already validated)",
-    () => () => JSON.parse(line),
-  );
-  await add("sseMessage({text}) + encode", "Worker, per SSE event", async () => {
-    const { sseMessage } = await import("../../gateway/inference/sse.ts");
-    return () => encoder.encode(sseMessage({ text: event.text }, "chunk"));
+  const shape = {
+    api: "chat" as const,
+    stream: true,
+    includeUsage: false,
+    requestId: "0b7e6a52-7a2f-4f43-9c55-5d1f4c8e2a10",
+    receivedAt: Date.now(),
+  };
+  await add("chat chunk: prefix + JSON.stringify(text) + suffix, encode", "hub, per chunk (today)", () => {
+    const renderer = render.streamRenderer(shape, "synthetic-a1");
+    return () => encoder.encode(renderer.chunk(text));
+  });
+  await add("chat chunk: chatChunk() object + sseMessage, encode", "hub, per chunk (the obvious way)", () => {
+    const identity = openai.chatIdentity(shape.requestId, "synthetic-a1", shape.receivedAt);
+    return () => encoder.encode(sseMessage(openai.chatChunk(identity, { content: text }, null, false)));
+  });
+  await add("generate chunk event, encode", "hub, per chunk (today)", () => {
+    const renderer = render.streamRenderer({ ...shape, api: "generate" }, "synthetic-a1");
+    return () => encoder.encode(renderer.chunk(text));
   });
 
   const api = await import("../../schema/api.ts");
@@ -136,7 +137,9 @@ export async function runMicro(rounds = 9): Promise<MicroCase[]> {
     model: "synthetic-a1",
     prompt: "bench",
     params: { maxTokens: 8 },
+    response: { ...shape, api: "generate" as const, stream: false },
   };
+  const dispatch = await import("../../gateway/hub/dispatch.ts");
   await add("DispatchRequest.safeParse(JSON.parse(body))", "hub, once per request", () => {
     const raw = JSON.stringify(dispatchBody);
     return () => dispatch.DispatchRequest.safeParse(JSON.parse(raw));

@@ -12,6 +12,7 @@ import { cell, table } from "../lib/table.ts";
 import {
   combinedVariant,
   type PreparedVariant,
+  prepareFromRef,
   prepareVariant,
   VARIANTS,
   type VariantSpec,
@@ -35,30 +36,44 @@ export interface VariantResult {
   hostCpuDeltaUs?: Spread;
 }
 
+/**
+ * Without `against`: every prototype in VARIANTS (and all of them together) against an unmodified
+ * copy, then the agent's coalescing window. With `against` (a git ref): this checkout's gateway
+ * against the gateway at that ref, the before/after of a change that landed, in the same run.
+ */
 export async function runVariants(
   bench: Bench,
   secret: string,
+  against?: string,
 ): Promise<{ results: VariantResult[]; text: string }> {
   const prepared: PreparedVariant[] = [];
   const results: VariantResult[] = [];
   const usable: VariantSpec[] = [];
-  for (const spec of VARIANTS) {
-    const p = prepareVariant(spec);
-    if ("skipped" in p) results.push({ name: spec.name, change: spec.change, skipped: p.skipped });
-    else {
-      prepared.push(p);
-      usable.push(spec);
+  let original: PreparedVariant;
+  if (against !== undefined) {
+    original = prepareFromRef(against);
+    const tree = prepareVariant({ name: "this checkout", change: "the working tree", patches: [] });
+    prepared.push(tree as PreparedVariant);
+  } else {
+    for (const spec of VARIANTS) {
+      const p = prepareVariant(spec);
+      if ("skipped" in p) results.push({ name: spec.name, change: spec.change, skipped: p.skipped });
+      else {
+        prepared.push(p);
+        usable.push(spec);
+      }
     }
+    if (usable.length > 1) {
+      const all = prepareVariant(combinedVariant(usable));
+      if (!("skipped" in all)) prepared.push(all);
+    }
+    original = prepareVariant({
+      name: "original",
+      change: "unmodified copy",
+      patches: [],
+    }) as PreparedVariant;
   }
-  if (usable.length > 1) {
-    const all = prepareVariant(combinedVariant(usable));
-    if (!("skipped" in all)) prepared.push(all);
-  }
-  const original = prepareVariant({
-    name: "original",
-    change: "unmodified copy",
-    patches: [],
-  }) as PreparedVariant;
+  const baseName = original.spec.name;
   bench.log(`  variants: starting ${prepared.length + 1} gateway copies…`);
   const workers = new Map<string, RunningWorker>();
   try {
@@ -69,13 +84,14 @@ export async function runVariants(
     );
     for (const [i, v] of [original, ...prepared].entries())
       workers.set(v.spec.name, started[i] as RunningWorker);
+    bench.log(`  baseline: ${original.spec.change}`);
     const models = (syntheticEngine(true) as { models: { name: string }[] }).models.map((m) => m.name);
     const agent = await startAgent("bench-variants", secret, syntheticEngine(true), {
       models,
       more: [...workers.entries()].map(([label, worker]) => ({ label, worker })),
     });
     try {
-      const base = workers.get("original") as RunningWorker;
+      const base = workers.get(baseName) as RunningWorker;
       const warmBase: Bench = { ...bench, orchard: base };
       await measureHttp(
         warmBase,
@@ -140,7 +156,7 @@ export async function runVariants(
           `  variant ${v.spec.name}: workerd ${cell(spread(reps.cpu), 0)} µs/req of ${cell(spread(baseCpu), 0)}, p50 ${cell(spread(reps.p50), 3)} ms`,
         );
       }
-      results.push(await agentFlushVariant(bench, secret, base));
+      if (against === undefined) results.push(await agentFlushVariant(bench, secret, base));
     } finally {
       await agent.stop();
     }
@@ -150,7 +166,9 @@ export async function runVariants(
   }
   const text = table(
     [
-      `prototype (on a copy) vs unmodified copy, both at ${PACE} req/s`,
+      against === undefined
+        ? `prototype (on a copy) vs unmodified copy, both at ${PACE} req/s`
+        : `this checkout vs ${original.spec.change}, both at ${PACE} req/s`,
       "Δ workerd CPU µs/req",
       "implied req/s gain %",
       "Δ host CPU µs/req",

@@ -5,10 +5,13 @@
 //        before anything streams: MODEL_NOT_FOUND, NO_AGENT_AVAILABLE, QUEUE_FULL, QUEUE_TIMEOUT,
 //        GATEWAY_TIMEOUT, or an agent failure before the first chunk (after up to
 //        DISPATCH_MAX_ATTEMPTS attempts on different agents).
-//     -> 200 once the first chunk (or `done`) arrived, headers X-Orchard-Model (the model that
-//        answers), X-Orchard-Agent, and X-Orchard-Fallback (the requested model, when a fallback
-//        answers); body: NDJSON HubEvents written as the agent's frames arrive, ending with `done`
-//        or `error`; cancelling it cancels the generation on the agent.
+//     -> 200 with the caller's answer, rendered by the hub (inference/render.ts) in the shape
+//        DispatchRequest.response names, which the Worker passes on untouched. Streamed: from the
+//        first chunk on, SSE written as the agent's frames arrive, ending with the API's done or
+//        error messages; cancelling the body cancels the generation on the agent. Not streamed:
+//        once the agent is done, the whole JSON answer (a failure is still an error status).
+//        Headers: Content-Type, X-Orchard-Model (the model that answers) and X-Orchard-Fallback
+//        (the requested model, when a fallback answers).
 //   GET  https://hub/connect   (Upgrade: websocket, X-Orchard-Agent-Id/-Name, X-Orchard-Pool)
 //     -> 101, the agent's socket accepted with the hibernation API.
 //   RPC  snapshot()            -> HubSnapshot (agents, models, queue, counters).
@@ -17,13 +20,12 @@ import { ErrorCode } from "../../schema/api.ts";
 import {
   ChatMessage,
   type EngineName,
-  FinishReason,
   type HealthFrame,
   type ModelInfo,
   ModelName,
   SamplingParams,
-  Usage,
 } from "../../schema/protocol.ts";
+import { ResponseShape } from "../inference/render.ts";
 
 export const DispatchRequest = z
   .object({
@@ -35,6 +37,8 @@ export const DispatchRequest = z
     params: SamplingParams,
     /** The request's deadline from now (queue wait + generation); omitted: REQUEST_TIMEOUT_MS. */
     timeoutMs: z.number().int().positive().optional(),
+    /** What the caller gets back: which API, streamed or not. */
+    response: ResponseShape,
   })
   .refine((r) => (r.prompt === undefined) !== (r.messages === undefined), {
     message: "exactly one of prompt or messages",
@@ -44,24 +48,11 @@ export type DispatchRequest = z.infer<typeof DispatchRequest>;
 export const DispatchErrorBody = z.object({ code: ErrorCode, message: z.string() });
 export type DispatchErrorBody = z.infer<typeof DispatchErrorBody>;
 
-export const HubEvent = z.discriminatedUnion("type", [
-  z.object({ type: z.literal("chunk"), text: z.string(), tokens: z.number().int().nonnegative() }),
-  z.object({
-    type: z.literal("done"),
-    finishReason: FinishReason,
-    usage: Usage,
-    timings: z.object({ firstTokenMs: z.number().nullable(), totalMs: z.number() }),
-  }),
-  z.object({ type: z.literal("error"), code: ErrorCode, message: z.string() }),
-]);
-export type HubEvent = z.infer<typeof HubEvent>;
-
 export const HubHeader = {
   agentId: "X-Orchard-Agent-Id",
   agentName: "X-Orchard-Agent-Name",
   pool: "X-Orchard-Pool",
   model: "X-Orchard-Model",
-  agent: "X-Orchard-Agent",
   fallback: "X-Orchard-Fallback",
 } as const;
 

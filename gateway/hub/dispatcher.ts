@@ -171,7 +171,7 @@ export class Dispatcher {
       // alarm, when it fires early, reschedules itself for the next deadline due.
       this.host.wakeAt(job.idleDeadline);
     }
-    job.chunk(frame, agent.id);
+    job.chunk(frame);
   }
 
   onDone(agent: AgentConnection, frame: DoneFrame): void {
@@ -187,7 +187,7 @@ export class Dispatcher {
     this.metrics.tokens.prompt += frame.usage.promptTokens;
     this.metrics.tokens.completion += frame.usage.completionTokens;
     this.#settle(job, "success", now);
-    job.done(frame, agent.id);
+    job.done(frame);
     this.#finish(job, "ok");
   }
 

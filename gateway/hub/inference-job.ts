@@ -1,11 +1,14 @@
 // One inference request inside the hub: where it is (queued, dispatched, streaming), its deadlines,
-// and the HTTP response the Worker is waiting for — an error status before the first chunk, else
-// NDJSON events written as the agent's frames arrive, with a bound on what an unread stream holds.
+// and the HTTP response the Worker is waiting for and passes on to the caller as it is: an error
+// status before the first chunk; else, for a stream, SSE rendered as the agent's frames arrive
+// (with a bound on what an unread stream holds), or the whole JSON answer once the agent is done.
 import type { ErrorCode } from "../../schema/api.ts";
 import type { ChunkFrame, DoneFrame, GenerateFrame } from "../../schema/protocol.ts";
+import { completionBody, contentType, type StreamRenderer, streamRenderer } from "../inference/render.ts";
+import { SSE_HEADERS } from "../inference/sse.ts";
 import type { AgentConnection } from "./agent-connection.ts";
 import type { BreakerTicket } from "./circuit-breaker.ts";
-import type { DispatchErrorBody, DispatchRequest, HubEvent } from "./dispatch.ts";
+import type { DispatchErrorBody, DispatchRequest } from "./dispatch.ts";
 import { HubHeader } from "./dispatch.ts";
 import type { Queued } from "./scheduling.ts";
 
@@ -51,6 +54,10 @@ export class InferenceJob implements Queued {
   #resolve!: (response: Response) => void;
   #controller: ReadableStreamDefaultController<Uint8Array> | null = null;
   readonly #streamBufferMaxBytes: number;
+  /** Streamed answers: renders each event. */
+  #renderer: StreamRenderer | null = null;
+  /** Answers that are not streamed: the text so far (bounded by params.maxTokens). */
+  #parts: string[] = [];
 
   constructor(
     readonly id: string,
@@ -116,24 +123,31 @@ export class InferenceJob implements Queued {
     };
   }
 
-  chunk(frame: ChunkFrame, agentId: string): void {
-    this.#start(agentId);
-    this.#write({ type: "chunk", text: frame.text, tokens: frame.tokens });
+  chunk(frame: ChunkFrame): void {
+    this.#start();
+    if (this.#renderer === null) this.#parts.push(frame.text);
+    else this.#write(this.#renderer.chunk(frame.text));
   }
 
-  done(frame: DoneFrame, agentId: string): void {
-    this.#start(agentId);
-    this.#write(
-      { type: "done", finishReason: frame.finishReason, usage: frame.usage, timings: frame.timings },
-      true,
-    );
+  done(frame: DoneFrame): void {
+    this.#start();
+    if (this.#renderer === null) {
+      const body = completionBody(this.request.response, this.model, this.#parts.join(""), frame);
+      this.#parts = [];
+      this.#resolve(new Response(body, { headers: this.#headers() }));
+      return;
+    }
+    this.#write(this.#renderer.done(frame), true);
     this.#close();
   }
 
-  /** Before the first chunk: an HTTP error status. After it: an explicit error event, then the end. */
+  /**
+   * Before the answer started: an HTTP error status. A stream that started ends with an error
+   * event instead (its status was sent); an answer that is not streamed is still an error status.
+   */
   fail(code: ErrorCode, message: string, status: number, retryAfterSeconds?: number): void {
-    if (this.phase === "streaming") {
-      this.#write({ type: "error", code, message }, true);
+    if (this.#renderer !== null) {
+      this.#write(this.#renderer.error(code, message), true);
       this.#close();
       return;
     }
@@ -145,13 +159,27 @@ export class InferenceJob implements Queued {
 
   /** The caller left: settle whatever it was waiting for; nobody reads it. */
   abandon(): void {
-    if (this.phase === "streaming") this.#close();
+    if (this.#renderer !== null) this.#close();
     else this.#resolve(new Response(null, { status: 499 }));
   }
 
-  #start(agentId: string): void {
+  #headers(): Record<string, string> {
+    const headers: Record<string, string> = {
+      "Content-Type": contentType(this.request.response),
+      [HubHeader.model]: this.model,
+    };
+    if (this.request.response.stream) headers["Cache-Control"] = SSE_HEADERS["Cache-Control"];
+    if (this.isFallback) headers[HubHeader.fallback] = this.requestedModel;
+    return headers;
+  }
+
+  /** The first chunk (or `done`) arrived: a stream's response starts now, with its opening. */
+  #start(): void {
     if (this.phase === "streaming") return;
     this.phase = "streaming";
+    if (!this.request.response.stream) return;
+    const renderer = streamRenderer(this.request.response, this.model);
+    this.#renderer = renderer;
     const stream = new ReadableStream<Uint8Array>(
       {
         start: (controller) => {
@@ -163,23 +191,18 @@ export class InferenceJob implements Queued {
         },
       },
       // Sized in bytes with no high-water mark: desiredSize is minus the bytes the caller has not
-      // read yet (the runtime pulls only as fast as the Worker, and so the caller, reads).
+      // read yet (the runtime pulls only as fast as the caller reads).
       { highWaterMark: 0, size: (chunk) => chunk.byteLength },
     );
-    const headers: Record<string, string> = {
-      "Content-Type": "application/x-ndjson",
-      [HubHeader.model]: this.model,
-      [HubHeader.agent]: agentId,
-    };
-    if (this.isFallback) headers[HubHeader.fallback] = this.requestedModel;
-    this.#resolve(new Response(stream, { headers }));
+    this.#resolve(new Response(stream, { headers: this.#headers() }));
+    this.#write(renderer.opening());
   }
 
-  /** `final` events (done, error) are written past the bound: they end the stream anyway. */
-  #write(event: HubEvent, final = false): void {
+  /** `final` messages (done, error) are written past the bound: they end the stream anyway. */
+  #write(text: string, final = false): void {
     const controller = this.#controller;
-    if (controller === null) return;
-    const bytes = encoder.encode(`${JSON.stringify(event)}\n`);
+    if (controller === null || text === "") return;
+    const bytes = encoder.encode(text);
     const unread = -(controller.desiredSize ?? 0);
     if (!final && unread + bytes.byteLength > this.#streamBufferMaxBytes) {
       this.callbacks.slowConsumer(this);

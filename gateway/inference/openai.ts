@@ -4,7 +4,14 @@
 import type { ChatCompletionRequest } from "../../schema/api.ts";
 import { Limits } from "../../schema/api.ts";
 import type { ChatMessage, SamplingParams } from "../../schema/protocol.ts";
-import type { Completion } from "./hub-client.ts";
+
+/** A finished generation, as the non-streamed chat response reports it. */
+export interface Completion {
+  text: string;
+  finishReason: "stop" | "length" | "cancelled";
+  promptTokens: number;
+  completionTokens: number;
+}
 
 /** OpenAI lets max_tokens default to "as much as fits"; Orchard bounds it. */
 export const DEFAULT_CHAT_MAX_TOKENS = 512;

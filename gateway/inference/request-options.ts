@@ -1,7 +1,5 @@
-// Per-request options callers set with headers, and the headers every inference response carries.
+// Per-request options callers set with headers.
 import { GatewayError } from "../errors.ts";
-import { HubHeader } from "../hub/dispatch.ts";
-import type { HubStream } from "./hub-client.ts";
 
 /** The caller's deadline for one request, in ms from now (queue wait + generation). */
 export const TIMEOUT_HEADER = "X-Orchard-Timeout-Ms";
@@ -20,11 +18,4 @@ export function requestTimeoutMs(header: string | undefined, maxMs: number): num
     });
   }
   return Math.min(ms, maxMs);
-}
-
-/** X-Orchard-Model (the model that answered) and, when a fallback answered, X-Orchard-Fallback. */
-export function inferenceHeaders(stream: HubStream): Record<string, string> {
-  const headers: Record<string, string> = { [HubHeader.model]: stream.model };
-  if (stream.fallbackFor !== null) headers[HubHeader.fallback] = stream.fallbackFor;
-  return headers;
 }

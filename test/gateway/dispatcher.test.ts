@@ -72,8 +72,7 @@ class FakePool {
   }
 
   submit(id: string, signal = new AbortController().signal) {
-    const request: DispatchRequest = { requestId: id, model: "m", prompt: "p", params: { maxTokens: 4 } };
-    return this.dispatcher.submit(request, signal);
+    return this.dispatcher.submit(dispatchRequest(id), signal);
   }
 }
 
@@ -166,16 +165,48 @@ describe("Dispatcher", () => {
     expect((await response).status).toBe(200);
   });
 
+  it("answers a request that is not streamed once, at done, with the whole body", async () => {
+    const pool = new FakePool();
+    const a = pool.connect("a");
+    let settled = false;
+    const response = Promise.resolve(
+      pool.dispatcher.submit(dispatchRequest("r1", { stream: false }), new AbortController().signal),
+    ).then((r) => {
+      settled = true;
+      return r;
+    });
+    pool.dispatcher.onChunk(a, { type: "chunk", id: "r1", text: "he", tokens: 1 });
+    pool.dispatcher.onChunk(a, { type: "chunk", id: "r1", text: "llo", tokens: 1 });
+    await Promise.resolve();
+    expect(settled).toBe(false);
+    pool.dispatcher.onDone(a, { ...done, id: "r1" });
+    const answer = await response;
+    expect(answer.headers.get("Content-Type")).toBe("application/json");
+    expect(answer.headers.get("X-Orchard-Model")).toBe("m");
+    expect(await answer.json()).toMatchObject({ text: "hello", model_name: "m", request_id: "r1" });
+  });
+
+  it("a request that is not streamed and fails after its first chunk gets an error status", async () => {
+    const pool = new FakePool();
+    const a = pool.connect("a");
+    const response = pool.dispatcher.submit(
+      dispatchRequest("r1", { stream: false }),
+      new AbortController().signal,
+    );
+    pool.dispatcher.onChunk(a, { type: "chunk", id: "r1", text: "he", tokens: 1 });
+    pool.lose(a);
+    const answer = await response;
+    expect(answer.status).toBe(502);
+    expect(await answer.json()).toMatchObject({ code: "UPSTREAM_ERROR" });
+  });
+
   it("ends a started stream with an error event when the agent is lost", async () => {
     const pool = new FakePool();
     const a = pool.connect("a");
     const response = pool.submit("r1");
     pool.dispatcher.onChunk(a, { type: "chunk", id: "r1", text: "hi", tokens: 1 });
     pool.lose(a);
-    const lines = (await (await response).text())
-      .trim()
-      .split("\n")
-      .map((l) => JSON.parse(l));
+    const lines = await sseEvents(response);
     expect(lines.map((l) => l.type)).toEqual(["chunk", "error"]);
     expect(lines[1]).toMatchObject({ code: "UPSTREAM_ERROR" });
   });
@@ -205,11 +236,35 @@ describe("Dispatcher", () => {
 const cancels = (pool: FakePool) =>
   pool.sent.flatMap(({ agent, frame }) => (frame.type === "cancel" ? [{ agent: agent.id, ...frame }] : []));
 
-async function ndjson(response: Response | Promise<Response>) {
-  return (await (await response).text())
-    .trim()
-    .split("\n")
-    .map((l) => JSON.parse(l));
+/** A /generate request; streamed unless `stream` is false. */
+function dispatchRequest(
+  id: string,
+  {
+    model = "m",
+    stream = true,
+    maxTokens = 4,
+  }: { model?: string; stream?: boolean; maxTokens?: number } = {},
+): DispatchRequest {
+  return {
+    requestId: id,
+    model,
+    prompt: "p",
+    params: { maxTokens },
+    response: { api: "generate", stream, includeUsage: false, requestId: id, receivedAt: 0 },
+  };
+}
+
+/** A /generate stream's SSE messages as {type: the event, ...its data}, an error's fields flattened. */
+async function sseEvents(response: Response | Promise<Response>) {
+  const text = await (await response).text();
+  return text
+    .split("\n\n")
+    .filter((block) => block !== "")
+    .map((block) => {
+      const [eventLine = "", dataLine = ""] = block.split("\n");
+      const data = JSON.parse(dataLine.slice("data: ".length));
+      return { type: eventLine.slice("event: ".length), ...data, ...data.error, raw: `${block}\n\n` };
+    });
 }
 
 describe("Dispatcher deadlines", () => {
@@ -218,10 +273,7 @@ describe("Dispatcher deadlines", () => {
     pool.connect("a", { capacity: 3 });
     pool.submit("r1");
     const request = (id: string, timeoutMs: number): DispatchRequest => ({
-      requestId: id,
-      model: "m",
-      prompt: "p",
-      params: { maxTokens: 4 },
+      ...dispatchRequest(id),
       timeoutMs,
     });
     pool.dispatcher.submit(request("r2", 500), new AbortController().signal);
@@ -282,7 +334,7 @@ describe("Dispatcher deadlines", () => {
     expect(cancels(pool)).toEqual([]);
     pool.dispatcher.expire(2_900);
     expect(cancels(pool)).toEqual([{ agent: "a", type: "cancel", id: "r1", reason: "deadline" }]);
-    const events = await ndjson(response);
+    const events = await sseEvents(response);
     expect(events.map((e) => e.type)).toEqual(["chunk", "chunk", "error"]);
     expect(events[2]).toMatchObject({ code: "GATEWAY_TIMEOUT" });
     expect(pool.breakers.agentState("a", 2_900)).toBe("closed");
@@ -303,7 +355,7 @@ describe("Dispatcher deadlines", () => {
     const before = await early;
     expect(before.status).toBe(504);
     expect(await before.json()).toMatchObject({ code: "GATEWAY_TIMEOUT" });
-    expect((await ndjson(late)).at(-1)).toMatchObject({ type: "error", code: "GATEWAY_TIMEOUT" });
+    expect((await sseEvents(late)).at(-1)).toMatchObject({ type: "error", code: "GATEWAY_TIMEOUT" });
     expect(pool.breakers.status(2_000).every((r) => r.failures === 0)).toBe(true);
     expect(a.requests.size).toBe(0);
   });
@@ -326,10 +378,7 @@ describe("Dispatcher backpressure", () => {
     const pool = new FakePool();
     pool.connect("a", { capacity: 1, models: ["m", "n"] });
     const submit = (id: string, model: string) =>
-      pool.dispatcher.submit(
-        { requestId: id, model, prompt: "p", params: { maxTokens: 1 } },
-        new AbortController().signal,
-      );
+      pool.dispatcher.submit(dispatchRequest(id, { model, maxTokens: 1 }), new AbortController().signal);
     submit("running", "m");
     submit("m1", "m");
     submit("m2", "m");
@@ -393,10 +442,10 @@ describe("Dispatcher backpressure", () => {
       pool.dispatcher.onChunk(a, { type: "chunk", id: "r1", text: "x".repeat(100), tokens: 1 });
     }
     expect(cancels(pool)).toEqual([{ agent: "a", type: "cancel", id: "r1", reason: "slow_consumer" }]);
-    const events = await ndjson(response);
+    const events = await sseEvents(response);
     expect(events.at(-1)).toMatchObject({ type: "error", code: "SLOW_CONSUMER" });
     // What was buffered stays within the bound (the final error event aside).
-    const chunkBytes = events.slice(0, -1).reduce((n, e) => n + JSON.stringify(e).length + 1, 0);
+    const chunkBytes = events.slice(0, -1).reduce((n, e) => n + e.raw.length, 0);
     expect(chunkBytes).toBeLessThanOrEqual(1_000);
     expect(a.requests.size).toBe(0);
     expect(pool.breakers.status(pool.clock).every((r) => r.failures === 0)).toBe(true);
@@ -465,7 +514,7 @@ describe("Dispatcher breakers and fallbacks", () => {
     const small = pool.connect("small-agent", { models: ["small"] });
     const submit = (id: string) =>
       pool.dispatcher.submit(
-        { requestId: id, model: "big", prompt: "p", params: { maxTokens: 1 } },
+        dispatchRequest(id, { model: "big", maxTokens: 1 }),
         new AbortController().signal,
       );
     submit("r1");

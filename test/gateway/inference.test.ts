@@ -131,6 +131,45 @@ describe("POST /generate", () => {
     });
     expect(await sse.next()).toBeNull();
   });
+  it("answers a non-streamed request that fails after its first chunk with an error status, not partial text", async () => {
+    const model = uniqueId("gen-partial");
+    const agent = await agentServing(model);
+    const pending = postJson(
+      "/generate",
+      { prompt: "Hi", model },
+      { headers: { "X-Request-Id": "req-partial" } },
+    );
+    const frame = await agent.next("generate");
+    await agent.chunk(frame.id, "half an ans");
+    agent.close(1001);
+    const response = await pending;
+    expect(response.status).toBe(502);
+    expect(await response.json()).toEqual({
+      error: {
+        code: "UPSTREAM_ERROR",
+        message: expect.stringContaining("mid-stream"),
+        requestId: "req-partial",
+      },
+    });
+  });
+
+  it("renders chunk text with quotes, newlines and non-ASCII exactly, streamed or not", async () => {
+    const model = uniqueId("escape");
+    const agent = await agentServing(model, 2);
+    const pieces = ['say "hi"\n', "caf\u00e9 \u{1F34E}", "\\end</s>"];
+    const whole = postJson("/generate", { prompt: "x", model });
+    await answer(agent, pieces);
+    expect(((await (await whole).json()) as { text: string }).text).toBe(pieces.join(""));
+    const streamed = postJson("/v1/chat/completions", {
+      model,
+      messages: [{ role: "user", content: "x" }],
+      stream: true,
+    });
+    await answer(agent, pieces);
+    const messages = await readSse(await streamed);
+    const deltas = messages.slice(1, -2).map((m) => JSON.parse(m.data).choices[0].delta.content);
+    expect(deltas).toEqual(pieces);
+  });
 });
 
 describe("POST /v1/chat/completions", () => {
@@ -437,6 +476,21 @@ describe("caller disconnects", () => {
       (e) => e,
     );
     const frame = await agent.next("generate");
+    controller.abort();
+    await pending;
+    expect(await agent.next("cancel")).toMatchObject({ id: frame.id, reason: "client_disconnected" });
+  });
+
+  it("aborting a non-streamed request after its first chunk sends cancel to the agent", async () => {
+    const model = uniqueId("abort-whole");
+    const agent = await agentServing(model);
+    const controller = new AbortController();
+    const pending = postJson("/generate", { prompt: "x", model }, { signal: controller.signal }).catch(
+      (e) => e,
+    );
+    const frame = await agent.next("generate");
+    await agent.chunk(frame.id, "some");
+    await sleep(20);
     controller.abort();
     await pending;
     expect(await agent.next("cancel")).toMatchObject({ id: frame.id, reason: "client_disconnected" });
