@@ -8,6 +8,7 @@ import { REPO_ROOT } from "../../scripts/lib/local-gateway.ts";
 import { mintToken } from "../../scripts/lib/token.ts";
 import type { BenchAgentConfig, EngineConfig } from "../agent.ts";
 import { type BenchChild, spawnTs } from "./children.ts";
+import { type PreparedVariant, prepareVariant } from "./variants.ts";
 import type { WorkerEndpoints, WorkerHostConfig } from "./worker-host.ts";
 
 export interface RunningWorker extends WorkerEndpoints {
@@ -36,19 +37,40 @@ export async function startWorker(
   };
 }
 
-/** Orchard's gateway with its queue and agent limits out of the way (the relay path is measured). */
-export function startOrchard(
+/**
+ * Orchard's gateway with its queue and agent limits out of the way (the relay path is measured).
+ * Without an explicit config it runs a snapshot of gateway/ and schema/ taken now: wrangler's
+ * bundler watches its sources even with dev.watch off, so an edit to the tree during a run would
+ * otherwise reload the Worker under load (measured: connections reset, then refused).
+ */
+export async function startOrchard(
   secret: string,
   extra: Partial<WorkerHostConfig> = {},
   name = "orchard",
 ): Promise<RunningWorker> {
-  return startWorker(name, {
-    config: "wrangler.toml",
-    migrate: true,
-    secrets: { JWT_SECRET: secret },
-    vars: { QUEUE_MAX: "100000", QUEUE_TIMEOUT_MS: "120000" },
-    ...extra,
-  });
+  const snapshot =
+    extra.config === undefined
+      ? (prepareVariant({ name: "snapshot", change: "this checkout", patches: [] }) as PreparedVariant)
+      : undefined;
+  try {
+    const worker = await startWorker(name, {
+      config: snapshot?.configPath ?? "wrangler.toml",
+      migrate: true,
+      secrets: { JWT_SECRET: secret },
+      vars: { QUEUE_MAX: "100000", QUEUE_TIMEOUT_MS: "120000" },
+      ...extra,
+    });
+    return {
+      ...worker,
+      async stop() {
+        await worker.stop();
+        snapshot?.dispose();
+      },
+    };
+  } catch (err) {
+    snapshot?.dispose();
+    throw err;
+  }
 }
 
 export function startRelay(extra: Partial<WorkerHostConfig> = {}): Promise<RunningWorker> {

@@ -49,8 +49,23 @@ export async function runProfile(
   const agent = await startAgent("bench-profile", secret, syntheticEngine(true), { relay, orchard, models });
   const pb: Bench = { ...bench, relay, orchard, agents: [agent] };
   const runs: ProfileRun[] = [];
+  const inspectors: Partial<Record<PathName, Inspector>> = {};
   try {
+    // One DevTools client per Worker from the start, with the Network and Runtime domains off:
+    // wrangler's inspector proxy otherwise keeps per-request events for a client to come, and
+    // during the warm-up the relay's workerd grew past 2 GB and the run stalled (measured).
+    for (const path of ["relay", "orchard"] as const) {
+      const inspector = await Inspector.connect(pb[path].inspectorUrl as string);
+      // The proxy turns on network events for DevTools; they only add noise here.
+      await inspector.call("Network.disable").catch(() => undefined);
+      // Console events would be shipped to DevTools for every log line, inflating logging ~10x.
+      await inspector.call("Runtime.disable").catch(() => undefined);
+      await inspector.call("Profiler.enable");
+      await inspector.call("Profiler.setSamplingInterval", { interval: 100 });
+      inspectors[path] = inspector;
+    }
     // JIT first (see warmup.ts): a profile of half-optimized code would blame the wrong lines.
+    bench.log("  profile: warming up…");
     await warmUp(pb, { requests: 8_000, maxSeconds: 30 });
     const cases: { label: string; path: PathName; tokens: number; stream: boolean; concurrency: number }[] = [
       { label: "relay, 8 tokens, conc 32", path: "relay", tokens: 8, stream: false, concurrency: 32 },
@@ -71,14 +86,7 @@ export async function runProfile(
       },
     ];
     for (const c of cases) {
-      const worker = pb[c.path];
-      const inspector = await Inspector.connect(worker.inspectorUrl as string);
-      // The proxy turns on network events for DevTools; they only add noise here.
-      await inspector.call("Network.disable").catch(() => undefined);
-      // Console events would be shipped to DevTools for every log line, inflating logging ~10x.
-      await inspector.call("Runtime.disable").catch(() => undefined);
-      await inspector.call("Profiler.enable");
-      await inspector.call("Profiler.setSamplingInterval", { interval: 100 });
+      const inspector = inspectors[c.path] as Inspector;
       // Warm up without the profiler, then profile a fixed window.
       await measureHttp(
         pb,
@@ -115,7 +123,6 @@ export async function runProfile(
         maps.set(id, bundleModuleMap(scriptSource));
       }
       await inspector.call("Debugger.disable").catch(() => undefined);
-      inspector.close();
       const agentProfile = JSON.parse(readFileSync(agentFile, "utf8")) as CpuProfile;
       // The agent runs unbundled: its frames carry file URLs, attributed by path.
       const agentByPath: CpuProfile = {
@@ -135,6 +142,7 @@ export async function runProfile(
       bench.log(`  profile: ${c.label} (${r.allCompleted} requests)`);
     }
   } finally {
+    for (const inspector of Object.values(inspectors)) inspector.close();
     await agent.stop();
     await Promise.all([relay.stop(), orchard.stop()]);
   }
