@@ -4,7 +4,8 @@ import { env } from "cloudflare:workers";
 import { SignJWT } from "jose";
 import { describe, expect, it } from "vitest";
 import worker from "../../gateway/index.ts";
-import { BASE, bearer, gatewayFetch, token } from "./helpers.ts";
+import { VerifiedTokens, type VerifierSettings } from "../../gateway/middleware/auth/verified-tokens.ts";
+import { BASE, bearer, gatewayFetch, sleep, token } from "./helpers.ts";
 
 const ROTATED = { kid: "2026-rotated", secret: JSON.parse(env.JWT_SECRETS)["2026-rotated"] as string };
 
@@ -126,5 +127,58 @@ describe("auth", () => {
       });
     }
     expect((await withEnv({ JWT_SECRET: "" }, "/health")).status).toBe(200);
+  });
+});
+
+describe("verified-token cache", () => {
+  it("a token that verified once still expires at its exp", async () => {
+    const headers = await bearer({ expiresIn: 2 });
+    expect((await models(headers)).status).toBe(200);
+    expect((await models(headers)).status).toBe(200); // served from the cache
+    const exp = JSON.parse(
+      atob((headers.Authorization.split(".")[1] ?? "").replace(/-/g, "+").replace(/_/g, "/")),
+    ).exp as number;
+    await sleep(exp * 1000 - Date.now() + 50);
+    const expired = await models(headers);
+    expect(expired.status).toBe(401);
+    expect(await expired.json()).toMatchObject({ error: { code: "TOKEN_EXPIRED" } });
+  });
+
+  it("a cached token is checked again when the keys change, and its role still is per route", async () => {
+    const headers = await bearer({ sub: "cached-user" });
+    expect((await withEnv({}, "/v1/models", headers)).status).toBe(200);
+    const rotated = { JWT_SECRET: "a-different-secret-of-at-least-32-bytes!!" } as Partial<Env>;
+    expect((await withEnv(rotated, "/v1/models", headers)).status).toBe(401);
+    expect((await withEnv({ JWT_SECRET: "" }, "/v1/models", headers)).status).toBe(500);
+    expect((await withEnv({}, "/v1/models", headers)).status).toBe(200);
+    expect((await withEnv({}, "/agents", headers)).status).toBe(403);
+  });
+
+  const settings: VerifierSettings = {
+    secret: "s",
+    secrets: undefined,
+    issuer: undefined,
+    audience: undefined,
+  };
+  const claims = (exp: number) => ({ sub: "x", role: "user", exp });
+
+  it("serves an entry until exp (exclusive, in whole seconds), under the same settings only", () => {
+    const cache = new VerifiedTokens(10);
+    cache.set("t", settings, claims(100));
+    expect(cache.get("t", settings, 99_999)?.sub).toBe("x");
+    expect(cache.get("t", { ...settings, issuer: "other" }, 0)).toBeUndefined();
+    expect(cache.get("t", settings, 100_000)).toBeUndefined();
+    expect(cache.size).toBe(0);
+  });
+
+  it("forgets everything when the settings change, and stays within its bound", () => {
+    const cache = new VerifiedTokens(3);
+    for (const t of ["a", "b", "c", "d"]) cache.set(t, settings, claims(1e10));
+    expect(cache.size).toBe(3);
+    expect(cache.get("a", settings, 0)).toBeUndefined();
+    expect(cache.get("d", settings, 0)?.sub).toBe("x");
+    cache.set("e", { ...settings, secret: "rotated" }, claims(1e10));
+    expect(cache.size).toBe(1);
+    expect(cache.get("d", settings, 0)).toBeUndefined();
   });
 });

@@ -7,6 +7,7 @@ import { readConfig } from "../../config.ts";
 import { GatewayError, INTERNAL_MESSAGE } from "../../errors.ts";
 import { log } from "../../log.ts";
 import type { AppEnv } from "../../types.ts";
+import { type VerifiedClaims, VerifiedTokens, type VerifierSettings } from "./verified-tokens.ts";
 
 export const Role = z.enum(["user", "admin", "agent"]);
 export type Role = z.infer<typeof Role>;
@@ -20,6 +21,9 @@ const SATISFIES: Record<Role, readonly Role[]> = {
 
 const Claims = z.object({ sub: z.string().min(1).max(128), role: z.string().optional() });
 
+/** Per isolate. 4,096 tokens of ~300 bytes is about 1–2 MB at most. */
+const verifiedTokens = new VerifiedTokens(4_096);
+
 export interface AuthOptions {
   /** The role a caller needs (or one that satisfies it, see SATISFIES). */
   role: Role;
@@ -30,29 +34,49 @@ export function auth({ role }: AuthOptions): MiddlewareHandler<AppEnv> {
   return async function auth(c, next) {
     const token = bearerToken(c.req.header("Authorization"));
     if (token === undefined) throw new GatewayError("UNAUTHORIZED", "missing bearer token");
-    const getKey = keyResolver(c.env);
-    const config = readConfig(c.env);
-    let payload: unknown;
-    try {
-      ({ payload } = await jwtVerify(token, getKey, {
-        algorithms: ["HS256"],
-        issuer: config.jwtIssuer,
-        audience: config.jwtAudience,
-        requiredClaims: ["exp", "sub"],
-      }));
-    } catch (err) {
-      if (err instanceof errors.JWTExpired) throw new GatewayError("TOKEN_EXPIRED", "token has expired");
-      throw new GatewayError("UNAUTHORIZED", "invalid token", { cause: err });
-    }
-    const claims = Claims.safeParse(payload);
-    if (!claims.success) throw new GatewayError("UNAUTHORIZED", "invalid token claims");
-    const callerRole = Role.safeParse(claims.data.role);
+    const claims = await verify(token, c.env);
+    const callerRole = Role.safeParse(claims.role);
     if (!callerRole.success || !SATISFIES[role].includes(callerRole.data)) {
       throw new GatewayError("FORBIDDEN", `this route requires role ${role}`);
     }
-    c.set("caller", { sub: claims.data.sub, role: callerRole.data });
+    c.set("caller", { sub: claims.sub, role: callerRole.data });
     await next();
   };
+}
+
+/** The token's claims: from the cache of verified tokens, else verified by jose (and cached). */
+async function verify(token: string, env: Env): Promise<VerifiedClaims> {
+  const config = readConfig(env);
+  const settings: VerifierSettings = {
+    secret: (env.JWT_SECRET as string | undefined) ?? "",
+    secrets: env.JWT_SECRETS as string | undefined,
+    issuer: config.jwtIssuer,
+    audience: config.jwtAudience,
+  };
+  const cached = verifiedTokens.get(token, settings, Date.now());
+  if (cached !== undefined) return cached;
+  const getKey = keyResolver(env);
+  let payload: unknown;
+  try {
+    ({ payload } = await jwtVerify(token, getKey, {
+      algorithms: ["HS256"],
+      issuer: config.jwtIssuer,
+      audience: config.jwtAudience,
+      requiredClaims: ["exp", "sub"],
+    }));
+  } catch (err) {
+    if (err instanceof errors.JWTExpired) throw new GatewayError("TOKEN_EXPIRED", "token has expired");
+    throw new GatewayError("UNAUTHORIZED", "invalid token", { cause: err });
+  }
+  const parsed = Claims.safeParse(payload);
+  if (!parsed.success) throw new GatewayError("UNAUTHORIZED", "invalid token claims");
+  const claims: VerifiedClaims = {
+    sub: parsed.data.sub,
+    role: parsed.data.role,
+    exp: (payload as { exp: number }).exp,
+  };
+  verifiedTokens.set(token, settings, claims);
+  return claims;
 }
 
 function bearerToken(header: string | undefined): string | undefined {
