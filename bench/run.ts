@@ -8,6 +8,7 @@
 //        --profile (also CPU profiles and prototyped optimizations on copies; adds ~4 min)
 //        --time-scale X (multiplies every measuring window)
 //        --against REF (this checkout's gateway vs the one at git REF, side by side: a before/after)
+//        --compare REF2 (with --against: the gateway at REF2 instead of this checkout's)
 import { mkdirSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { resolve } from "node:path";
@@ -46,8 +47,10 @@ function parseArgs(argv: string[]) {
   if (argv.includes("--against") && (against === undefined || against.startsWith("--")))
     throw new Error("--against needs a git ref, e.g. --against HEAD~1");
   if (against !== undefined && !suites.includes("variants")) suites = [...suites, "variants"];
+  const compare = get("--compare");
+  if (compare !== undefined && against === undefined) throw new Error("--compare needs --against");
   if (!(Number.isInteger(reps) && reps >= 1)) throw new Error("--reps must be a positive integer");
-  return { reps, timeScale, suites, against };
+  return { reps, timeScale, suites, against, compare };
 }
 
 async function main(): Promise<void> {
@@ -191,12 +194,12 @@ async function main(): Promise<void> {
     }
     if (args.suites.includes("variants")) {
       log("prototype optimizations on copies of the gateway…");
-      const v = await runVariants(bench, secret, args.against);
+      const v = await runVariants(bench, secret, args.against, args.compare);
       results.variants = v.results;
       section(
         args.against === undefined
           ? "Prototyped optimizations (copies of gateway/ and schema/, measured against an unmodified copy)"
-          : `Before/after: this checkout's gateway against the one at ${args.against}, side by side`,
+          : `Before/after: the gateway ${args.compare === undefined ? "in this checkout" : `at ${args.compare}`} against the one at ${args.against}, side by side`,
         v.text,
       );
     }

@@ -45,6 +45,8 @@ export async function runVariants(
   bench: Bench,
   secret: string,
   against?: string,
+  /** With `against`: the git ref to compare with it instead of the working tree. */
+  compare?: string,
 ): Promise<{ results: VariantResult[]; text: string }> {
   const prepared: PreparedVariant[] = [];
   const results: VariantResult[] = [];
@@ -52,8 +54,15 @@ export async function runVariants(
   let original: PreparedVariant;
   if (against !== undefined) {
     original = prepareFromRef(against);
-    const tree = prepareVariant({ name: "this checkout", change: "the working tree", patches: [] });
-    prepared.push(tree as PreparedVariant);
+    const tree =
+      compare === undefined
+        ? (prepareVariant({
+            name: "this checkout",
+            change: "the working tree",
+            patches: [],
+          }) as PreparedVariant)
+        : prepareFromRef(compare);
+    prepared.push(tree);
   } else {
     for (const spec of VARIANTS) {
       const p = prepareVariant(spec);
@@ -168,7 +177,7 @@ export async function runVariants(
     [
       against === undefined
         ? `prototype (on a copy) vs unmodified copy, both at ${PACE} req/s`
-        : `this checkout vs ${original.spec.change}, both at ${PACE} req/s`,
+        : `${prepared[0]?.spec.change} vs ${original.spec.change}, both at ${PACE} req/s`,
       "Δ workerd CPU µs/req",
       "implied req/s gain %",
       "Δ host CPU µs/req",
