@@ -32,7 +32,9 @@ export async function dispatchToHub(
     throw new GatewayError("UPSTREAM_ERROR", "the agent pool is unavailable", { cause: err });
   }
   if (!response.ok || response.body === null) throw await hubFailure(response);
-  return response;
+  // The same body, with headers the middleware may add to (a fetched Response's are immutable,
+  // and working around that by catching the TypeError costs more than this copy).
+  return new Response(response.body, response);
 }
 
 async function hubFailure(response: Response): Promise<GatewayError> {
