@@ -93,6 +93,45 @@ describe("request bodies", () => {
   });
 });
 
+describe("JSON bodies, read whole or streamed", () => {
+  it("400 INVALID_JSON for bytes that are not UTF-8, with a Content-Length or streamed", async () => {
+    const bad = new Uint8Array([0x7b, 0x22, 0x70, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d]); // {"p":"\xff\xfe"}
+    const sized = await gatewayFetch("/generate", {
+      method: "POST",
+      headers: { ...(await bearer()), "Content-Type": "application/json" },
+      body: bad,
+    });
+    expect(sized.status).toBe(400);
+    expect(await sized.json()).toMatchObject({ error: { code: "INVALID_JSON" } });
+    const streamed = await gatewayFetch("/generate", {
+      method: "POST",
+      headers: { ...(await bearer()), "Content-Type": "application/json" },
+      body: new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(bad.slice(0, 7));
+          controller.enqueue(bad.slice(7));
+          controller.close();
+        },
+      }),
+    });
+    expect(streamed.status).toBe(400);
+    expect(await streamed.json()).toMatchObject({ error: { code: "INVALID_JSON" } });
+  });
+
+  it("a body at exactly the limit is read, one byte over is 413", async () => {
+    const padded = (size: number) => {
+      const head = '{"prompt":"';
+      return `${head}${"x".repeat(size - head.length - 2)}"}`;
+    };
+    const atLimit = await postJson("/generate", padded(Limits.maxBodyBytes));
+    // Read and parsed: it fails later, on the schema (the prompt is longer than allowed), not on size.
+    expect(atLimit.status).toBe(400);
+    expect(await atLimit.json()).toMatchObject({ error: { code: "INVALID_REQUEST" } });
+    const over = await postJson("/generate", padded(Limits.maxBodyBytes + 1));
+    expect(over.status).toBe(413);
+  });
+});
+
 describe("routing and error shapes", () => {
   it("404 NOT_FOUND in both shapes", async () => {
     const own = await gatewayFetch("/nope");

@@ -5,6 +5,9 @@ import type { z } from "zod";
 import { Limits } from "../../../schema/api.ts";
 import { GatewayError } from "../../errors.ts";
 
+/** Strict UTF-8 (invalid bytes are INVALID_JSON); decode() without `stream` keeps no state. */
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
+
 export interface JsonBodyOptions {
   maxBytes?: number;
 }
@@ -17,12 +20,19 @@ export function jsonBody<S extends z.ZodType>(
     if (!isJsonMediaType(c.req.header("Content-Type"))) {
       throw new GatewayError("UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json");
     }
-    const declared = Number(c.req.header("Content-Length"));
+    const lengthHeader = c.req.header("Content-Length");
+    const declared = lengthHeader === undefined ? Number.NaN : Number(lengthHeader);
     if (Number.isFinite(declared) && declared > maxBytes) throw tooLarge(maxBytes);
-    const bytes = await readLimited(c.req.raw.body, maxBytes);
+    // With a Content-Length the runtime delivers exactly that many bytes (HTTP framing), so a
+    // declared size within the limit can be read in one call; otherwise count as it streams in.
+    const bytes =
+      Number.isFinite(declared) && c.req.raw.body !== null
+        ? new Uint8Array(await c.req.raw.arrayBuffer())
+        : await readLimited(c.req.raw.body, maxBytes);
+    if (bytes.byteLength > maxBytes) throw tooLarge(maxBytes);
     let json: unknown;
     try {
-      json = JSON.parse(new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes));
+      json = JSON.parse(utf8.decode(bytes));
     } catch {
       throw new GatewayError("INVALID_JSON", "request body is not valid JSON");
     }
