@@ -297,8 +297,53 @@ function fastChunk(raw: string): ChunkFrame | undefined {
   return ok ? { type, id, text, tokens } : undefined;
 }
 
+const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+const isDuration = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v) && v >= 0;
+const hasKeys = (o: unknown, n: number): o is Record<string, unknown> =>
+  typeof o === "object" && o !== null && !Array.isArray(o) && Object.keys(o).length === n;
+
+/**
+ * `done` ends every request. zod without its code generation (Workers forbid `new Function`, so
+ * zod 4 interprets the schema) is several times JSON.parse for this nested frame: the same kind of
+ * exact check as fastChunk, with the schema for everything else.
+ */
+function fastDone(raw: string): DoneFrame | undefined {
+  if (!raw.startsWith('{"type":"done"') || raw.length > MAX_FRAME_BYTES) return undefined;
+  let f: unknown;
+  try {
+    f = JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+  if (!hasKeys(f, 5)) return undefined;
+  const { type, id, finishReason, usage, timings } = f;
+  const ok =
+    type === "done" &&
+    typeof id === "string" &&
+    id.length >= 1 &&
+    id.length <= 128 &&
+    (finishReason === "stop" || finishReason === "length" || finishReason === "cancelled") &&
+    hasKeys(usage, 2) &&
+    isCount(usage.promptTokens) &&
+    isCount(usage.completionTokens) &&
+    hasKeys(timings, 2) &&
+    (timings.firstTokenMs === null || isDuration(timings.firstTokenMs)) &&
+    isDuration(timings.totalMs);
+  if (!ok) return undefined;
+  return {
+    type,
+    id,
+    finishReason,
+    usage: { promptTokens: usage.promptTokens as number, completionTokens: usage.completionTokens as number },
+    timings: { firstTokenMs: timings.firstTokenMs as number | null, totalMs: timings.totalMs as number },
+  };
+}
+
 export function parseAgentFrame(raw: string | ArrayBuffer): FrameParseResult<AgentFrame> {
-  const chunk = typeof raw === "string" ? fastChunk(raw) : undefined;
-  return chunk ? { ok: true, frame: chunk } : parseFrame(AgentFrame, raw);
+  if (typeof raw === "string") {
+    const fast = fastChunk(raw) ?? fastDone(raw);
+    if (fast !== undefined) return { ok: true, frame: fast };
+  }
+  return parseFrame(AgentFrame, raw);
 }
 export const parseGatewayFrame = (raw: string | ArrayBuffer) => parseFrame(GatewayFrame, raw);

@@ -1,4 +1,5 @@
-// The hub's fast path for chunk frames must accept and reject exactly what the zod schema does.
+// The hub's fast paths for chunk and done frames must accept and reject exactly what the zod
+// schema does.
 import { describe, expect, it } from "vitest";
 import { AgentFrame, parseAgentFrame } from "../../schema/protocol.ts";
 
@@ -20,6 +21,21 @@ const frames: string[] = [
   '{"type":"chunk"}',
   '{"type":"done","id":"r1","finishReason":"stop","usage":{"promptTokens":1,"completionTokens":2},"timings":{"firstTokenMs":1,"totalMs":2}}',
   '{"type":"chunk" , "id":"r1","text":"x","tokens":1}',
+  '{"type":"done","id":"r1","finishReason":"length","usage":{"promptTokens":0,"completionTokens":0},"timings":{"firstTokenMs":null,"totalMs":0}}',
+  '{"type":"done","id":"r1","finishReason":"cancelled","usage":{"promptTokens":3,"completionTokens":4},"timings":{"firstTokenMs":0.5,"totalMs":1.25}}',
+  '{"type":"done","id":"r1","finishReason":"timeout","usage":{"promptTokens":1,"completionTokens":2},"timings":{"firstTokenMs":1,"totalMs":2}}',
+  '{"type":"done","id":"","finishReason":"stop","usage":{"promptTokens":1,"completionTokens":2},"timings":{"firstTokenMs":1,"totalMs":2}}',
+  '{"type":"done","id":"r1","finishReason":"stop","usage":{"promptTokens":-1,"completionTokens":2},"timings":{"firstTokenMs":1,"totalMs":2}}',
+  '{"type":"done","id":"r1","finishReason":"stop","usage":{"promptTokens":1,"completionTokens":2.5},"timings":{"firstTokenMs":1,"totalMs":2}}',
+  '{"type":"done","id":"r1","finishReason":"stop","usage":{"promptTokens":1,"completionTokens":2,"x":1},"timings":{"firstTokenMs":1,"totalMs":2}}',
+  '{"type":"done","id":"r1","finishReason":"stop","usage":{"promptTokens":1},"timings":{"firstTokenMs":1,"totalMs":2}}',
+  '{"type":"done","id":"r1","finishReason":"stop","usage":[1,2],"timings":{"firstTokenMs":1,"totalMs":2}}',
+  '{"type":"done","id":"r1","finishReason":"stop","usage":{"promptTokens":1,"completionTokens":2},"timings":{"firstTokenMs":-1,"totalMs":2}}',
+  '{"type":"done","id":"r1","finishReason":"stop","usage":{"promptTokens":1,"completionTokens":2},"timings":{"firstTokenMs":"1","totalMs":2}}',
+  '{"type":"done","id":"r1","finishReason":"stop","usage":{"promptTokens":1,"completionTokens":2},"timings":{"totalMs":2}}',
+  '{"type":"done","id":"r1","finishReason":"stop","usage":{"promptTokens":1,"completionTokens":2},"timings":null}',
+  '{"type":"done","id":"r1","finishReason":"stop","usage":{"promptTokens":1,"completionTokens":2},"timings":{"firstTokenMs":1,"totalMs":2},"extra":1}',
+  '{"type":"done","id":"r1","finishReason":"stop","usage":{"promptTokens":1,"completionTokens":1e400},"timings":{"firstTokenMs":1,"totalMs":2}}',
   "null",
   "[]",
 ];
