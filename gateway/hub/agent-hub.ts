@@ -31,7 +31,7 @@ import {
   type BreakerStatus,
   CircuitBreakers,
 } from "./circuit-breaker.ts";
-import { DEFAULT_POOL, DispatchRequest, HubHeader, type HubSnapshot } from "./dispatch.ts";
+import { DEFAULT_POOL, HubHeader, type HubSnapshot, isDispatchRequest } from "./dispatch.ts";
 import { Dispatcher, errorResponse } from "./dispatcher.ts";
 
 /** last_seen_at in D1 is refreshed at most this often per agent (on `hello` and `health`). */
@@ -172,9 +172,9 @@ export class AgentHub extends DurableObject<Env> {
   }
 
   async #dispatch(request: Request): Promise<Response> {
-    const parsed = DispatchRequest.safeParse(await request.json().catch(() => null));
-    if (!parsed.success) return errorResponse("INVALID_REQUEST", "malformed dispatch request");
-    return this.#dispatcher.submit(parsed.data, request.signal);
+    const body: unknown = await request.json().catch(() => null);
+    if (!isDispatchRequest(body)) return errorResponse("INVALID_REQUEST", "malformed dispatch request");
+    return this.#dispatcher.submit(body, request.signal);
   }
 
   // ---- agent -> hub (hibernation handlers) ----

@@ -1,9 +1,10 @@
 // The request lifecycle without sockets: a Dispatcher over fake agent connections and a fake clock.
+import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { readConfig } from "../../gateway/config.ts";
 import { AgentConnection } from "../../gateway/hub/agent-connection.ts";
 import { CircuitBreakers } from "../../gateway/hub/circuit-breaker.ts";
-import type { DispatchRequest } from "../../gateway/hub/dispatch.ts";
+import { DispatchRequest, isDispatchRequest } from "../../gateway/hub/dispatch.ts";
 import { CANCEL_ACK_GRACE_MS, Dispatcher, type DispatcherConfig } from "../../gateway/hub/dispatcher.ts";
 import type { GatewayFrame, GenerateFrame } from "../../schema/protocol.ts";
 import { helloFrame } from "./helpers.ts";
@@ -568,5 +569,42 @@ describe("Dispatcher breakers and fallbacks", () => {
     expect(cancels(pool)).toEqual([
       { agent: "a", type: "cancel", id: "before-restart", reason: "hub_shutdown" },
     ]);
+  });
+});
+
+describe("isDispatchRequest (the hub's check instead of the schema)", () => {
+  const valid = dispatchRequest("r1");
+  const chat = {
+    ...valid,
+    prompt: undefined,
+    messages: [{ role: "user", content: "hi" }],
+    response: { ...valid.response, api: "chat" },
+  };
+  const cases: [string, unknown][] = [
+    ["a /generate request", valid],
+    ["a chat request", chat],
+    ["with a timeout", { ...valid, timeoutMs: 500 }],
+    ["without a model", { ...valid, model: undefined }],
+    ["null", null],
+    ["no response shape (a Worker of an older version)", { ...valid, response: undefined }],
+    ["an unknown api", { ...valid, response: { ...valid.response, api: "embeddings" } }],
+    ["stream not a boolean", { ...valid, response: { ...valid.response, stream: "yes" } }],
+    ["both prompt and messages", { ...chat, prompt: "p" }],
+    ["neither prompt nor messages", { ...valid, prompt: undefined }],
+    ["an empty request id", { ...valid, requestId: "" }],
+    ["a zero timeout", { ...valid, timeoutMs: 0 }],
+    ["no params", { ...valid, params: undefined }],
+  ];
+  it.each(cases)("agrees with DispatchRequest on %s", (_, value) => {
+    expect(isDispatchRequest(value)).toBe(DispatchRequest.safeParse(value).success);
+  });
+
+  it("the hub answers a malformed dispatch with 400 INVALID_REQUEST", async () => {
+    const response = await env.AGENT_HUB.getByName("default").fetch("https://hub/dispatch", {
+      method: "POST",
+      body: JSON.stringify({ ...valid, response: undefined }),
+    });
+    expect(response.status).toBe(400);
+    expect(await response.json()).toEqual({ code: "INVALID_REQUEST", message: "malformed dispatch request" });
   });
 });
