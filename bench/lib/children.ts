@@ -30,7 +30,13 @@ export function spawnTs(name: string, file: string, args: string[] = [], env: Re
     detached: true,
   });
   const lines: string[] = [];
+  // BENCH_CHILD_OUTPUT=1 passes every child's output through (with BENCH_WORKER_LOG_LEVEL=info,
+  // the Workers' own log lines), prefixed with the child's name, for diagnosis.
+  const echo = process.env.BENCH_CHILD_OUTPUT === "1";
   const keep = (d: Buffer) => {
+    if (echo)
+      for (const line of d.toString().split("\n").filter(Boolean))
+        process.stderr.write(`[${name}] ${line}\n`);
     lines.push(...d.toString().split("\n").filter(Boolean));
     if (lines.length > 200) lines.splice(0, lines.length - 200);
   };
