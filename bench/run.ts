@@ -153,6 +153,7 @@ async function main(): Promise<void> {
         rows: r.rows,
         ownCostP50: r.ownCostP50,
         rpsDrop: r.rpsDrop,
+        cpuMatched: r.cpuMatched,
         framesPerRequest: r.framesPerRequest,
       };
       checks.push(...r.checks);

@@ -2,6 +2,7 @@
 // a request to a connected agent round-robin and stream its chunks back as plain text. Agents join
 // with `?models=a,b` on the upgrade URL; those names become the socket's hibernation tags, so a
 // request for a model goes only to agents that serve it (the bench's 1-agent and 4-agent pools).
+// `?burn=N` on a request adds N iterations of CPU work in the Worker (the CPU-matched relay row).
 import { DurableObject } from "cloudflare:workers";
 
 interface Env {
@@ -83,8 +84,17 @@ export class BareRelay extends DurableObject<Env> {
   }
 }
 
+/** Keeps the burn loop's result alive so the JIT cannot drop the loop. */
+let sink = 0;
+
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
+    // `?burn=N`: N iterations of integer work in the Worker before relaying, so the bench can give
+    // the relay exactly Orchard's CPU per request and see what that CPU alone costs in req/s.
+    const burn = request.url.includes("?burn=") ? Number(new URL(request.url).searchParams.get("burn")) : 0;
+    let x = sink;
+    for (let i = 0; i < burn; i++) x = (Math.imul(x, 31) + i) | 0;
+    sink = x;
     return env.RELAY.get(env.RELAY.idFromName("bench")).fetch(request);
   },
 } satisfies ExportedHandler<Env>;

@@ -40,10 +40,70 @@ export interface OverheadResult {
   ownCostP50: Record<number, Spread>;
   /** 1 − Orchard req/s ÷ relay req/s, paired per repetition, %. */
   rpsDrop: Record<number, Spread>;
+  /** The relay made to spend Orchard's workerd CPU per request, at concurrency 32. */
+  cpuMatched?: CpuMatchedRelay;
   /** Frames the agent sends per 8-token request, by type (counted by the loopback hub). */
   framesPerRequest: Record<string, number>;
   checks: TargetCheck[];
   text: string;
+}
+
+export interface CpuMatchedRelay {
+  /** Loop iterations per request that give the relay Orchard's workerd CPU per request. */
+  burn: number;
+  workerdCpuMs: Spread;
+  rps: Spread;
+  p99: Spread;
+  /** 1 − its req/s ÷ the plain relay's median req/s at concurrency 32, %. */
+  rpsDrop: Spread;
+}
+
+const MATCHED_CONCURRENCY = 32;
+const CALIBRATION_BURN = 200_000;
+
+/**
+ * How many req/s Orchard's CPU per request alone costs on this platform: the bare relay with a
+ * busy loop in its Worker (bench/relay `?burn=N`), N calibrated so its workerd CPU per request
+ * matches Orchard's median at concurrency 32. What is left of Orchard's gap is not CPU.
+ */
+async function cpuMatchedRelay(
+  bench: Bench,
+  rows: OverheadRow[],
+  agent: Bench["agents"][number],
+): Promise<CpuMatchedRelay | undefined> {
+  const at = (path: PathName) => rows.find((r) => r.path === path && r.concurrency === MATCHED_CONCURRENCY);
+  const relay = at("relay");
+  const orchard = at("orchard");
+  if (!relay?.cpu || !orchard?.cpu) return undefined;
+  const base = requestSpec(bench, "relay", MODEL_1, OVERHEAD_TOKENS, false);
+  const loop = {
+    concurrency: MATCHED_CONCURRENCY,
+    warmupMs: 300,
+    durationMs: 1500,
+    expectTokens: OVERHEAD_TOKENS,
+  };
+  const run = (burn: number) =>
+    measureHttp(bench, "relay", { ...base, path: `/?burn=${burn}` }, loop, [agent]);
+  const calibration = await run(CALIBRATION_BURN);
+  const msPerIteration = (calibration.cpuMsPerRequest.workerd - relay.cpu.workerd.median) / CALIBRATION_BURN;
+  const gapMs = orchard.cpu.workerd.median - relay.cpu.workerd.median;
+  if (!(msPerIteration > 0) || !(gapMs > 0)) return undefined;
+  const burn = Math.min(10_000_000, Math.round(gapMs / msPerIteration));
+  const reps: LoopResult[] = [];
+  const cpu: number[] = [];
+  for (let rep = 0; rep < bench.reps; rep++) {
+    const r = await run(burn);
+    reps.push(r);
+    cpu.push(r.cpuMsPerRequest.workerd);
+  }
+  bench.log(`  overhead: CPU-matched relay (burn ${burn}) done`);
+  return {
+    burn,
+    workerdCpuMs: spread(cpu),
+    rps: spread(reps.map((r) => r.requestsPerSecond)),
+    p99: spread(reps.map((r) => summarize(r.latencies).p99)),
+    rpsDrop: spread(reps.map((r) => (1 - r.requestsPerSecond / relay.rps.median) * 100)),
+  };
 }
 
 const LABEL: Record<OverheadPath, string> = {
@@ -133,6 +193,8 @@ export async function runOverhead(bench: Bench): Promise<OverheadResult> {
     );
   }
 
+  const cpuMatched = await cpuMatchedRelay(bench, rows, agent);
+
   const checks: TargetCheck[] = [
     {
       target: "Orchard's own cost (c − b) at p50, concurrency 1 ≤ 0.5 ms",
@@ -202,12 +264,33 @@ export async function runOverhead(bench: Bench): Promise<OverheadResult> {
   const frames = Object.entries(framesPerRequest)
     .map(([type, n]) => `${n.toFixed(2)} ${type}`)
     .join(" + ");
+  const matched = cpuMatched
+    ? `\n\n${table(
+        [
+          `bare relay burning Orchard's workerd CPU (burn ${cpuMatched.burn}), conc ${MATCHED_CONCURRENCY}`,
+          "workerd CPU ms/req",
+          "req/s",
+          "p99 ms",
+          "req/s below plain relay, %",
+        ],
+        [
+          [
+            "(b+) CPU-matched relay: what Orchard's CPU alone costs",
+            cell(cpuMatched.workerdCpuMs, 3),
+            cell(cpuMatched.rps, 0),
+            cell(cpuMatched.p99, 1),
+            cell(cpuMatched.rpsDrop, 1),
+          ],
+        ],
+      )}`
+    : "";
   return {
     rows,
     ownCostP50,
     rpsDrop,
+    ...(cpuMatched ? { cpuMatched } : {}),
     framesPerRequest,
     checks,
-    text: `${text}\n\nagent → gateway frames per ${OVERHEAD_TOKENS}-token request: ${frames}`,
+    text: `${text}${matched}\n\nagent → gateway frames per ${OVERHEAD_TOKENS}-token request: ${frames}`,
   };
 }
