@@ -197,7 +197,11 @@ describe("a network partition between an agent and the gateway", () => {
       "the agent redialling into the cut",
     );
     proxy.restore();
-    await stack.waitForAgents((list) => list.some((a) => a.id === "behind-proxy" && a.ready), 10_000);
+    // Both ready: on a loaded machine the other agent may itself be mid-reconnect (a late heartbeat).
+    await stack.waitForAgents(
+      (list) => ["behind-proxy", "direct"].every((id) => list.some((a) => a.id === id && a.ready)),
+      10_000,
+    );
 
     // Serves again: enough concurrent work that both agents get some.
     const ids = Array.from({ length: 6 }, (_, i) => `after-cut-${i}`);
@@ -209,7 +213,15 @@ describe("a network partition between an agent and the gateway", () => {
         ),
       ),
     );
-    expect(results.map((r) => r.status)).toEqual(Array(6).fill(200));
+    const failures = await Promise.all(
+      results.map(async (r, i) =>
+        r.status === 200 ? "" : `${ids[i]}: ${r.status} ${await r.clone().text()}`,
+      ),
+    );
+    expect(
+      results.map((r) => r.status),
+      failures.filter(Boolean).join("; "),
+    ).toEqual(Array(6).fill(200));
     expect(ids.some((id) => started(behind, id))).toBe(true);
     await admin.expectNothingInFlight(["behind-proxy", "direct"], Date.now());
   });
