@@ -2,7 +2,47 @@
 // PROTOCOL.md beside this file describes the order of frames and what each close code means.
 import { z } from "zod";
 
-export const PROTOCOL_VERSION = 1;
+/**
+ * The newest protocol version this build speaks. A hub accepts agents speaking any version from
+ * MIN_PROTOCOL_VERSION to PROTOCOL_VERSION (N-1..N), so a fleet upgrades one Mac at a time: the
+ * gateway is deployed first, then agents, and an agent one version behind keeps serving meanwhile.
+ */
+export const PROTOCOL_VERSION = 2;
+/** The oldest version this build still speaks (as hub, and as agent towards an older hub). */
+export const MIN_PROTOCOL_VERSION = 1;
+
+/**
+ * The version both sides use: the highest both speak, or null when the ranges do not overlap.
+ * `peer` is what the other side announced: its newest version, and (from v2 on) its oldest.
+ */
+export function negotiateProtocol(peer: { protocol: number; minProtocol?: number }): number | null {
+  const peerMin = peer.minProtocol ?? peer.protocol;
+  const version = Math.min(PROTOCOL_VERSION, peer.protocol);
+  return version >= MIN_PROTOCOL_VERSION && version >= peerMin ? version : null;
+}
+
+/**
+ * Optional features negotiated in hello/welcome: the agent lists what it can do, the hub answers
+ * with the subset it will use. Unknown names are ignored by both sides (a newer peer may list more),
+ * so adding one is not a protocol version change.
+ * - `load`: the agent honours `load`/`unload` frames and answers `loaded`/`unloaded`.
+ * - `structured_output`: the agent enforces a JSON schema while generating (grammar or format).
+ * - `duplicate_answer`: a `generate` whose id is still winding down is answered with an `error`
+ *   DUPLICATE_REQUEST instead of being ignored (always on from protocol v2).
+ */
+export const Capability = z.enum(["load", "structured_output", "duplicate_answer"]);
+export type Capability = z.infer<typeof Capability>;
+const capabilityList = z.array(z.string().min(1).max(64)).max(32);
+
+/** The known capabilities in a list that may name unknown ones. */
+export function knownCapabilities(list: readonly string[] | undefined): Capability[] {
+  const known = new Set<Capability>();
+  for (const name of list ?? []) {
+    const parsed = Capability.safeParse(name);
+    if (parsed.success) known.add(parsed.data);
+  }
+  return [...known].sort();
+}
 
 /** Largest text frame either side accepts; anything bigger closes the socket with PROTOCOL_ERROR. */
 export const MAX_FRAME_BYTES = 1024 * 1024;
@@ -22,9 +62,12 @@ export const CloseCode = {
   UNAUTHORIZED: 4001,
   /** The agent's row in D1 is revoked. Terminal. */
   REVOKED: 4002,
-  /** The agent speaks a protocol version the hub does not. Terminal. */
+  /** The agent's protocol range and the hub's do not overlap. Terminal: upgrade the agent. */
   INCOMPATIBLE_VERSION: 4003,
-  /** A newer connection with the same agent id replaced this one. Terminal for this connection. */
+  /**
+   * A newer connection with the same agent id replaced this one. Terminal for this connection:
+   * sent only when the hub holds that newer connection, never as a guess.
+   */
   SUPERSEDED: 4004,
   /** No `hello` within the hub's deadline after the upgrade. Reconnect. */
   HELLO_TIMEOUT: 4005,
@@ -34,6 +77,13 @@ export const CloseCode = {
   GOING_AWAY: 4007,
   /** The agent finished draining and leaves on purpose. Not reconnected by the agent itself. */
   DRAINED: 4008,
+  /**
+   * The hub does not know this connection (it lost its state, e.g. a failed restore after a wake).
+   * Reconnect and say hello again.
+   */
+  SESSION_UNKNOWN: 4009,
+  /** The agent broke a limit of a request (more tokens than max_tokens, too many bytes). Reconnect. */
+  LIMIT_EXCEEDED: 4010,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 
@@ -109,7 +159,12 @@ export type Usage = z.infer<typeof Usage>;
 
 export const HelloFrame = z.object({
   type: z.literal("hello"),
+  /** The newest protocol version the agent speaks. */
   protocol: z.number().int(),
+  /** The oldest it speaks (v2+; a v1 agent omits it and speaks exactly `protocol`). */
+  minProtocol: z.number().int().optional(),
+  /** Optional features (see Capability); unknown names are ignored. */
+  capabilities: capabilityList.optional(),
   agentId: id,
   name: z.string().min(1).max(128).optional(),
   agentVersion: z.string().max(64),
@@ -156,6 +211,11 @@ export const AgentErrorCode = z.enum([
   "ENGINE_ERROR",
   "CANCELLED",
   "INVALID_REQUEST",
+  /**
+   * Protocol v2: a `generate` whose id the agent is still winding down (an older session's
+   * generation after a reconnect). Retryable; the hub sends the request elsewhere at once.
+   */
+  "DUPLICATE_REQUEST",
 ]);
 export type AgentErrorCode = z.infer<typeof AgentErrorCode>;
 
@@ -196,7 +256,10 @@ export type ErrorFrame = z.infer<typeof ErrorFrame>;
 
 export const WelcomeFrame = z.object({
   type: z.literal("welcome"),
+  /** The negotiated version: what both sides use on this connection. */
   protocol: z.number().int(),
+  /** The agent's capabilities the hub will use (absent from v1 hubs: none). */
+  capabilities: capabilityList.optional(),
   agentId: id,
   sessionId: id,
   pool: z.string(),
