@@ -134,6 +134,18 @@ export class AgentHub extends DurableObject<Env> {
     return { reset };
   }
 
+  /**
+   * RPC: closes an agent's live connection with `code` (REVOKED after an admin revoked it); its
+   * requests fail over like on any disconnect. False when the agent is not connected to this pool.
+   */
+  disconnectAgent(agentId: string, code: CloseCode, reason: string): boolean {
+    const agent = this.#agents.get(agentId);
+    const sockets = this.ctx.getWebSockets(agentId);
+    for (const ws of sockets) closeQuietly(ws, code, reason);
+    if (agent) this.#closeAgent(agent, code, reason);
+    return agent !== undefined || sockets.length > 0;
+  }
+
   #connect(request: Request): Response {
     if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
       return errorResponse("UPGRADE_REQUIRED", "expected a WebSocket upgrade");

@@ -82,6 +82,8 @@ export const HubHeader = {
   agentId: "X-Orchard-Agent-Id",
   agentName: "X-Orchard-Agent-Name",
   pool: "X-Orchard-Pool",
+  /** The agent token's `exp` (epoch seconds): the hub closes the socket with UNAUTHORIZED then. */
+  tokenExp: "X-Orchard-Token-Exp",
   model: "X-Orchard-Model",
   fallback: "X-Orchard-Fallback",
 } as const;
