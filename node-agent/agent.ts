@@ -5,10 +5,13 @@ import { readFileSync } from "node:fs";
 import {
   type AgentErrorCode,
   type AgentFrame,
+  type Capability,
   CloseCode,
   type ErrorFrame,
   type GenerateFrame,
   type HostFacts,
+  knownCapabilities,
+  MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
   parseGatewayFrame,
   type Usage,
@@ -74,6 +77,17 @@ export interface AgentStats {
   generationsFinished: number;
   refusedBusy: number;
   refusedDraining: number;
+  /** `generate` frames for an id still in flight, answered with DUPLICATE_REQUEST (protocol v2+). */
+  refusedDuplicate: number;
+}
+
+/** What this agent offers in hello. llama.cpp cannot enforce a JSON schema yet: no structured_output. */
+const CAPABILITIES: readonly Capability[] = ["load", "duplicate_answer"];
+
+/** What the hub's welcome settled for one link. Before welcome: v1 and nothing, the safe reading. */
+interface Negotiated {
+  protocol: number;
+  capabilities: ReadonlySet<Capability>;
 }
 
 /** Why a generation was aborted; decides what, if anything, the agent still sends for it. */
@@ -99,6 +113,7 @@ export class Agent {
     generationsFinished: 0,
     refusedBusy: 0,
     refusedDraining: 0,
+    refusedDuplicate: 0,
   };
 
   private readonly engine: Engine;
@@ -114,6 +129,7 @@ export class Agent {
   private readonly inFlightTable = new Map<string, InFlight>();
   private readonly slotWaiters = new Set<() => void>();
   private currentLink: Link | undefined;
+  private readonly negotiated = new WeakMap<Link, Negotiated>();
   private healthTimer: NodeJS.Timeout | undefined;
   private tokensSinceHealth = 0;
   private lastHealthAt = performance.now();
@@ -236,6 +252,8 @@ export class Agent {
     this.send(link, {
       type: "hello",
       protocol: PROTOCOL_VERSION,
+      minProtocol: MIN_PROTOCOL_VERSION,
+      capabilities: [...CAPABILITIES],
       agentId: this.options.agentId,
       ...(this.options.name ? { name: this.options.name.slice(0, 128) } : {}),
       agentVersion: this.options.agentVersion ?? AGENT_VERSION,
@@ -297,9 +315,17 @@ export class Agent {
   }
 
   private onWelcome(frame: WelcomeFrame, link: Link): void {
-    if (frame.protocol !== PROTOCOL_VERSION) {
-      this.log.warn("hub speaks another protocol version", { hub: frame.protocol, agent: PROTOCOL_VERSION });
+    if (frame.protocol < MIN_PROTOCOL_VERSION || frame.protocol > PROTOCOL_VERSION) {
+      this.log.warn("hub chose a protocol version this agent does not speak", {
+        hub: frame.protocol,
+        agent: { min: MIN_PROTOCOL_VERSION, max: PROTOCOL_VERSION },
+      });
     }
+    // A v1 hub sends no capabilities: it uses none. Only what we offered can be in use.
+    const capabilities = new Set(
+      knownCapabilities(frame.capabilities).filter((c) => CAPABILITIES.includes(c)),
+    );
+    this.negotiated.set(link, { protocol: frame.protocol, capabilities });
     this.connection.welcomed(frame.heartbeatIntervalMs);
     this.stopHealth();
     this.tokensSinceHealth = 0;
@@ -309,6 +335,8 @@ export class Agent {
       agentId: frame.agentId,
       sessionId: frame.sessionId,
       pool: frame.pool,
+      protocol: frame.protocol,
+      capabilities: [...capabilities],
       gateway: this.options.gatewayUrl,
       heartbeatIntervalMs: frame.heartbeatIntervalMs,
     });
@@ -356,7 +384,24 @@ export class Agent {
       return;
     }
     if (this.inFlightTable.has(frame.id)) {
-      this.log.warn("ignored generate with a request id already in flight", { id: frame.id });
+      // Typically an older link's generation still aborting after a reconnect, and the hub failing
+      // the request over to this new session. From v2 the hub can read the answer and retries
+      // elsewhere at once; a v1 hub cannot parse the code, so it gets today's silence.
+      if (this.answersDuplicates(link)) {
+        this.stats.refusedDuplicate += 1;
+        this.log.warn("refused a generate with a request id already in flight", { id: frame.id });
+        this.send(
+          link,
+          errorFrame(
+            frame.id,
+            "DUPLICATE_REQUEST",
+            "a generation with this request id is still winding down on this agent",
+            true,
+          ),
+        );
+      } else {
+        this.log.warn("ignored generate with a request id already in flight", { id: frame.id });
+      }
       return;
     }
     if (this.inFlightTable.size >= this.capacity) {
@@ -387,6 +432,12 @@ export class Agent {
         this.stats.generationsFinished += 1;
         for (const wake of [...this.slotWaiters]) wake();
       });
+  }
+
+  private answersDuplicates(link: Link): boolean {
+    const negotiated = this.negotiated.get(link);
+    if (!negotiated) return false;
+    return negotiated.protocol >= 2 || negotiated.capabilities.has("duplicate_answer");
   }
 
   private abort(entry: InFlight, cause: AbortCause): void {

@@ -29,6 +29,7 @@ import {
   type GatewayFrame,
   HEARTBEAT_PING,
   HEARTBEAT_PONG,
+  MIN_PROTOCOL_VERSION,
   type ModelInfo,
   PROTOCOL_VERSION,
 } from "../../schema/protocol.ts";
@@ -44,6 +45,13 @@ interface HubOptions {
   healthIntervalMs?: number;
   /** Refuse the upgrade with this HTTP status. */
   refuseUpgrade?: number;
+  /** The negotiated version `welcome` names. Default PROTOCOL_VERSION. */
+  protocol?: number;
+  /**
+   * The capabilities `welcome` says the hub will use. Default: those the hello offered, as a v2 hub
+   * answers; omitted from the frame when the negotiated version is 1 (a v1 hub knows none).
+   */
+  capabilities?: string[];
 }
 
 class HubConnection {
@@ -114,9 +122,12 @@ class ScriptedTestHub {
 
   welcome(conn: HubConnection): void {
     const hello = conn.of("hello")[0];
+    const protocol = this.options.protocol ?? PROTOCOL_VERSION;
+    const capabilities = this.options.capabilities ?? (protocol >= 2 ? hello?.capabilities : undefined);
     conn.send({
       type: "welcome",
-      protocol: PROTOCOL_VERSION,
+      protocol,
+      ...(capabilities === undefined ? {} : { capabilities }),
       agentId: hello?.agentId ?? "unknown",
       sessionId: `session-${this.connections.indexOf(conn) + 1}`,
       pool: "default",
@@ -169,6 +180,8 @@ interface Script {
   error?: unknown;
   /** Keep yielding this piece forever (until aborted), yielding to the event loop in between. */
   endless?: string;
+  /** After an abort, keep the generation running this long before it ends (a slow engine). */
+  windDownMs?: number;
 }
 
 class ScriptedTestEngine implements Engine {
@@ -227,6 +240,7 @@ class ScriptedTestEngine implements Engine {
           await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
         }
         if (script.error !== undefined && !signal.aborted) throw script.error;
+        if (script.windDownMs && signal.aborted) await sleep(script.windDownMs);
       } catch (err) {
         fail(err);
         throw err;
@@ -282,6 +296,21 @@ function generate(id: string, extra: Record<string, unknown> = {}) {
   return { type: "generate", id, model: "test-model", prompt: "hi", params: { maxTokens: 64 }, ...extra };
 }
 
+/**
+ * Starts `id` on the first session, then drops the socket while the engine is slow to stop, so the
+ * id outlives its session in the agent's in-flight table. Returns the agent's next session.
+ */
+async function strandOnReconnect(hub: ScriptedTestHub, engine: ScriptedTestEngine, id: string) {
+  const first = await hub.connection(0);
+  engine.script = { pieces: ["x"], holdUntilAborted: true, windDownMs: 1_500 };
+  first.send(generate(id));
+  await first.waitFor("chunk", (c) => c.id === id);
+  first.ws.terminate();
+  const second = await hub.connection(1);
+  await vi.waitFor(() => expect(engine.signals[0]?.aborted).toBe(true));
+  return second;
+}
+
 const text = (conn: HubConnection, id: string) =>
   conn
     .of("chunk")
@@ -300,6 +329,9 @@ describe("Agent session", () => {
     expect(hello).toMatchObject({
       type: "hello",
       protocol: PROTOCOL_VERSION,
+      minProtocol: MIN_PROTOCOL_VERSION,
+      // llama.cpp cannot enforce a JSON schema yet, so structured_output is not offered.
+      capabilities: ["load", "duplicate_answer"],
       agentId: "mini-01",
       name: "test-mini",
       agentVersion: AGENT_VERSION,
@@ -316,7 +348,22 @@ describe("Agent session", () => {
       agentId: "mini-01",
       sessionId: "session-1",
       pool: "default",
+      protocol: PROTOCOL_VERSION,
+      capabilities: ["duplicate_answer", "load"],
     });
+  });
+
+  it("uses only the capabilities it offered and the hub's welcome names, and logs the negotiated version", async () => {
+    const { logLines } = await setup({
+      protocol: 1,
+      capabilities: ["load", "structured_output", "capability-from-the-future"],
+    });
+    await vi.waitFor(() => expect(logLines.find((l) => l.msg === "connected")).toBeDefined());
+    expect(logLines.find((l) => l.msg === "connected")).toMatchObject({
+      protocol: 1,
+      capabilities: ["load"],
+    });
+    expect(logLines.filter((l) => l.level === "warn")).toEqual([]);
   });
 
   it("coalesces pieces that come fast into few chunks, sends the first at once, and ends with done", async () => {
@@ -603,6 +650,53 @@ describe("Agent connection lifecycle", () => {
     await hub.connection(3);
     const delays = logLines.filter((l) => l.msg === "disconnected").map((l) => l.reconnectInMs);
     expect(delays).toEqual([19, 39, 79]);
+  });
+
+  it("answers a generate for an id an older session's generation still holds with DUPLICATE_REQUEST", async () => {
+    const { hub, engine, agent } = await setup();
+    const second = await strandOnReconnect(hub, engine, "dup");
+    expect(agent.inFlight).toBe(1);
+    // The hub fails the request over to the agent's new session under the same id.
+    const sentAt = performance.now();
+    second.send(generate("dup"));
+    const refused = await second.waitFor("error", (e) => e.id === "dup");
+    // Promptly, not after the old generation wound down (and not after the hub's first-chunk timeout).
+    expect(performance.now() - sentAt).toBeLessThan(1_000);
+    expect(agent.inFlight).toBe(1);
+    expect(refused).toEqual({
+      type: "error",
+      id: "dup",
+      code: "DUPLICATE_REQUEST",
+      message: "a generation with this request id is still winding down on this agent",
+      retryable: true,
+    });
+    expect(engine.requests).toHaveLength(1);
+    expect(agent.stats.refusedDuplicate).toBe(1);
+    // Once the old generation has ended the id is free again, and nothing of it reached the new session.
+    await vi.waitFor(() => expect(agent.inFlight).toBe(0), { timeout: 3_000 });
+    engine.script = { pieces: ["again"] };
+    second.send(generate("dup"));
+    await second.waitFor("done", (d) => d.id === "dup");
+    expect(second.forId("dup").map((f) => f.type)).toEqual(["error", "chunk", "done"]);
+    expect(text(second, "dup")).toBe("again");
+  });
+
+  it("ignores that duplicate, as protocol v1 did, when the hub negotiated v1 (which has no DUPLICATE_REQUEST)", async () => {
+    const { hub, engine, agent, logLines } = await setup({ protocol: 1 });
+    const second = await strandOnReconnect(hub, engine, "dup1");
+    second.send(generate("dup1"));
+    await vi.waitFor(() =>
+      expect(
+        logLines.filter((l) => l.msg === "ignored generate with a request id already in flight"),
+      ).toEqual([expect.objectContaining({ level: "warn", id: "dup1" })]),
+    );
+    // Frames on one socket arrive in order: once this one's done is in, anything for dup1 would be too.
+    engine.script = { pieces: ["marker"] };
+    second.send(generate("marker"));
+    await second.waitFor("done", (d) => d.id === "marker");
+    expect(second.forId("dup1")).toEqual([]);
+    expect(agent.stats.refusedDuplicate).toBe(0);
+    expect(engine.requests).toHaveLength(2);
   });
 
   it("reconnects after a non-terminal close code", async () => {
