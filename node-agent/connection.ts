@@ -63,6 +63,8 @@ export function decideOnClose(code: number): CloseDecision {
     case CloseCode.HELLO_TIMEOUT: // our hello was late; try again
     case CloseCode.HEARTBEAT_TIMEOUT: // the hub thought we were dead; we are not
     case CloseCode.GOING_AWAY: // hub restarting or redeploying
+    case CloseCode.SESSION_UNKNOWN: // the hub lost our session (e.g. a failed restore): say hello again
+    case CloseCode.LIMIT_EXCEEDED: // one request broke a limit; the hub ended it, not us
       return { action: "reconnect" };
     default: // transport closes (1000, 1001, 1006, ...) and codes added later: only terminal ones stop
       return isTerminalCloseCode(code)

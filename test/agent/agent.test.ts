@@ -708,6 +708,22 @@ describe("Agent connection lifecycle", () => {
   });
 
   it.each([
+    ["SESSION_UNKNOWN", CloseCode.SESSION_UNKNOWN],
+    ["LIMIT_EXCEEDED", CloseCode.LIMIT_EXCEEDED],
+  ])("reconnects with backoff and says hello again after %s", async (_name, code) => {
+    const { hub, logLines } = await setup({}, { random: () => 0.5 });
+    const conn = await hub.connection(0);
+    await vi.waitFor(() => expect(logLines.some((l) => l.msg === "connected")).toBe(true));
+    conn.ws.close(code, "hub side");
+    const second = await hub.connection(1);
+    expect(second.of("hello")).toHaveLength(1);
+    expect(logLines.filter((l) => l.msg === "disconnected")).toEqual([
+      expect.objectContaining({ code, reason: "hub side", reconnectInMs: 2, attempt: 1 }),
+    ]);
+    expect(logLines.filter((l) => l.level === "error")).toEqual([]);
+  });
+
+  it.each([
     [CloseCode.UNAUTHORIZED, ExitCode.UNAUTHORIZED],
     [CloseCode.REVOKED, ExitCode.UNAUTHORIZED],
     [CloseCode.SUPERSEDED, ExitCode.REFUSED],

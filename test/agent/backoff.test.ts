@@ -58,6 +58,8 @@ describe("decideOnClose", () => {
       CloseCode.HELLO_TIMEOUT,
       CloseCode.HEARTBEAT_TIMEOUT,
       CloseCode.GOING_AWAY,
+      CloseCode.SESSION_UNKNOWN,
+      CloseCode.LIMIT_EXCEEDED,
       1000,
       1001,
       1006,
