@@ -2,6 +2,7 @@
 // coalesced `chunk` frames, keeps the in-flight table (capacity, cancel, deadlines), reports
 // health, and drains gracefully. The socket itself lives in connection.ts.
 import { readFileSync } from "node:fs";
+import { isModelId, type ModelId } from "../schema/model-id.ts";
 import {
   type AgentErrorCode,
   type AgentFrame,
@@ -299,19 +300,32 @@ export class Agent {
         else this.log.debug("cancel for a request not in flight", { id: frame.id });
         return;
       }
-      case "load":
-        this.engine.load(frame.model).then(
+      case "load": {
+        const id = this.modelId(frame.model, "model load failed");
+        if (!id) return;
+        this.engine.load(id).then(
           (model) => this.send(link, { type: "loaded", model }),
-          (err) => this.log.warn("model load failed", { model: frame.model, error: errorMessage(err) }),
+          (err) => this.log.warn("model load failed", { model: id, error: errorMessage(err) }),
         );
         return;
-      case "unload":
-        this.engine.unload(frame.model).then(
-          () => this.send(link, { type: "unloaded", model: frame.model }),
-          (err) => this.log.warn("model unload failed", { model: frame.model, error: errorMessage(err) }),
+      }
+      case "unload": {
+        const id = this.modelId(frame.model, "model unload failed");
+        if (!id) return;
+        this.engine.unload(id).then(
+          () => this.send(link, { type: "unloaded", model: id }),
+          (err) => this.log.warn("model unload failed", { model: id, error: errorMessage(err) }),
         );
         return;
+      }
     }
+  }
+
+  /** The frame's model as a ModelId; logs `failure` for a valid ModelName that is none (`a:1:2`). */
+  private modelId(model: string, failure: string): ModelId | undefined {
+    if (isModelId(model)) return model;
+    this.log.warn(failure, { model, error: "not a model id (name or name:version)" });
+    return undefined;
   }
 
   private onWelcome(frame: WelcomeFrame, link: Link): void {

@@ -7,6 +7,7 @@ import { basename, extname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { decodeJwt } from "jose";
 import { z } from "zod";
+import { isModelId, type ModelId } from "../schema/model-id.ts";
 import { ModelName } from "../schema/protocol.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 
@@ -23,7 +24,8 @@ export class ConfigError extends Error {
 }
 
 export interface ModelSpec {
-  name: string;
+  /** `name` or `name:version`: what the agent serves the file as. */
+  name: ModelId;
   path: string;
 }
 
@@ -337,14 +339,20 @@ function parseModels(setting: RawSetting): ModelSpec[] {
   return models;
 }
 
-/** `PATH` (name from the file name without .gguf) or `NAME=PATH`. */
+/** `PATH` (name from the file name without .gguf) or `NAME=PATH`; NAME may carry a version (`NAME:1.2`). */
 export function parseModelSpec(value: string, label = "--model"): ModelSpec {
   const eq = value.indexOf("=");
+  // Anything shaped like a name before the "=" is one; whether it is a valid model id comes next.
   const named = eq > 0 && ModelName.safeParse(value.slice(0, eq)).success;
   const name = named ? value.slice(0, eq) : basename(value, extname(value));
   const path = resolve(expandHome(named ? value.slice(eq + 1) : value));
-  if (!ModelName.safeParse(name).success) {
-    throw new ConfigError(label, `cannot use "${name}" as a model name; give one with NAME=PATH`);
+  if (!isModelId(name)) {
+    throw new ConfigError(
+      label,
+      named
+        ? `cannot use "${name}" as a model name; it may end in one :VERSION at most`
+        : `cannot use "${name}" as a model name; give one with NAME=PATH`,
+    );
   }
   let isFile = false;
   try {

@@ -4,6 +4,8 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { formatModelId } from "../schema/model-id.ts";
+import type { ModelSpec } from "./config.ts";
 
 /** Named so nobody mistakes it for a model that knows anything. */
 export const DEMO_MODEL_NAME = "demo-random-weights";
@@ -358,6 +360,11 @@ export function generateDemoModel(): Uint8Array {
  * copy of the same size is replaced too. Writes a temporary file and renames it, so a concurrent
  * reader never sees half a model.
  */
+/** The demo model as the agent serves it, generated into `cacheDir` first if need be. */
+export async function demoModelSpec(cacheDir: string): Promise<ModelSpec> {
+  return { name: formatModelId(DEMO_MODEL_NAME), path: await ensureDemoModel(cacheDir) };
+}
+
 export async function ensureDemoModel(cacheDir: string): Promise<string> {
   const path = join(cacheDir, DEMO_MODEL_FILE);
   const bytes = generateDemoModel();

@@ -1,7 +1,7 @@
 // `orchard-agent doctor`: checks the configuration, the token, the model files, that the engine
 // loads every model, that the gateway answers GET /health and accepts the agent token; prints one
 // line per check, saying what is wrong and what to change.
-import { type AgentConfig, ConfigError, loadConfig, tokenExpiry } from "./config.ts";
+import { type AgentConfig, ConfigError, loadConfig, type ModelSpec, tokenExpiry } from "./config.ts";
 import { ExitCode } from "./connection.ts";
 import { errorMessage } from "./log.ts";
 
@@ -68,11 +68,11 @@ function checkToken(token: string, agentId: string, nowSeconds = Date.now() / 10
 async function resolveModels(
   config: AgentConfig,
   report: (check: DoctorCheck) => void,
-): Promise<Array<{ name: string; path: string }>> {
+): Promise<ModelSpec[]> {
   if (!config.useDemoModel) return config.models;
   try {
-    const { DEMO_MODEL_NAME, ensureDemoModel } = await import("./demo-model.ts");
-    return [{ name: DEMO_MODEL_NAME, path: await ensureDemoModel(config.cacheDir) }];
+    const { demoModelSpec } = await import("./demo-model.ts");
+    return [await demoModelSpec(config.cacheDir)];
   } catch (err) {
     report({
       name: "demo model",
@@ -83,7 +83,7 @@ async function resolveModels(
   }
 }
 
-async function checkModelFile(model: { name: string; path: string }): Promise<DoctorCheck> {
+async function checkModelFile(model: ModelSpec): Promise<DoctorCheck> {
   const name = `model ${model.name}`;
   try {
     const { readGgufFileInfo } = await import("node-llama-cpp");
@@ -99,10 +99,7 @@ async function checkModelFile(model: { name: string; path: string }): Promise<Do
   }
 }
 
-async function checkEngine(
-  config: AgentConfig,
-  models: Array<{ name: string; path: string }>,
-): Promise<DoctorCheck> {
+async function checkEngine(config: AgentConfig, models: ModelSpec[]): Promise<DoctorCheck> {
   const started = performance.now();
   try {
     const { LlamaCppEngine } = await import("./engines/llamacpp.ts");

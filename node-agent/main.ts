@@ -47,19 +47,21 @@ async function main(argv: string[]): Promise<number> {
 async function createEngine(config: AgentConfig, log: Logger): Promise<Engine> {
   let models = config.models;
   if (config.useDemoModel) {
-    const { DEMO_MODEL_NAME, ensureDemoModel } = await import("./demo-model.ts");
-    const path = await ensureDemoModel(config.cacheDir);
-    models = [{ name: DEMO_MODEL_NAME, path }];
-    log.info("no model configured; serving the built-in demo model", { model: DEMO_MODEL_NAME, path });
+    const { demoModelSpec } = await import("./demo-model.ts");
+    const demo = await demoModelSpec(config.cacheDir);
+    models = [demo];
+    log.info("no model configured; serving the built-in demo model", { model: demo.name, path: demo.path });
   }
   // Imported lazily: `help` and config errors should not pay for loading native llama.cpp.
   const { LlamaCppEngine } = await import("./engines/llamacpp.ts");
-  return new LlamaCppEngine({
+  const engine = new LlamaCppEngine({
     models,
     capacity: config.capacity,
     ...(config.threads === undefined ? {} : { threads: config.threads }),
     ...(config.contextSize === undefined ? {} : { contextSize: config.contextSize }),
   });
+  for (const model of models) await engine.load(model.name);
+  return engine;
 }
 
 async function start(args: string[]): Promise<number> {
@@ -84,9 +86,6 @@ async function start(args: string[]): Promise<number> {
   let engine: Engine;
   try {
     engine = await createEngine(config, log);
-    for (const model of await engine.listModels()) {
-      if (!model.loaded) await engine.load(model.name);
-    }
   } catch (err) {
     log.error("engine failed to start", { error: errorMessage(err), code: (err as { code?: unknown }).code });
     return ExitCode.FAILURE;

@@ -1,4 +1,5 @@
 // The one interface every inference engine implements (llama.cpp, MLX, Ollama).
+import type { ModelId } from "../../schema/model-id.ts";
 import type {
   ChatMessage,
   EngineName,
@@ -9,6 +10,11 @@ import type {
 } from "../../schema/protocol.ts";
 
 export interface GenerationRequest {
+  /**
+   * A model id (`name` or `name:version`) as the caller sent it. Plain text, not ModelId, because
+   * it arrives from outside the agent too (bench drives engines directly); text that is no model
+   * id is simply a model the engine does not have (MODEL_NOT_FOUND).
+   */
   model: string;
   /** Exactly one of prompt (raw completion) or messages (rendered with the model's chat template). */
   prompt?: string;
@@ -39,8 +45,8 @@ export interface Engine {
   readonly name: EngineName;
   /** Models this engine can serve now. */
   listModels(): Promise<ModelInfo[]>;
-  load(model: string): Promise<ModelInfo>;
-  unload(model: string): Promise<void>;
+  load(model: ModelId): Promise<ModelInfo>;
+  unload(model: ModelId): Promise<void>;
   generate(request: GenerationRequest, signal: AbortSignal): Generation;
   /** Release every native resource; the engine is unusable afterwards. */
   close(): Promise<void>;

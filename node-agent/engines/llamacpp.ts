@@ -15,7 +15,8 @@ import {
   resolveChatWrapper,
   type Token,
 } from "node-llama-cpp";
-import { ChatMessage, type ModelInfo, ModelName, SamplingParams } from "../../schema/protocol.ts";
+import { isModelId, type ModelId } from "../../schema/model-id.ts";
+import { ChatMessage, type ModelInfo, SamplingParams } from "../../schema/protocol.ts";
 import {
   type Engine,
   EngineError,
@@ -26,6 +27,7 @@ import {
 } from "./engine.ts";
 
 export interface LlamaCppModelConfig {
+  /** A model id, `name` or `name:version`; checked when the engine is built. */
   name: string;
   path: string;
 }
@@ -80,7 +82,7 @@ function sharedLlama(options: LlamaOptions): Promise<Llama> {
 }
 
 interface LoadedModel {
-  name: string;
+  name: ModelId;
   model: LlamaModel;
   chatWrapper: ChatWrapper;
   contextSize: number;
@@ -97,10 +99,10 @@ interface RenderedPrompt {
 
 export class LlamaCppEngine implements Engine {
   readonly name = "llamacpp";
-  private readonly configs = new Map<string, LlamaCppModelConfig>();
+  private readonly configs = new Map<ModelId, { name: ModelId; path: string }>();
   /** Loads in progress or done, so concurrent requests share one. */
-  private readonly loaded = new Map<string, Promise<LoadedModel>>();
-  private readonly ready = new Map<string, LoadedModel>();
+  private readonly loaded = new Map<ModelId, Promise<LoadedModel>>();
+  private readonly ready = new Map<ModelId, LoadedModel>();
   private readonly capacity: number;
   private readonly threads: number | undefined;
   private readonly maxThreads: number | undefined;
@@ -110,10 +112,10 @@ export class LlamaCppEngine implements Engine {
   private closed = false;
 
   constructor(options: LlamaCppEngineOptions) {
-    for (const config of options.models) {
-      if (!ModelName.safeParse(config.name).success) throw new Error(`invalid model name "${config.name}"`);
-      if (this.configs.has(config.name)) throw new Error(`model "${config.name}" is configured twice`);
-      this.configs.set(config.name, config);
+    for (const { name, path } of options.models) {
+      if (!isModelId(name)) throw new Error(`invalid model name "${name}"`);
+      if (this.configs.has(name)) throw new Error(`model "${name}" is configured twice`);
+      this.configs.set(name, { name, path });
     }
     this.capacity = positiveInt("capacity", options.capacity ?? 4);
     this.contextSize = positiveInt("contextSize", options.contextSize ?? DEFAULT_CONTEXT_SIZE);
@@ -135,14 +137,19 @@ export class LlamaCppEngine implements Engine {
     });
   }
 
+  /** Takes plain text as well as a ModelId: bench and doctor name models from their own config. */
   async load(model: string): Promise<ModelInfo> {
     return this.info(await this.ensureLoaded(model));
   }
 
   /** Generations still running on the model fail with a retryable ENGINE_ERROR. */
   async unload(model: string): Promise<void> {
-    if (!this.configs.has(model)) throw new EngineError("MODEL_NOT_FOUND", `no model named "${model}"`);
-    await this.release(model, new EngineError("ENGINE_ERROR", `model "${model}" was unloaded`, true));
+    const config = this.config(model);
+    if (!config) throw new EngineError("MODEL_NOT_FOUND", `no model named "${model}"`);
+    await this.release(
+      config.name,
+      new EngineError("ENGINE_ERROR", `model "${config.name}" was unloaded`, true),
+    );
   }
 
   async close(): Promise<void> {
@@ -213,9 +220,14 @@ export class LlamaCppEngine implements Engine {
     }
   }
 
-  private ensureLoaded(name: string): Promise<LoadedModel> {
-    const config = this.configs.get(name);
-    if (!config) return Promise.reject(new EngineError("MODEL_NOT_FOUND", `no model named "${name}"`));
+  private config(model: string): { name: ModelId; path: string } | undefined {
+    return isModelId(model) ? this.configs.get(model) : undefined;
+  }
+
+  private ensureLoaded(model: string): Promise<LoadedModel> {
+    const config = this.config(model);
+    if (!config) return Promise.reject(new EngineError("MODEL_NOT_FOUND", `no model named "${model}"`));
+    const { name } = config;
     if (this.closed)
       return Promise.reject(new EngineError("ENGINE_ERROR", "the llama.cpp engine is closed", true));
     let loading = this.loaded.get(name);
@@ -236,7 +248,7 @@ export class LlamaCppEngine implements Engine {
     return loading;
   }
 
-  private async loadModel(config: LlamaCppModelConfig): Promise<LoadedModel> {
+  private async loadModel(config: { name: ModelId; path: string }): Promise<LoadedModel> {
     await checkGguf(config.path);
     const llama = await this.getLlama();
     let model: LlamaModel;
@@ -275,7 +287,7 @@ export class LlamaCppEngine implements Engine {
     }
   }
 
-  private async release(name: string, reason: EngineError): Promise<void> {
+  private async release(name: ModelId, reason: EngineError): Promise<void> {
     const loading = this.loaded.get(name);
     if (!loading) return;
     this.loaded.delete(name);

@@ -572,6 +572,35 @@ describe("Agent session", () => {
     expect(conn.of("error")).toEqual([]);
   });
 
+  it("loads and unloads versioned model ids, and refuses text that is no model id before the engine sees it", async () => {
+    const { hub, engine, agent, logLines } = await setup();
+    const conn = await hub.connection(0);
+    conn.send({ type: "load", model: "m-a:1:2" });
+    conn.send({ type: "unload", model: "m-b:1:2" });
+    conn.send({ type: "load", model: "m-a:1.2.0" });
+    conn.send({ type: "unload", model: "m-b:3" });
+    expect(await conn.waitFor("loaded")).toEqual({
+      type: "loaded",
+      model: { name: "m-a:1.2.0", engine: "synthetic", loaded: true },
+    });
+    expect(await conn.waitFor("unloaded")).toEqual({ type: "unloaded", model: "m-b:3" });
+    expect(engine.loaded).toEqual(["m-a:1.2.0"]);
+    expect(engine.unloaded).toEqual(["m-b:3"]);
+    expect(logLines.filter((l) => l.level === "warn")).toEqual([
+      expect.objectContaining({
+        msg: "model load failed",
+        model: "m-a:1:2",
+        error: expect.stringMatching(/not a model id/),
+      }),
+      expect.objectContaining({
+        msg: "model unload failed",
+        model: "m-b:1:2",
+        error: expect.stringMatching(/not a model id/),
+      }),
+    ]);
+    expect(agent.stats.malformedFrames).toBe(0);
+  });
+
   it("sends health with in-flight count, tokens per second and host facts", async () => {
     const { hub, engine } = await setup({ healthIntervalMs: 40 });
     const conn = await hub.connection(0);

@@ -107,11 +107,15 @@ describe("loadConfig", () => {
     });
   });
 
-  it("takes repeated --model flags, named or from the file name", () => {
-    const config = loadConfig([...base, "--model", modelA, "--model", `qwen2.5:0.5b=${modelB}`], {});
+  it("takes repeated --model flags, named (with or without a version) or from the file name", () => {
+    const config = loadConfig(
+      [...base, "--model", modelA, "--model", `qwen2.5:0.5b=${modelB}`, "--model", `tiny:1.2.0=${modelA}`],
+      {},
+    );
     expect(config.models).toEqual([
       { name: "tiny-llama", path: modelA },
       { name: "qwen2.5:0.5b", path: modelB },
+      { name: "tiny:1.2.0", path: modelA },
     ]);
     expect(config.useDemoModel).toBe(false);
   });
@@ -160,6 +164,13 @@ describe("loadConfig errors name the setting", () => {
     ["missing model", [...base, "--model", join(dir, "nope.gguf")], {}, "--model", /does not exist/],
     ["model dir", [...base, "--model", join(dir, "a-directory.gguf")], {}, "--model", /not a file/],
     ["model name", [...base, "--model", spacedModel], {}, "--model", /cannot use "my model".*NAME=PATH/],
+    [
+      "two versions",
+      [...base, "--model", `tiny:1:2=${modelA}`],
+      {},
+      "--model",
+      /cannot use "tiny:1:2" as a model name; it may end in one :VERSION at most/,
+    ],
     ["duplicate model", [...base, "--model", modelA, "--model", modelA], {}, "--model", /twice/],
     ["unknown flag", [...base, "--bogus", "1"], {}, "--bogus", /unknown option/],
     ["flag without value", [...base, "--capacity"], {}, "--capacity", /needs a value/],

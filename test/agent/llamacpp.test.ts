@@ -111,6 +111,42 @@ describe("models", () => {
     expect(after.find((m) => m.name === "garbage")?.loaded).toBe(false);
   });
 
+  it("serves versioned model ids exactly as configured, and refuses an id with two versions", async () => {
+    expect(() => new LlamaCppEngine({ models: [{ name: "demo:1:2", path: modelPath }] })).toThrow(
+      'invalid model name "demo:1:2"',
+    );
+    const versioned = new LlamaCppEngine({
+      models: [
+        { name: "demo:1.0", path: modelPath },
+        { name: "demo:2.0", path: modelPath },
+      ],
+      capacity: 1,
+      threads: 1,
+    });
+    try {
+      expect((await versioned.listModels()).map((m) => [m.name, m.loaded])).toEqual([
+        ["demo:1.0", false],
+        ["demo:2.0", false],
+      ]);
+      expect(await versioned.load("demo:2.0")).toEqual({
+        name: "demo:2.0",
+        engine: "llamacpp",
+        contextLength: 1024,
+        loaded: true,
+      });
+      // Ids match exactly: choosing a version for a bare name is the hub's job, not the agent's.
+      await expect(versioned.load("demo")).rejects.toMatchObject({ code: "MODEL_NOT_FOUND" });
+      await expect(versioned.unload("demo:1:2")).rejects.toMatchObject({ code: "MODEL_NOT_FOUND" });
+      const generation = versioned.generate(
+        request({ model: "demo:2.0", params: { maxTokens: 8 } }),
+        new AbortController().signal,
+      );
+      expect((await collect(generation)).text).toBe((await run(request({ params: { maxTokens: 8 } }))).text);
+    } finally {
+      await versioned.close();
+    }
+  });
+
   it("fails with MODEL_NOT_FOUND for a model it was not given", async () => {
     await expectFailure(
       engine.generate(request({ model: "no-such-model" }), new AbortController().signal),
