@@ -94,9 +94,9 @@ export async function runMicro(rounds = 9): Promise<MicroCase[]> {
     () => () => protocol.parseAgentFrame(done),
   );
 
-  const render = await import("../../gateway/inference/render.ts");
-  const openai = await import("../../gateway/inference/openai.ts");
-  const { sseMessage } = await import("../../gateway/inference/sse.ts");
+  const render = await import("../../gateway/render/render.ts");
+  const openai = await import("../../gateway/render/openai-shapes.ts");
+  const { sseMessage } = await import("../../gateway/render/sse.ts");
   const text = "tok~tok~tok~tok~tok~tok~tok~";
   const encoder = new TextEncoder();
   const shape = {
@@ -133,7 +133,7 @@ export async function runMicro(rounds = 9): Promise<MicroCase[]> {
     params: { maxTokens: 8 },
     response: { ...shape, api: "generate" as const, stream: false },
   };
-  const dispatch = await import("../../gateway/hub/dispatch.ts");
+  const dispatch = await import("../../schema/hub.ts");
   await add("DispatchRequest.safeParse(JSON.parse(body))", "hub, once per request", () => {
     const raw = JSON.stringify(dispatchBody);
     return () => dispatch.DispatchRequest.safeParse(JSON.parse(raw));

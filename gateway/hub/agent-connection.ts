@@ -1,8 +1,15 @@
 // One connected agent as the hub sees it: identity and capabilities (mirrored in the socket's
 // attachment so they survive hibernation) plus live state that only matters while awake.
-import type { EngineName, HealthFrame, HelloFrame, HostFacts, ModelInfo } from "../../schema/protocol.ts";
+import type { AgentSummary } from "../../schema/hub.ts";
+import type {
+  Capability,
+  EngineName,
+  HealthFrame,
+  HelloFrame,
+  HostFacts,
+  ModelInfo,
+} from "../../schema/protocol.ts";
 import type { BreakerState } from "./circuit-breaker.ts";
-import type { AgentSummary } from "./dispatch.ts";
 import type { AgentLoad } from "./scheduling.ts";
 
 export interface AgentIdentity {
@@ -11,9 +18,15 @@ export interface AgentIdentity {
   pool: string;
   sessionId: string;
   connectedAt: number;
+  /** When the agent's token expires (epoch ms): the hub closes the socket then. Null: unknown. */
+  tokenExpiresAt: number | null;
 }
 
 export interface AgentCapabilities {
+  /** The protocol version negotiated in hello/welcome. */
+  protocol: number;
+  /** The agent's optional features this hub uses. */
+  capabilities: Capability[];
   agentVersion: string;
   name: string | undefined;
   engines: EngineName[];
@@ -56,6 +69,8 @@ export class AgentConnection implements AgentLoad {
   framesReceived = 0;
   /** Set once the hub forgot this connection (closed, superseded, timed out). */
   lost = false;
+  /** The latest failure the agent reported or the hub saw, with its detail: for admins only. */
+  lastError: AgentSummary["lastError"] = null;
   #models: Set<string>;
 
   constructor(
@@ -64,7 +79,10 @@ export class AgentConnection implements AgentLoad {
     restored: Partial<Pick<AgentAttachment, "caps" | "draining" | "capsInStorage">> = {},
     now = Date.now(),
   ) {
-    this.caps = restored.caps ?? null;
+    // An attachment written before protocol negotiation existed reads as protocol 1, no features.
+    const caps = restored.caps ?? null;
+    this.caps =
+      caps === null ? null : { ...caps, protocol: caps.protocol ?? 1, capabilities: caps.capabilities ?? [] };
     this.draining = restored.draining ?? false;
     this.capsInStorage = restored.capsInStorage ?? false;
     this.lastFrameAt = now;
@@ -97,8 +115,14 @@ export class AgentConnection implements AgentLoad {
     return this.requests.size + this.releasing.size;
   }
 
-  applyHello(hello: HelloFrame, now: number): void {
+  applyHello(
+    hello: HelloFrame,
+    negotiated: { protocol: number; capabilities: Capability[] },
+    now: number,
+  ): void {
     this.caps = {
+      protocol: negotiated.protocol,
+      capabilities: negotiated.capabilities,
       agentVersion: hello.agentVersion,
       name: hello.name,
       engines: hello.engines,
@@ -116,6 +140,15 @@ export class AgentConnection implements AgentLoad {
     this.#models = modelNames(this.caps);
   }
 
+  can(capability: Capability): boolean {
+    return this.caps?.capabilities.includes(capability) ?? false;
+  }
+
+  /** Remembers a failure's detail for GET /agents (never shown to callers). */
+  recordError(requestId: string, code: string, message: string, now: number): void {
+    this.lastError = { at: new Date(now).toISOString(), requestId, code, message: message.slice(0, 500) };
+  }
+
   attachment(): AgentAttachment {
     return { ...this.identity, caps: this.caps, capsInStorage: false, draining: this.draining };
   }
@@ -128,6 +161,8 @@ export class AgentConnection implements AgentLoad {
       sessionId: this.sessionId,
       ready: this.ready,
       agentVersion: this.caps?.agentVersion ?? null,
+      protocol: this.caps?.protocol ?? null,
+      capabilities: this.caps?.capabilities ?? [],
       engines: this.caps?.engines ?? [],
       models: [...(this.caps?.models ?? [])].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
       capacity: this.capacity,
@@ -136,12 +171,15 @@ export class AgentConnection implements AgentLoad {
       draining: this.draining,
       breaker,
       connectedAt: new Date(this.identity.connectedAt).toISOString(),
+      tokenExpiresAt:
+        this.identity.tokenExpiresAt === null ? null : new Date(this.identity.tokenExpiresAt).toISOString(),
       latencyMs: this.latencyMs === null ? null : Math.round(this.latencyMs),
       framesReceived: this.framesReceived,
       lastHealth:
         this.lastHealth === null
           ? null
           : { at: new Date(this.lastHealth.at).toISOString(), frame: this.lastHealth.frame },
+      lastError: this.lastError,
     };
   }
 }

@@ -1,10 +1,12 @@
-// AgentHub: one Durable Object per pool. Holds the agents' sockets with the hibernation API,
-// hands inference requests to the Dispatcher (dispatcher.ts), which streams chunks back to the
-// Worker. Everything durable about a socket lives in its attachment; the rest is rebuilt on wake.
+// AgentHub: one Durable Object per pool. A thin shell over the pool's parts: agent sockets with
+// the hibernation API (agent-sockets.ts), the hello handshake (handshake.ts), the request lifecycle
+// (dispatcher.ts), breakers, counters and known models with their persistence (hub-storage.ts),
+// and one alarm for whatever is due next (next-alarm.ts).
 import { DurableObject } from "cloudflare:workers";
 import { eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { agents as agentsTable } from "../../schema/db.ts";
+import { DEFAULT_POOL, HubHeader, type HubSnapshot, isDispatchRequest } from "../../schema/hub.ts";
 import {
   type AgentFrame,
   CloseCode,
@@ -12,52 +14,56 @@ import {
   HEARTBEAT_PING,
   HEARTBEAT_PONG,
   type HelloFrame,
-  PROTOCOL_VERSION,
   parseAgentFrame,
   type WelcomeFrame,
 } from "../../schema/protocol.ts";
 import { type GatewayConfig, readConfig } from "../config.ts";
 import { describeError, log } from "../log.ts";
+import type { AgentCapabilities, AgentConnection } from "./agent-connection.ts";
+import { AgentSockets, closeQuietly } from "./agent-sockets.ts";
 import {
-  type AgentAttachment,
-  type AgentCapabilities,
-  AgentConnection,
-  capsStorageKey,
-} from "./agent-connection.ts";
-import {
-  BREAKER_KEY_PREFIX,
   type BreakerChange,
   type BreakerSelector,
   type BreakerStatus,
   CircuitBreakers,
-} from "./circuit-breaker.ts";
-import { DEFAULT_POOL, HubHeader, type HubSnapshot, isDispatchRequest } from "./dispatch.ts";
+} from "./circuit-breakers.ts";
 import { Dispatcher, errorResponse } from "./dispatcher.ts";
+import { answerHello } from "./handshake.ts";
+import { HubCounters, METRICS_STORAGE_KEY } from "./hub-metrics.ts";
+import { FLUSH_INTERVAL_MS, HubStorage } from "./hub-storage.ts";
+import { KnownModels } from "./known-models.ts";
+import { nextAlarm } from "./next-alarm.ts";
 
 /** last_seen_at in D1 is refreshed at most this often per agent (on `hello` and `health`). */
 const LAST_SEEN_WRITE_INTERVAL_MS = 60_000;
-/** Breaker counts (not transitions, which are written at once) reach storage at least this often. */
-const BREAKER_FLUSH_INTERVAL_MS = 10_000;
-const KNOWN_MODELS_KEY = "knownModels";
+/** A failed restore is tried again after this long, doubling up to the maximum. */
+const RESTORE_RETRY_MS = 1_000;
+const RESTORE_RETRY_MAX_MS = 30_000;
 
 export class AgentHub extends DurableObject<Env> {
   readonly #config: GatewayConfig;
-  /** Connected agents by agent id: at most one connection per id (newer supersedes older). */
-  readonly #agents = new Map<string, AgentConnection>();
+  readonly #pool: string;
+  readonly #sockets: AgentSockets;
+  readonly #storage: HubStorage;
   readonly #dispatcher: Dispatcher;
   /** Per agent and agent+model; persisted so an eviction or redeploy does not forget a bad agent. */
   readonly #breakers: CircuitBreakers;
-  /** Every model any agent of this pool ever announced, with when it was first seen. */
-  #knownModels = new Map<string, number>();
-  /** Sockets to their connection (see #agentFor); rebuilt lazily after a wake. */
-  readonly #bySocket = new WeakMap<WebSocket, AgentConnection>();
+  readonly #counters = new HubCounters(() => this.#scheduleNextAlarm());
+  readonly #knownModels = new KnownModels();
   /** The scheduled alarm as we last set it; null when none. */
   #alarmAt: number | null = null;
-  #breakersFlushedAt = 0;
+  #flushedAt = 0;
+  /** False until stored state was read: counters are not written over what storage holds. */
+  #restored = false;
+  #restoreRetryAt: number | null = null;
+  #restoreRetryMs = RESTORE_RETRY_MS;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#config = readConfig(env);
+    this.#pool = ctx.id.name ?? DEFAULT_POOL;
+    this.#sockets = new AgentSockets(ctx);
+    this.#storage = new HubStorage(ctx.storage);
     this.#breakers = new CircuitBreakers(
       this.#config.breaker,
       (change) => {
@@ -68,22 +74,24 @@ export class AgentHub extends DurableObject<Env> {
         });
         this.#persistBreakers([change]);
       },
-      () => this.#ensureAlarm(this.#breakersFlushedAt + BREAKER_FLUSH_INTERVAL_MS),
+      () => this.#scheduleNextAlarm(),
     );
     this.#dispatcher = new Dispatcher({
       config: this.#config,
       breakers: this.#breakers,
-      connections: () => this.#agents.values(),
-      connection: (agentId) => this.#agents.get(agentId),
-      knownModels: () => new Set(this.#knownModels.keys()),
+      counters: this.#counters,
+      connections: () => this.#sockets.values(),
+      connection: (agentId) => this.#sockets.get(agentId),
+      knownModels: () => this.#knownModels,
       send: (agent, frame) => this.#sendFrame(agent, frame),
+      close: (agent, code, reason) => this.#closeAgent(agent, code, reason),
       wakeAt: (at) => this.#ensureAlarm(at),
       now: () => Date.now(),
     });
     // Heartbeats are answered by the runtime, so an idle pool can hibernate with agents connected.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT_PING, HEARTBEAT_PONG));
-    // Runs once per wake (not per request). Errors are caught inside so the input gate is never
-    // left broken: a hub without its model list still serves; it answers 503 instead of 404.
+    // Once per wake, not per request. #restore() never throws (a throw here would break the input
+    // gate for good): a failed read is retried on an alarm, and the agents are adopted either way.
     void ctx.blockConcurrencyWhile(() => this.#restore());
   }
 
@@ -103,19 +111,20 @@ export class AgentHub extends DurableObject<Env> {
 
   /** RPC: live view for GET /agents, /v1/models, /health and /ready. */
   snapshot(): HubSnapshot {
-    const models = new Map<string, number>();
-    for (const agent of this.#agents.values()) {
-      if (!agent.ready || agent.draining) continue;
-      for (const model of agent.models) models.set(model, this.#knownModels.get(model) ?? Date.now());
-    }
     const now = Date.now();
+    const models = new Map<string, number>();
+    for (const agent of this.#sockets.values()) {
+      if (!agent.ready || agent.draining) continue;
+      for (const model of agent.models) models.set(model, this.#knownModels.firstSeenAt(model) ?? now);
+    }
     return {
-      agents: [...this.#agents.values()].map((a) => a.summary(this.#breakers.agentState(a.id, now))),
+      pool: this.#pool,
+      agents: [...this.#sockets.values()].map((a) => a.summary(this.#breakers.agentState(a.id, now))),
       models: [...models]
         .map(([id, firstSeenAt]) => ({ id, firstSeenAt }))
         .sort((a, b) => (a.id < b.id ? -1 : 1)),
       queue: { total: this.#dispatcher.queue.size, byModel: this.#dispatcher.queue.countsByModel() },
-      metrics: structuredClone(this.#dispatcher.metrics),
+      metrics: this.#counters.snapshot(),
     };
   }
 
@@ -139,7 +148,7 @@ export class AgentHub extends DurableObject<Env> {
    * requests fail over like on any disconnect. False when the agent is not connected to this pool.
    */
   disconnectAgent(agentId: string, code: CloseCode, reason: string): boolean {
-    const agent = this.#agents.get(agentId);
+    const agent = this.#sockets.get(agentId);
     const sockets = this.ctx.getWebSockets(agentId);
     for (const ws of sockets) closeQuietly(ws, code, reason);
     if (agent) this.#closeAgent(agent, code, reason);
@@ -153,33 +162,22 @@ export class AgentHub extends DurableObject<Env> {
     const agentId = request.headers.get(HubHeader.agentId);
     if (!agentId) return errorResponse("INVALID_REQUEST", `missing ${HubHeader.agentId}`);
     const now = Date.now();
-
-    // Older sockets of this agent (the tracked one, and any the table lost track of) give way.
-    const previous = this.#agents.get(agentId);
-    for (const older of this.ctx.getWebSockets(agentId)) {
-      closeQuietly(older, CloseCode.SUPERSEDED, "superseded by a newer connection");
-    }
-
-    const { 0: client, 1: server } = new WebSocketPair();
-    this.ctx.acceptWebSocket(server, [agentId]);
-    const agent = new AgentConnection(
-      server,
+    const exp = Number(request.headers.get(HubHeader.tokenExp));
+    const { agent, client, previous } = this.#sockets.accept(
       {
         agentId,
         name: request.headers.get(HubHeader.agentName) || agentId,
-        pool: request.headers.get(HubHeader.pool) || DEFAULT_POOL,
+        pool: request.headers.get(HubHeader.pool) || this.#pool,
         sessionId: crypto.randomUUID(),
         connectedAt: now,
+        tokenExpiresAt: Number.isFinite(exp) && exp > 0 ? exp * 1000 : null,
       },
-      {},
       now,
     );
-    this.#agents.set(agentId, agent);
-    this.#persistAttachment(agent);
     this.#ensureAlarm(now + this.#config.helloTimeoutMs);
     log("info", "agent connected", { agentId, sessionId: agent.sessionId, supersedes: previous?.sessionId });
     // After the newer session is in the table, so the older one's unanswered requests wait for it.
-    if (previous) this.#agentLost(previous, `agent ${agentId} reconnected`);
+    if (previous) this.#agentLost(previous, "reconnected");
     return new Response(null, { status: 101, webSocket: client });
   }
 
@@ -194,43 +192,60 @@ export class AgentHub extends DurableObject<Env> {
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     // Never throw from here: one agent's bad frame or our own bug must not affect anyone else.
     try {
-      this.#onMessage(ws, message);
+      let agent = this.#sockets.of(ws);
+      if (agent === null) {
+        const adopted = await this.#sockets.adopt(ws, Date.now());
+        if (adopted.agent === null) {
+          closeQuietly(ws, adopted.code, adopted.reason);
+          return;
+        }
+        agent = adopted.agent;
+        log("warn", "adopted an agent socket the hub had lost track of", { agentId: agent.id });
+      }
+      this.#onMessage(agent, message);
     } catch (err) {
       log("error", "failed to handle agent frame", describeError(err));
     }
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    const agent = this.#agentFor(ws);
+    const agent = this.#sockets.of(ws);
     if (agent) {
       log("info", "agent disconnected", { agentId: agent.id, code, reason });
-      this.#agentLost(agent, `agent ${agent.id} disconnected`);
+      this.#agentLost(agent, "disconnected");
     }
     // Complete the closing handshake (a no-op when the runtime already replied).
     closeQuietly(ws, code === 1005 || code === 1006 ? 1000 : code, "closing");
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
-    const agent = this.#agentFor(ws);
+    const agent = this.#sockets.of(ws);
     if (agent) {
       log("warn", "agent socket error", { agentId: agent.id, ...describeError(error) });
-      this.#agentLost(agent, `agent ${agent.id} connection failed`);
+      this.#agentLost(agent, "connection failed");
     }
   }
 
   override async alarm(): Promise<void> {
     this.#alarmAt = null;
+    if (!this.#restored && this.#restoreRetryAt !== null && this.#restoreRetryAt <= Date.now()) {
+      await this.#loadStoredState();
+    }
     this.runChecks(Date.now());
   }
 
   /**
-   * The periodic work an alarm does — hello and heartbeat deadlines, queue deadlines — as if the
-   * clock read `now`. Public so tests can run it at a chosen time (runInDurableObject).
+   * The periodic work an alarm does — hello, heartbeat and token deadlines, request deadlines, the
+   * flush of buffered counts — as if the clock read `now`. Public so tests can run it at a chosen
+   * time (runInDurableObject).
    */
   runChecks(now: number): void {
     try {
-      for (const agent of [...this.#agents.values()]) {
-        if (!agent.ready) {
+      for (const agent of [...this.#sockets.values()]) {
+        const expiresAt = agent.identity.tokenExpiresAt;
+        if (expiresAt !== null && expiresAt <= now) {
+          this.#closeAgent(agent, CloseCode.UNAUTHORIZED, "token expired");
+        } else if (!agent.ready) {
           if (now - agent.identity.connectedAt >= this.#config.helloTimeoutMs) {
             this.#closeAgent(
               agent,
@@ -238,25 +253,19 @@ export class AgentHub extends DurableObject<Env> {
               `no hello within ${this.#config.helloTimeoutMs} ms`,
             );
           }
-        } else if (now - this.#lastActivity(agent) > this.#config.heartbeatTimeoutMs) {
+        } else if (now - this.#lastActivity(agent) >= this.#config.heartbeatTimeoutMs) {
           this.#closeAgent(agent, CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout");
         }
       }
       this.#dispatcher.expire(now);
-      this.#flushBreakers(now);
+      if (now >= this.#flushedAt + FLUSH_INTERVAL_MS) this.#flush(now);
     } catch (err) {
       log("error", "hub alarm failed", describeError(err));
     }
     this.#scheduleNextAlarm();
   }
 
-  #onMessage(ws: WebSocket, message: string | ArrayBuffer): void {
-    const agent = this.#agentFor(ws);
-    if (agent === null) {
-      // A socket we already closed or replaced; its late frames mean nothing.
-      closeQuietly(ws, CloseCode.SUPERSEDED, "superseded");
-      return;
-    }
+  #onMessage(agent: AgentConnection, message: string | ArrayBuffer): void {
     agent.lastFrameAt = Date.now();
     agent.framesReceived += 1;
     const parsed = parseAgentFrame(message);
@@ -274,25 +283,19 @@ export class AgentHub extends DurableObject<Env> {
   }
 
   #onHello(agent: AgentConnection, hello: HelloFrame): void {
-    if (hello.protocol !== PROTOCOL_VERSION) {
-      this.#closeAgent(
-        agent,
-        CloseCode.INCOMPATIBLE_VERSION,
-        `protocol ${hello.protocol} unsupported; hub speaks ${PROTOCOL_VERSION}`,
-      );
-      return;
-    }
-    if (hello.agentId !== agent.id) {
-      this.#closeAgent(agent, CloseCode.PROTOCOL_ERROR, "hello.agentId does not match the token subject");
+    const decision = answerHello(hello, agent.id);
+    if (!decision.accept) {
+      this.#closeAgent(agent, decision.code, decision.reason);
       return;
     }
     const now = Date.now();
-    agent.applyHello(hello, now);
-    this.#persistAttachment(agent);
-    this.#rememberModels(agent.models);
+    agent.applyHello(hello, decision, now);
+    this.#sockets.persist(agent);
+    this.#knownModels.announce(agent.models, now);
     const welcome: WelcomeFrame = {
       type: "welcome",
-      protocol: PROTOCOL_VERSION,
+      protocol: decision.protocol,
+      capabilities: decision.capabilities,
       agentId: agent.id,
       sessionId: agent.sessionId,
       pool: agent.identity.pool,
@@ -300,7 +303,13 @@ export class AgentHub extends DurableObject<Env> {
       healthIntervalMs: this.#config.healthIntervalMs,
     };
     if (!this.#sendFrame(agent, welcome)) return;
-    log("info", "agent ready", { agentId: agent.id, models: [...agent.models], capacity: agent.capacity });
+    log("info", "agent ready", {
+      agentId: agent.id,
+      protocol: decision.protocol,
+      capabilities: decision.capabilities,
+      models: [...agent.models],
+      capacity: agent.capacity,
+    });
     this.#touchLastSeen(agent, now);
     this.#scheduleNextAlarm();
     this.#dispatcher.pump();
@@ -332,7 +341,7 @@ export class AgentHub extends DurableObject<Env> {
       }
       case "draining":
         agent.draining = true;
-        this.#persistAttachment(agent);
+        this.#sockets.persist(agent);
         log("info", "agent draining", { agentId: agent.id, deadlineMs: frame.deadlineMs });
         return;
       case "chunk":
@@ -349,22 +358,6 @@ export class AgentHub extends DurableObject<Env> {
 
   // ---- agents ----
 
-  /**
-   * The live connection a socket belongs to, or null (closed, superseded). Every frame asks, so the
-   * answer is remembered per socket object: deserializing the attachment each time cost ~4% of the
-   * hub's CPU (bench --profile). A remembered connection counts only while it is still the agent's.
-   */
-  #agentFor(ws: WebSocket): AgentConnection | null {
-    const known = this.#bySocket.get(ws);
-    if (known !== undefined && this.#agents.get(known.id) === known) return known;
-    const attachment = ws.deserializeAttachment() as AgentAttachment | null;
-    if (attachment === null) return null;
-    const agent = this.#agents.get(attachment.agentId);
-    if (agent === undefined || agent.sessionId !== attachment.sessionId) return null;
-    this.#bySocket.set(ws, agent);
-    return agent;
-  }
-
   #sendFrame(agent: AgentConnection, frame: GatewayFrame): boolean {
     try {
       agent.ws.send(JSON.stringify(frame));
@@ -379,53 +372,24 @@ export class AgentHub extends DurableObject<Env> {
   #closeAgent(agent: AgentConnection, code: CloseCode, reason: string): void {
     log("warn", "closing agent socket", { agentId: agent.id, code, reason });
     closeQuietly(agent.ws, code, reason);
-    this.#agentLost(agent, `agent ${agent.id} connection closed (${reason})`);
+    this.#agentLost(agent, `connection closed (${reason})`);
   }
 
   /** Forgets an agent; its requests fail over (before the first chunk) or end with an error event. */
   #agentLost(agent: AgentConnection, reason: string): void {
     if (agent.lost) return;
     agent.lost = true;
-    if (this.#agents.get(agent.id) === agent) this.#agents.delete(agent.id);
-    if (agent.capsInStorage) void this.ctx.storage.delete(capsStorageKey(agent.sessionId));
+    this.#sockets.forget(agent);
     this.#dispatcher.agentLost(agent, reason);
     this.#scheduleNextAlarm();
   }
 
   #updateModels(agent: AgentConnection, models: AgentCapabilities["models"]): void {
     agent.setModels(models);
-    this.#persistAttachment(agent);
-    this.#rememberModels(agent.models);
+    this.#sockets.persist(agent);
+    this.#knownModels.announce(agent.models, Date.now());
+    this.#scheduleNextAlarm();
     this.#dispatcher.pump();
-  }
-
-  #persistAttachment(agent: AgentConnection): void {
-    const attachment = agent.attachment();
-    try {
-      agent.ws.serializeAttachment(attachment);
-      if (agent.capsInStorage) void this.ctx.storage.delete(capsStorageKey(agent.sessionId));
-      agent.capsInStorage = false;
-    } catch {
-      // Over the 16 KiB attachment limit: keep identity on the socket, capabilities in storage.
-      agent.ws.serializeAttachment({
-        ...attachment,
-        caps: null,
-        capsInStorage: true,
-      } satisfies AgentAttachment);
-      void this.ctx.storage.put(capsStorageKey(agent.sessionId), attachment.caps);
-      agent.capsInStorage = true;
-    }
-  }
-
-  #rememberModels(models: Iterable<string>): void {
-    const now = Date.now();
-    let changed = false;
-    for (const model of models) {
-      if (this.#knownModels.has(model)) continue;
-      this.#knownModels.set(model, now);
-      changed = true;
-    }
-    if (changed) void this.ctx.storage.put(KNOWN_MODELS_KEY, Object.fromEntries(this.#knownModels));
   }
 
   #touchLastSeen(agent: AgentConnection, now: number): void {
@@ -447,12 +411,19 @@ export class AgentHub extends DurableObject<Env> {
     return Math.max(agent.lastFrameAt, pinged);
   }
 
-  // ---- circuit breakers in storage ----
+  // ---- storage ----
 
-  /** Count changes since the last flush, and breakers no longer worth keeping, in one batch. */
-  #flushBreakers(now: number): void {
-    this.#breakersFlushedAt = now;
-    this.#persistBreakers(this.#breakers.flush(now, (agentId) => this.#agents.has(agentId)));
+  /** Buffered counts to storage: breaker counts, request counters (once restored), known models. */
+  #flush(now: number): void {
+    this.#flushedAt = now;
+    this.#persistBreakers(this.#breakers.flush(now, (agentId) => this.#sockets.has(agentId)));
+    const models = this.#knownModels.flush(now);
+    if (Object.keys(models.puts).length > 0 || models.deletes.length > 0) {
+      this.#storage.write(models.puts, models.deletes, "known models");
+    }
+    if (!this.#restored) return;
+    const metrics = this.#counters.flush();
+    if (metrics !== null) this.#storage.write({ [METRICS_STORAGE_KEY]: metrics }, [], "hub metrics");
   }
 
   #persistBreakers(changes: BreakerChange[]): void {
@@ -462,54 +433,49 @@ export class AgentHub extends DurableObject<Env> {
       if (change.record === null) deletes.push(change.key);
       else puts[change.key] = change.record;
     }
-    const writes: Promise<unknown>[] = [];
-    // put() and delete() take at most 128 keys per call.
-    const entries = Object.entries(puts);
-    for (let i = 0; i < entries.length; i += 128) {
-      writes.push(this.ctx.storage.put(Object.fromEntries(entries.slice(i, i + 128))));
-    }
-    for (let i = 0; i < deletes.length; i += 128)
-      writes.push(this.ctx.storage.delete(deletes.slice(i, i + 128)));
-    for (const write of writes) {
-      write.catch((err: unknown) => log("error", "persisting circuit breakers failed", describeError(err)));
-    }
+    this.#storage.write(puts, deletes, "circuit breakers");
   }
 
-  // ---- wake-up and alarms ----
-
+  /** A wake: the agents from their sockets, then what storage holds. Never throws. */
   async #restore(): Promise<void> {
-    try {
-      const [known, alarm, breakers] = await Promise.all([
-        this.ctx.storage.get<Record<string, number>>(KNOWN_MODELS_KEY),
-        this.ctx.storage.getAlarm(),
-        this.ctx.storage.list({ prefix: BREAKER_KEY_PREFIX }),
-      ]);
-      this.#knownModels = new Map(Object.entries(known ?? {}));
-      this.#alarmAt = alarm;
-      const now = Date.now();
-      this.#breakersFlushedAt = now;
-      const restored = this.#breakers.restore(breakers.values(), now);
-      if (restored > 0) log("info", "circuit breakers restored", { count: restored });
-      for (const ws of this.ctx.getWebSockets()) {
-        const attachment = ws.deserializeAttachment() as AgentAttachment | null;
-        if (attachment === null) continue;
-        const current = this.#agents.get(attachment.agentId);
-        if (current && current.identity.connectedAt >= attachment.connectedAt) {
-          closeQuietly(ws, CloseCode.SUPERSEDED, "superseded");
-          continue;
-        }
-        if (current) closeQuietly(current.ws, CloseCode.SUPERSEDED, "superseded");
-        const caps = attachment.capsInStorage
-          ? ((await this.ctx.storage.get<AgentCapabilities>(capsStorageKey(attachment.sessionId))) ?? null)
-          : attachment.caps;
-        const { agentId, name, pool, sessionId, connectedAt, draining, capsInStorage } = attachment;
-        const identity = { agentId, name, pool, sessionId, connectedAt };
-        this.#agents.set(agentId, new AgentConnection(ws, identity, { caps, draining, capsInStorage }, now));
+    const now = Date.now();
+    for (const ws of this.ctx.getWebSockets()) {
+      try {
+        const adopted = await this.#sockets.adopt(ws, now);
+        if (adopted.agent === null) closeQuietly(ws, adopted.code, adopted.reason);
+      } catch (err) {
+        log("error", "an agent socket could not be restored", describeError(err));
       }
+    }
+    await this.#loadStoredState();
+    this.#scheduleNextAlarm();
+  }
+
+  /** Reads breakers, counters and known models; on failure, tries again later on an alarm. */
+  async #loadStoredState(): Promise<void> {
+    try {
+      const stored = await this.#storage.load();
+      const now = Date.now();
+      this.#alarmAt = stored.alarm;
+      const restored = this.#breakers.restore(stored.breakers, now);
+      if (restored > 0) log("info", "circuit breakers restored", { count: restored });
+      this.#knownModels.restore(stored.knownModels, stored.legacyKnownModels, now);
+      if (stored.legacyKnownModels !== undefined) this.#storage.dropLegacyKnownModels();
+      this.#counters.restore(stored.metrics);
+      this.#restored = true;
+      this.#restoreRetryAt = null;
+      this.#flushedAt = now;
     } catch (err) {
-      log("error", "hub restore failed", describeError(err));
+      this.#restoreRetryAt = Date.now() + this.#restoreRetryMs;
+      log("error", "hub restore failed; serving without stored breakers and counters until it succeeds", {
+        retryInMs: this.#restoreRetryMs,
+        ...describeError(err),
+      });
+      this.#restoreRetryMs = Math.min(this.#restoreRetryMs * 2, RESTORE_RETRY_MAX_MS);
     }
   }
+
+  // ---- alarms ----
 
   /** Makes sure an alarm fires no later than `at`. */
   #ensureAlarm(at: number): void {
@@ -518,39 +484,31 @@ export class AgentHub extends DurableObject<Env> {
     void this.ctx.storage.setAlarm(at);
   }
 
-  /**
-   * The next moment something is due: a hello deadline, a request deadline (queue, request, first
-   * chunk, idle), an open breaker turning half-open while requests wait, a flush of breaker counts,
-   * or — only while agents are connected — the next heartbeat check. One alarm, the earliest.
-   */
+  /** One alarm, at the earliest moment anything is due (next-alarm.ts); none when nothing is. */
   #scheduleNextAlarm(): void {
     const now = Date.now();
-    const due: number[] = [];
-    let anyReady = false;
-    for (const agent of this.#agents.values()) {
-      if (agent.ready) anyReady = true;
-      else due.push(agent.identity.connectedAt + this.#config.helloTimeoutMs);
-    }
-    if (anyReady) due.push(now + this.#config.heartbeatIntervalMs);
-    const requestDeadline = this.#dispatcher.nextDeadline(now);
-    if (requestDeadline !== null) due.push(requestDeadline);
-    if (this.#breakers.dirty) due.push(this.#breakersFlushedAt + BREAKER_FLUSH_INTERVAL_MS);
-    if (due.length === 0) return;
-    this.#ensureAlarm(Math.min(...due));
+    const agents = [...this.#sockets.values()];
+    const dirty = this.#breakers.dirty || this.#counters.dirty || this.#knownModels.dirty;
+    const flushAt = dirty ? this.#flushedAt + FLUSH_INTERVAL_MS : null;
+    const at = nextAlarm({
+      now,
+      helloDeadlines: agents
+        .filter((a) => !a.ready)
+        .map((a) => a.identity.connectedAt + this.#config.helloTimeoutMs),
+      lastActivity: agents.filter((a) => a.ready).map((a) => this.#lastActivity(a)),
+      heartbeatTimeoutMs: this.#config.heartbeatTimeoutMs,
+      tokenExpiries: agents.flatMap((a) =>
+        a.identity.tokenExpiresAt === null ? [] : [a.identity.tokenExpiresAt],
+      ),
+      requestDeadline: this.#dispatcher.nextDeadline(now),
+      flushAt: minOrNull(flushAt, this.#restoreRetryAt),
+    });
+    if (at !== null) this.#ensureAlarm(at);
   }
 }
 
-/** Close reasons are limited to 123 bytes; closing an already-closed socket is not an error. */
-function closeQuietly(ws: WebSocket, code: number, reason: string): void {
-  try {
-    ws.close(code, truncateUtf8(reason, 123));
-  } catch {
-    // Already closed or closing.
-  }
-}
-
-function truncateUtf8(text: string, maxBytes: number): string {
-  const bytes = new TextEncoder().encode(text);
-  if (bytes.byteLength <= maxBytes) return text;
-  return new TextDecoder().decode(bytes.slice(0, maxBytes)).replace(/\uFFFD$/, "");
+function minOrNull(a: number | null, b: number | null): number | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return Math.min(a, b);
 }

@@ -1,32 +1,25 @@
-// The life of inference requests in one pool: admission (404/503/429, model fallbacks), dispatch
-// to an agent whose breakers allow it, the queue, failover before the first chunk, deadlines
-// (request, first chunk, idle), completion, slow callers, and cancellation when the caller goes.
-// No Durable Object APIs here: the AgentHub shell injects sockets, clocks and alarms.
+// The life of inference requests in one pool: admission (404/503/429, via model-resolution.ts),
+// dispatch to an agent (agent-choice.ts), the queue, failover before the first chunk, the limits an
+// agent's output must keep, completion, and cancellation when the caller goes. Deadlines are
+// expire(); what was cancelled but may still run is cancellations.ts. No Durable Object APIs here:
+// the AgentHub shell injects sockets, clocks and alarms.
 import type { ErrorCode } from "../../schema/api.ts";
-import type {
-  AgentErrorCode,
-  CancelFrame,
-  ChunkFrame,
-  DoneFrame,
-  ErrorFrame,
-  GatewayFrame,
-} from "../../schema/protocol.ts";
+import type { DispatchRequest, RequestOutcome } from "../../schema/hub.ts";
+import type { ChunkFrame, CloseCode, DoneFrame, ErrorFrame, GatewayFrame } from "../../schema/protocol.ts";
+import { CloseCode as Close } from "../../schema/protocol.ts";
 import type { GatewayConfig } from "../config.ts";
 import { STATUS_BY_CODE } from "../errors.ts";
 import { log } from "../log.ts";
+import { AgentChoice } from "./agent-choice.ts";
 import type { AgentConnection } from "./agent-connection.ts";
-import type { AttemptOutcome, CircuitBreakers } from "./circuit-breaker.ts";
-import type { DispatchRequest, HubMetrics, RequestOutcome } from "./dispatch.ts";
-import { InferenceJob } from "./inference-job.ts";
-import {
-  ewma,
-  hasCandidate,
-  modelAvailability,
-  pickAgent,
-  RequestQueue,
-  retryAfterSeconds,
-  slotsFor,
-} from "./scheduling.ts";
+import { breakerOutcomeFor, PublicMessage, publicCodeFor, publicMessageFor } from "./agent-errors.ts";
+import { Cancellations } from "./cancellations.ts";
+import type { AttemptOutcome } from "./circuit-breaker.ts";
+import type { CircuitBreakers } from "./circuit-breakers.ts";
+import type { HubCounters } from "./hub-metrics.ts";
+import { InferenceJob, outputLimitViolation } from "./inference-job.ts";
+import { resolveModel } from "./model-resolution.ts";
+import { ewma, modelAvailability, RequestQueue, retryAfterSeconds, slotsFor } from "./scheduling.ts";
 
 export type DispatcherConfig = Pick<
   GatewayConfig,
@@ -45,58 +38,43 @@ export type DispatcherConfig = Pick<
 export interface DispatcherHost {
   config: DispatcherConfig;
   breakers: CircuitBreakers;
+  counters: HubCounters;
   /** Every connection of the pool, ready or not. */
   connections(): Iterable<AgentConnection>;
   /** The current connection of an agent id, if any. */
   connection(agentId: string): AgentConnection | undefined;
-  knownModels(): ReadonlySet<string>;
+  knownModels(): { has(model: string): boolean };
   /** Sends a frame; false when the socket failed (the host then reports the agent lost). */
   send(agent: AgentConnection, frame: GatewayFrame): boolean;
+  /** Closes an agent that broke the protocol; the host then reports it lost (agentLost()). */
+  close(agent: AgentConnection, code: CloseCode, reason: string): void;
   /** Asks to be woken (expire()) no later than `at`. */
   wakeAt(at: number): void;
   now(): number;
 }
 
-/** How many finished request ids are remembered, to tell late frames from orphaned generations. */
-const RECENT_IDS = 1024;
-
-/**
- * How long a cancelled generation keeps its slot while the hub waits for the agent's `done`
- * (the node agent answers a cancel within about 2 s: CANCEL_USAGE_GRACE_MS there).
- */
-export const CANCEL_ACK_GRACE_MS = 5_000;
-
 export class Dispatcher {
-  readonly metrics: HubMetrics = {
-    requests: {
-      ok: 0,
-      upstream_error: 0,
-      cancelled: 0,
-      queue_full: 0,
-      queue_timeout: 0,
-      timeout: 0,
-      slow_consumer: 0,
-      no_agent: 0,
-      model_not_found: 0,
-    },
-    retries: 0,
-    fallbacks: 0,
-    tokens: { prompt: 0, completion: 0 },
-  };
   readonly queue: RequestQueue<InferenceJob>;
   readonly #jobs = new Map<string, InferenceJob>();
-  /** Ids of requests that ended here recently: frames for them are late, not orphans. */
-  readonly #recentIds = new Set<string>();
   /** Recent time from dispatch to `done`, per model and across the pool (for Retry-After). */
   readonly #serviceTimeMs = new Map<string, number>();
   #poolServiceTimeMs: number | null = null;
   readonly #config: DispatcherConfig;
   readonly #breakers: CircuitBreakers;
+  readonly #choice: AgentChoice;
+  readonly #cancellations: Cancellations;
 
   constructor(private readonly host: DispatcherHost) {
     this.#config = host.config;
     this.#breakers = host.breakers;
     this.queue = new RequestQueue(host.config.queueMax);
+    this.#choice = new AgentChoice(host.breakers, () => this.#ready());
+    this.#cancellations = new Cancellations({
+      send: (agent, frame) => host.send(agent, frame),
+      wakeAt: (at) => host.wakeAt(at),
+      now: () => host.now(),
+      isLive: (id) => this.#jobs.has(id),
+    });
   }
 
   /**
@@ -105,14 +83,20 @@ export class Dispatcher {
    */
   submit(request: DispatchRequest, callerSignal: AbortSignal): Promise<Response> | Response {
     const now = this.host.now();
-    const requested = request.model ?? this.#defaultModel(now);
-    if (requested === undefined) {
-      this.#count("no_agent");
-      return errorResponse("NO_AGENT_AVAILABLE", "no agent serves any model", 1);
+    const resolved = resolveModel(request.model, this.#config, {
+      availability: (model) =>
+        modelAvailability(model, this.#choice.usable(model, now), this.host.knownModels()),
+      servedModels: () => this.#servedModels(now),
+    });
+    if (!resolved.ok) {
+      this.host.counters.outcome(resolved.code === "MODEL_NOT_FOUND" ? "model_not_found" : "no_agent", null);
+      return errorResponse(
+        resolved.code,
+        resolved.message,
+        resolved.code === "NO_AGENT_AVAILABLE" ? 1 : undefined,
+      );
     }
-    const model = this.#servingModel(requested, now);
-    if (model instanceof Response) return model;
-
+    const { model, requested } = resolved;
     const timeoutMs = Math.min(
       request.timeoutMs ?? this.#config.requestTimeoutMs,
       this.#config.requestTimeoutMaxMs,
@@ -131,14 +115,14 @@ export class Dispatcher {
     );
     this.#jobs.set(job.id, job);
     if (job.isFallback) {
-      this.metrics.fallbacks += 1;
+      this.host.counters.fallback();
       log("info", "serving a fallback model", { requestId: job.id, requested, model });
     }
     // Only fires with the enable_request_signal compatibility flag: without it, a caller that
     // leaves while queued or before the first chunk is never noticed (measured in workerd).
     callerSignal.addEventListener("abort", () => this.callerGone(job));
 
-    const agent = pickAgent(this.#ready(), model, this.#exclusions(job, now).pick);
+    const agent = this.#choice.pick(model, job, now);
     if (agent !== null) {
       this.#send(job, agent);
     } else if (this.queue.push(job)) {
@@ -158,7 +142,12 @@ export class Dispatcher {
   onChunk(agent: AgentConnection, frame: ChunkFrame): void {
     const job = this.#jobOf(agent, frame.id);
     if (job === null) {
-      if (!agent.releasing.has(frame.id)) this.#orphan(agent, frame.id);
+      this.#cancellations.orphan(agent, frame.id);
+      return;
+    }
+    const violation = outputLimitViolation(job, frame.tokens, frame.text.length);
+    if (violation !== null) {
+      this.#limitExceeded(job, agent, violation);
       return;
     }
     const now = this.host.now();
@@ -180,12 +169,19 @@ export class Dispatcher {
       this.#released(agent, frame.id);
       return;
     }
+    if (frame.usage.completionTokens > job.request.params.maxTokens) {
+      this.#limitExceeded(
+        job,
+        agent,
+        `done reports ${frame.usage.completionTokens} tokens for max_tokens ${job.request.params.maxTokens}`,
+      );
+      return;
+    }
     const now = this.host.now();
     const serviceTime = now - (job.dispatchedAt ?? now);
     this.#serviceTimeMs.set(job.model, ewma(this.#serviceTimeMs.get(job.model) ?? null, serviceTime));
     this.#poolServiceTimeMs = ewma(this.#poolServiceTimeMs, serviceTime);
-    this.metrics.tokens.prompt += frame.usage.promptTokens;
-    this.metrics.tokens.completion += frame.usage.completionTokens;
+    this.host.counters.tokens(job.model, frame.usage.promptTokens, frame.usage.completionTokens);
     this.#settle(job, "success", now);
     job.done(frame);
     this.#finish(job, "ok");
@@ -197,13 +193,24 @@ export class Dispatcher {
       this.#released(agent, frame.id);
       return;
     }
-    const code = errorCodeFor(frame.code);
-    const message = `agent ${agent.id}: ${frame.code}: ${frame.message}`.slice(0, 500);
+    const now = this.host.now();
+    // The agent's own words stay with operators: the log line and GET /agents.
+    log("warn", "agent answered an error", {
+      requestId: job.id,
+      agentId: agent.id,
+      code: frame.code,
+      message: frame.message.slice(0, 500),
+      retryable: frame.retryable,
+    });
+    agent.recordError(job.id, frame.code, frame.message, now);
+    if (frame.code === "DUPLICATE_REQUEST") this.#cancellations.duplicate(agent, job.id);
+    const code = publicCodeFor(frame.code);
+    const message = publicMessageFor(frame.code);
     const outcome = breakerOutcomeFor(frame.code);
     if (!job.started && frame.retryable) {
-      this.#retryOrFail(job, agent, code, message, outcome, this.host.now());
+      this.#retryOrFail(job, agent, code, message, outcome, now);
     } else {
-      this.#settle(job, outcome, this.host.now());
+      this.#settle(job, outcome, now);
       this.#fail(job, code, message);
     }
   }
@@ -218,11 +225,17 @@ export class Dispatcher {
     for (const id of [...agent.requests]) {
       const job = this.#jobs.get(id);
       if (job === undefined || job.agent !== agent) continue;
+      log("info", "request lost its agent", {
+        requestId: id,
+        agentId: agent.id,
+        reason,
+        started: job.started,
+      });
       if (job.started) {
         this.#settle(job, outcome, now);
-        this.#fail(job, "UPSTREAM_ERROR", `${reason} mid-stream`);
+        this.#fail(job, "UPSTREAM_ERROR", PublicMessage.agentLostMidStream);
       } else {
-        this.#retryOrFail(job, agent, "UPSTREAM_ERROR", `${reason} before answering`, outcome, now);
+        this.#retryOrFail(job, agent, "UPSTREAM_ERROR", PublicMessage.agentLostBeforeAnswer, outcome, now);
       }
       outcome = "neutral";
     }
@@ -234,10 +247,10 @@ export class Dispatcher {
     const now = this.host.now();
     for (const model of this.queue.models()) {
       for (const job of this.queue.itemsFor(model)) {
-        const agent = pickAgent(this.#ready(), model, this.#exclusions(job, now).pick);
+        const agent = this.#choice.pick(model, job, now);
         if (agent === null) {
           // Nobody free for this model at all: the rest of its queue waits too.
-          if (pickAgent(this.#ready(), model, this.#exclusions(null, now, model).pick) === null) break;
+          if (this.#choice.pick(model, null, now) === null) break;
           continue; // Only agents this request already failed on are free; let the next one go.
         }
         // A nested pump (a failed send re-routes jobs) may have taken it already.
@@ -255,7 +268,7 @@ export class Dispatcher {
   expire(now: number): void {
     for (const job of this.queue.takeExpired(now)) {
       if (job.requestDeadline <= now) {
-        this.#fail(job, "GATEWAY_TIMEOUT", `the request's deadline passed while it was queued`);
+        this.#fail(job, "GATEWAY_TIMEOUT", PublicMessage.deadlineQueued);
       } else {
         job.fail(
           "QUEUE_TIMEOUT",
@@ -265,13 +278,7 @@ export class Dispatcher {
         this.#finish(job, "queue_timeout");
       }
     }
-    for (const agent of this.host.connections()) {
-      for (const [id, until] of agent.releasing) {
-        if (until > now) continue;
-        agent.releasing.delete(id);
-        log("warn", "no answer to cancel; freeing the slot", { requestId: id, agentId: agent.id });
-      }
-    }
+    this.#cancellations.expire(this.host.connections(), now);
     // Breakers count at the hub's own clock (the same as `now` in production; tests pass a later one).
     const clock = this.host.now();
     for (const job of [...this.#jobs.values()]) {
@@ -279,22 +286,34 @@ export class Dispatcher {
       if (job.requestDeadline <= now) {
         this.#cancel(job, "deadline");
         this.#settle(job, "neutral", clock);
-        this.#fail(job, "GATEWAY_TIMEOUT", "the request's deadline passed");
+        this.#fail(job, "GATEWAY_TIMEOUT", PublicMessage.deadline);
       } else if (
         job.phase === "dispatched" &&
         job.firstChunkDeadline !== null &&
         job.firstChunkDeadline <= now
       ) {
         const agent = this.#cancel(job, "deadline");
-        const message = `agent ${agent?.id}: no first chunk within ${this.#config.firstChunkTimeoutMs} ms`;
-        log("warn", "first chunk timeout", { requestId: job.id, agentId: agent?.id });
+        log("warn", "first chunk timeout", {
+          requestId: job.id,
+          agentId: agent?.id,
+          timeoutMs: this.#config.firstChunkTimeoutMs,
+        });
         if (agent === null) continue;
-        this.#retryOrFail(job, agent, "GATEWAY_TIMEOUT", message, "agent_failure", clock);
+        agent.recordError(job.id, "FIRST_CHUNK_TIMEOUT", PublicMessage.firstChunkTimeout, clock);
+        this.#retryOrFail(
+          job,
+          agent,
+          "GATEWAY_TIMEOUT",
+          PublicMessage.firstChunkTimeout,
+          "agent_failure",
+          clock,
+        );
       } else if (job.phase === "streaming" && job.idleDeadline !== null && job.idleDeadline <= now) {
         const agent = this.#cancel(job, "deadline");
         log("warn", "stream idle timeout", { requestId: job.id, agentId: agent?.id });
+        agent?.recordError(job.id, "IDLE_TIMEOUT", PublicMessage.idleTimeout, clock);
         this.#settle(job, "agent_failure", clock);
-        this.#fail(job, "GATEWAY_TIMEOUT", `no chunk within ${this.#config.idleChunkTimeoutMs} ms`);
+        this.#fail(job, "GATEWAY_TIMEOUT", PublicMessage.idleTimeout);
       }
     }
     this.pump();
@@ -302,13 +321,10 @@ export class Dispatcher {
 
   /** The next moment expire() has work: a deadline, or an open breaker turning half-open for queued work. */
   nextDeadline(now: number): number | null {
-    let next: number | null = null;
+    let next: number | null = this.#cancellations.nextDeadline(this.host.connections());
     for (const job of this.#jobs.values()) {
       const at = job.nextDeadline();
       if (at !== null && (next === null || at < next)) next = at;
-    }
-    for (const agent of this.host.connections()) {
-      for (const at of agent.releasing.values()) if (next === null || at < next) next = at;
     }
     if (this.queue.size > 0) {
       const halfOpen = this.#breakers.nextHalfOpenAt(now);
@@ -339,6 +355,26 @@ export class Dispatcher {
     );
   }
 
+  /**
+   * The agent sent more than the request allows (tokens beyond max_tokens, or more text than
+   * that many tokens can carry): a protocol violation. The request fails with a fixed message,
+   * the agent's socket is closed, and its other requests fail over as on any disconnect. Nothing
+   * more of its output is held: a rogue agent cannot grow the pool's memory.
+   */
+  #limitExceeded(job: InferenceJob, agent: AgentConnection, detail: string): void {
+    const now = this.host.now();
+    log("error", "agent exceeded a request's output limits", {
+      requestId: job.id,
+      agentId: agent.id,
+      detail,
+    });
+    agent.recordError(job.id, "LIMIT_EXCEEDED", detail, now);
+    agent.requests.delete(job.id);
+    this.#settle(job, "agent_failure", now);
+    this.#fail(job, "UPSTREAM_ERROR", PublicMessage.limitExceeded);
+    this.host.close(agent, Close.LIMIT_EXCEEDED, "output beyond the request's limits");
+  }
+
   #send(job: InferenceJob, agent: AgentConnection): void {
     const now = this.host.now();
     job.phase = "dispatched";
@@ -349,6 +385,7 @@ export class Dispatcher {
     job.dispatchedAt = now;
     job.firstChunkDeadline = now + this.#config.firstChunkTimeoutMs;
     job.idleDeadline = null;
+    job.resetOutput();
     job.ticket = this.#breakers.admit(agent.id, job.model, now);
     agent.requests.add(job.id);
     this.host.wakeAt(Math.min(job.firstChunkDeadline, job.requestDeadline));
@@ -376,15 +413,14 @@ export class Dispatcher {
       this.#fail(job, code, attempts > 1 ? `${message} (after ${job.attempts} attempts)` : message);
       return;
     }
-    const exclusions = this.#exclusions(job, now);
     // A newer session of the same agent that has not said hello yet is a reconnect in progress.
     const successor = this.host.connection(failed.id);
     const reconnecting = successor !== undefined && successor !== failed && !successor.ready;
-    if (!(reconnecting || hasCandidate(this.#ready(), job.model, exclusions.exist))) {
+    if (!(reconnecting || this.#choice.anyCandidate(job.model, job, now))) {
       this.#fail(job, code, message);
       return;
     }
-    this.metrics.retries += 1;
+    this.host.counters.retry();
     log("info", "retrying request", {
       requestId: job.id,
       failedAgent: failed.id,
@@ -392,7 +428,7 @@ export class Dispatcher {
       attempt: job.attempts + 1,
     });
     job.phase = "queued";
-    const next = pickAgent(this.#ready(), job.model, exclusions.pick);
+    const next = this.#choice.pick(job.model, job, now);
     if (next !== null) {
       this.#send(job, next);
       return;
@@ -403,80 +439,24 @@ export class Dispatcher {
   }
 
   /**
-   * Agents a request must not go to now. `pick`: breakers that do not let it through (open, or
-   * half-open with every probe slot taken), an agent still winding down this request, plus the
-   * agents it already failed on while another agent serves the model. `exist`: open breakers and,
-   * while another agent serves the model, the agents already tried (for "could anyone ever take it").
-   */
-  #exclusions(
-    job: InferenceJob | null,
-    now: number,
-    model = job?.model ?? "",
-  ): { pick: Set<string>; exist: Set<string> } {
-    const open = new Set<string>();
-    const blocked = new Set<string>();
-    for (const agent of this.#ready()) {
-      if (!agent.models.has(model)) continue;
-      if (this.#breakers.isOpen(agent.id, model, now)) open.add(agent.id);
-      if (!this.#breakers.allows(agent.id, model, now)) blocked.add(agent.id);
-      // Still winding down this very request after a cancel: it would ignore a second `generate`
-      // with the same id. It can take the request once it answered (pump() runs then).
-      if (job !== null && agent.releasing.has(job.id)) blocked.add(agent.id);
-    }
-    if (job !== null && job.triedAgents.size > 0) {
-      const avoid = new Set([...open, ...job.triedAgents]);
-      if (hasCandidate(this.#ready(), model, avoid)) {
-        for (const id of job.triedAgents) blocked.add(id);
-        return { pick: blocked, exist: avoid };
-      }
-    }
-    return { pick: blocked, exist: open };
-  }
-
-  /** The requested model if some agent can serve it, else its first servable fallback, else the error. */
-  #servingModel(requested: string, now: number): string | Response {
-    const availability = this.#availability(requested, now);
-    if (availability === "servable") return requested;
-    for (const fallback of this.#config.modelFallbacks.get(requested) ?? []) {
-      if (this.#availability(fallback, now) === "servable") return fallback;
-    }
-    if (availability === "unknown") {
-      this.#count("model_not_found");
-      return errorResponse("MODEL_NOT_FOUND", `model "${requested}" is not served by this gateway`);
-    }
-    this.#count("no_agent");
-    return errorResponse("NO_AGENT_AVAILABLE", `no connected agent can serve "${requested}"`, 1);
-  }
-
-  /** Busy agents count as serving (the request queues); open breakers and draining agents do not. */
-  #availability(model: string, now: number) {
-    const usable = this.#ready().filter((a) => !this.#breakers.isOpen(a.id, model, now));
-    return modelAvailability(model, usable, this.host.knownModels());
-  }
-
-  /**
    * Sends `cancel` for the current attempt and detaches it from its agent, whose slot stays taken
-   * until the agent answers (or CANCEL_ACK_GRACE_MS); returns that agent.
+   * until the agent answers (or the grace passes); returns that agent.
    */
-  #cancel(job: InferenceJob, reason: CancelFrame["reason"]): AgentConnection | null {
+  #cancel(
+    job: InferenceJob,
+    reason: "client_disconnected" | "deadline" | "slow_consumer",
+  ): AgentConnection | null {
     const agent = job.agent;
     if (agent === null) return null;
     // Detach first: a failed send closes the agent, and agentLost() must not re-route this job.
     agent.requests.delete(job.id);
-    if (!agent.lost) this.#sendCancel(agent, job.id, reason);
+    if (!agent.lost) this.#cancellations.cancel(agent, job.id, reason);
     return agent;
-  }
-
-  #sendCancel(agent: AgentConnection, id: string, reason: CancelFrame["reason"]): void {
-    const until = this.host.now() + CANCEL_ACK_GRACE_MS;
-    agent.releasing.set(id, until);
-    this.host.wakeAt(until);
-    this.host.send(agent, { type: "cancel", id, reason });
   }
 
   /** The agent answered a cancelled request: its slot is free. */
   #released(agent: AgentConnection, id: string): void {
-    if (agent.releasing.delete(id)) this.pump();
+    if (this.#cancellations.released(agent, id)) this.pump();
   }
 
   /** Reports the current attempt's outcome to its breakers (once). */
@@ -500,53 +480,30 @@ export class Dispatcher {
     job.phase = "finished";
     this.#settle(job, "neutral", this.host.now());
     this.#jobs.delete(job.id);
-    this.#remember(job.id);
+    this.#cancellations.remember(job.id);
     this.queue.remove(job);
     job.agent?.requests.delete(job.id);
-    this.#count(outcome);
+    this.host.counters.outcome(outcome, job.model);
     this.pump();
-  }
-
-  /**
-   * A chunk for a request this hub never knew (it restarted, or evicted, while the agent kept
-   * generating): tell the agent to stop, once, so the orphan frees its slot.
-   */
-  #orphan(agent: AgentConnection, id: string): void {
-    if (this.#jobs.has(id) || this.#recentIds.has(id)) return;
-    this.#remember(id);
-    log("info", "cancelling an orphaned generation", { requestId: id, agentId: agent.id });
-    this.#sendCancel(agent, id, "hub_shutdown");
-  }
-
-  #remember(id: string): void {
-    this.#recentIds.delete(id);
-    this.#recentIds.add(id);
-    if (this.#recentIds.size > RECENT_IDS) {
-      const oldest = this.#recentIds.values().next().value;
-      if (oldest !== undefined) this.#recentIds.delete(oldest);
-    }
   }
 
   #ready(): AgentConnection[] {
     return [...this.host.connections()].filter((a) => a.ready);
   }
 
-  #retryAfter(model: string, now: number): number {
-    const usable = this.#ready().filter((a) => !this.#breakers.isOpen(a.id, model, now));
-    return retryAfterSeconds({
-      queued: this.queue.sizeFor(model),
-      slots: slotsFor(usable, model),
-      serviceTimeMs: this.#serviceTimeMs.get(model) ?? this.#poolServiceTimeMs,
-    });
-  }
-
-  #defaultModel(now: number): string | undefined {
-    if (this.#config.defaultModel !== undefined) return this.#config.defaultModel;
-    const served = this.#ready()
+  #servedModels(now: number): string[] {
+    return this.#ready()
       .filter((a) => !a.draining)
       .flatMap((a) => [...a.models].filter((m) => !this.#breakers.isOpen(a.id, m, now)))
       .sort();
-    return served[0];
+  }
+
+  #retryAfter(model: string, now: number): number {
+    return retryAfterSeconds({
+      queued: this.queue.sizeFor(model),
+      slots: slotsFor(this.#choice.usable(model, now), model),
+      serviceTimeMs: this.#serviceTimeMs.get(model) ?? this.#poolServiceTimeMs,
+    });
   }
 
   /** Request ids come from callers (X-Request-Id) and may repeat; frames need them unique. */
@@ -561,10 +518,6 @@ export class Dispatcher {
     const job = this.#jobs.get(id);
     return job !== undefined && job.agent === agent && job.phase !== "finished" ? job : null;
   }
-
-  #count(outcome: RequestOutcome): void {
-    this.metrics.requests[outcome] += 1;
-  }
 }
 
 /** A hub answer decided before anything streams (the Worker turns it into the public error). */
@@ -572,33 +525,4 @@ export function errorResponse(code: ErrorCode, message: string, retryAfterSecond
   const headers: Record<string, string> = { "Content-Type": "application/json" };
   if (retryAfterSeconds !== undefined) headers["Retry-After"] = String(retryAfterSeconds);
   return new Response(JSON.stringify({ code, message }), { status: STATUS_BY_CODE[code], headers });
-}
-
-/** Agent error codes as the caller sees them. */
-function errorCodeFor(code: AgentErrorCode): ErrorCode {
-  switch (code) {
-    case "CONTEXT_OVERFLOW":
-      return "CONTEXT_OVERFLOW";
-    case "INVALID_REQUEST":
-      return "INVALID_REQUEST";
-    case "MODEL_NOT_FOUND":
-      return "MODEL_NOT_FOUND";
-    default:
-      return "UPSTREAM_ERROR";
-  }
-}
-
-/**
- * Which breaker an agent's error counts against: model trouble counts toward agent+model; a busy
- * or draining agent, a cancelled request and the caller's own mistakes say nothing about health.
- */
-function breakerOutcomeFor(code: AgentErrorCode): AttemptOutcome {
-  switch (code) {
-    case "MODEL_LOAD_FAILED":
-    case "ENGINE_ERROR":
-    case "MODEL_NOT_FOUND":
-      return "model_failure";
-    default:
-      return "neutral";
-  }
 }

@@ -3,16 +3,40 @@
 // status before the first chunk; else, for a stream, SSE rendered as the agent's frames arrive
 // (with a bound on what an unread stream holds), or the whole JSON answer once the agent is done.
 import type { ErrorCode } from "../../schema/api.ts";
+import { type DispatchErrorBody, type DispatchRequest, HubHeader } from "../../schema/hub.ts";
 import type { ChunkFrame, DoneFrame, GenerateFrame } from "../../schema/protocol.ts";
-import { completionBody, contentType, type StreamRenderer, streamRenderer } from "../inference/render.ts";
-import { SSE_HEADERS } from "../inference/sse.ts";
+import { completionBody, contentType, type StreamRenderer, streamRenderer } from "../render/render.ts";
+import { SSE_HEADERS } from "../render/sse.ts";
 import type { AgentConnection } from "./agent-connection.ts";
-import type { BreakerTicket } from "./circuit-breaker.ts";
-import type { DispatchErrorBody, DispatchRequest } from "./dispatch.ts";
-import { HubHeader } from "./dispatch.ts";
+import type { BreakerTicket } from "./circuit-breakers.ts";
 import type { Queued } from "./scheduling.ts";
 
 export type JobPhase = "queued" | "dispatched" | "streaming" | "finished";
+
+/**
+ * Most characters one token may carry. Real vocabularies stay far below (llama-3's longest tokens
+ * are runs of ~128 spaces or dashes); this only has to stop an agent that sends text no sampling
+ * of max_tokens tokens could produce.
+ */
+export const MAX_CHARS_PER_TOKEN = 256;
+
+/**
+ * Why output of `tokens` tokens and `chars` characters more would break the request's limits
+ * (tokens beyond max_tokens, or more text than that many tokens can carry), or null. Counts the
+ * output when it is within them.
+ */
+export function outputLimitViolation(job: InferenceJob, tokens: number, chars: number): string | null {
+  const maxTokens = job.request.params.maxTokens;
+  const outputTokens = job.outputTokens + tokens;
+  const outputChars = job.outputChars + chars;
+  if (outputTokens > maxTokens) return `${outputTokens} tokens for max_tokens ${maxTokens}`;
+  if (outputChars > maxTokens * MAX_CHARS_PER_TOKEN) {
+    return `${outputChars} characters for max_tokens ${maxTokens} (at most ${MAX_CHARS_PER_TOKEN} per token)`;
+  }
+  job.outputTokens = outputTokens;
+  job.outputChars = outputChars;
+  return null;
+}
 
 const encoder = new TextEncoder();
 
@@ -48,6 +72,9 @@ export class InferenceJob implements Queued {
   idleDeadline: number | null = null;
   /** The breakers the current attempt reports to (null when not dispatched). */
   ticket: BreakerTicket | null = null;
+  /** Output of the current attempt so far: tokens the agent counted, characters of text. */
+  outputTokens = 0;
+  outputChars = 0;
   readonly requestDeadline: number;
   #queueDeadline: number;
   readonly response: Promise<Response>;
@@ -85,6 +112,12 @@ export class InferenceJob implements Queued {
   /** A retry waits in the queue again, with a fresh queue deadline inside the request deadline. */
   requeue(queueDeadline: number): void {
     this.#queueDeadline = Math.min(queueDeadline, this.requestDeadline);
+  }
+
+  /** A new attempt starts counting its output from zero (only attempts without output are retried). */
+  resetOutput(): void {
+    this.outputTokens = 0;
+    this.outputChars = 0;
   }
 
   get started(): boolean {

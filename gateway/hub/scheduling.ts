@@ -50,7 +50,7 @@ export type ModelAvailability =
 export function modelAvailability(
   model: string,
   agents: Iterable<AgentLoad>,
-  knownModels: ReadonlySet<string>,
+  knownModels: { has(model: string): boolean },
 ): ModelAvailability {
   for (const agent of agents) if (serves(agent, model)) return "servable";
   return knownModels.has(model) ? "unavailable" : "unknown";

@@ -3,8 +3,8 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it } from "vitest";
-import type { AgentSummary } from "../../gateway/hub/dispatch.ts";
 import { AgentHub } from "../../gateway/index.ts";
+import type { AgentSummary } from "../../schema/hub.ts";
 import { CloseCode, PROTOCOL_VERSION } from "../../schema/protocol.ts";
 import {
   bearer,

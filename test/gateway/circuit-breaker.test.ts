@@ -1,11 +1,7 @@
 // The circuit breaker state machine and the pool's set of breakers, driven by a fake clock.
 import { describe, expect, it } from "vitest";
-import {
-  type BreakerChange,
-  type BreakerPolicy,
-  CircuitBreaker,
-  CircuitBreakers,
-} from "../../gateway/hub/circuit-breaker.ts";
+import { type BreakerPolicy, CircuitBreaker } from "../../gateway/hub/circuit-breaker.ts";
+import { type BreakerChange, CircuitBreakers } from "../../gateway/hub/circuit-breakers.ts";
 
 const policy: BreakerPolicy = {
   windowMs: 60_000,

@@ -1,12 +1,15 @@
 // The request lifecycle without sockets: a Dispatcher over fake agent connections and a fake clock.
 import { env } from "cloudflare:workers";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { readConfig } from "../../gateway/config.ts";
 import { AgentConnection } from "../../gateway/hub/agent-connection.ts";
-import { CircuitBreakers } from "../../gateway/hub/circuit-breaker.ts";
-import { DispatchRequest, isDispatchRequest } from "../../gateway/hub/dispatch.ts";
-import { CANCEL_ACK_GRACE_MS, Dispatcher, type DispatcherConfig } from "../../gateway/hub/dispatcher.ts";
-import type { GatewayFrame, GenerateFrame } from "../../schema/protocol.ts";
+import { CANCEL_ACK_GRACE_MS } from "../../gateway/hub/cancellations.ts";
+import { CircuitBreakers } from "../../gateway/hub/circuit-breakers.ts";
+import { Dispatcher, type DispatcherConfig } from "../../gateway/hub/dispatcher.ts";
+import { HubCounters } from "../../gateway/hub/hub-metrics.ts";
+import { DispatchRequest, isDispatchRequest } from "../../schema/hub.ts";
+import type { CloseCode, GatewayFrame, GenerateFrame } from "../../schema/protocol.ts";
 import { helloFrame } from "./helpers.ts";
 
 const defaults = readConfig({});
@@ -17,6 +20,8 @@ class FakePool {
   readonly known = new Set<string>();
   clock = 1_000;
   wakeAts: number[] = [];
+  readonly closed: { agent: AgentConnection; code: CloseCode }[] = [];
+  readonly counters = new HubCounters();
   readonly breakers: CircuitBreakers;
   readonly dispatcher: Dispatcher;
 
@@ -25,12 +30,17 @@ class FakePool {
     this.dispatcher = new Dispatcher({
       config: { ...defaults, queueMax: 2, queueTimeoutMs: 500, ...config },
       breakers: this.breakers,
+      counters: this.counters,
       connections: () => this.agents.values(),
       connection: (id) => this.agents.get(id),
       knownModels: () => this.known,
       send: (agent, frame) => {
         this.sent.push({ agent, frame });
         return true;
+      },
+      close: (agent, code) => {
+        this.closed.push({ agent, code });
+        this.lose(agent);
       },
       wakeAt: (at) => this.wakeAts.push(at),
       now: () => this.clock,
@@ -44,6 +54,7 @@ class FakePool {
       pool: "default",
       sessionId: crypto.randomUUID(),
       connectedAt: this.clock,
+      tokenExpiresAt: null,
     });
     if (ready) {
       agent.applyHello(
@@ -51,6 +62,7 @@ class FakePool {
           capacity,
           models: models.map((name) => ({ name, engine: "synthetic", loaded: true })),
         }),
+        { protocol: 2, capabilities: ["duplicate_answer"] },
         this.clock,
       );
       for (const m of models) this.known.add(m);
@@ -92,7 +104,7 @@ describe("Dispatcher", () => {
     const unavailable = (await pool.submit("r2")) as Response;
     expect(unavailable.status).toBe(503);
     expect(unavailable.headers.get("Retry-After")).toBe("1");
-    expect(pool.dispatcher.metrics.requests).toMatchObject({ model_not_found: 1, no_agent: 1 });
+    expect(pool.counters.snapshot().requests).toMatchObject({ model_not_found: 1, no_agent: 1 });
   });
 
   it("never exceeds capacity, queues FIFO, and rejects past the bound with Retry-After", async () => {
@@ -146,7 +158,7 @@ describe("Dispatcher", () => {
       code: "UPSTREAM_ERROR",
       message: expect.stringContaining("after 3 attempts"),
     });
-    expect(pool.dispatcher.metrics.retries).toBe(2);
+    expect(pool.counters.snapshot().retries).toBe(2);
   });
 
   it("holds an unanswered request for the reconnecting session of the same agent", async () => {
@@ -158,6 +170,7 @@ describe("Dispatcher", () => {
     expect(pool.dispatcher.queue.size).toBe(1);
     fresh.applyHello(
       helloFrame("a", { models: [{ name: "m", engine: "synthetic", loaded: true }] }),
+      { protocol: 2, capabilities: ["duplicate_answer"] },
       pool.clock,
     );
     pool.dispatcher.pump();
@@ -223,7 +236,7 @@ describe("Dispatcher", () => {
     expect(pool.dispatcher.queue.size).toBe(0);
     running.abort();
     expect(pool.sent.at(-1)?.frame).toEqual({ type: "cancel", id: "r1", reason: "client_disconnected" });
-    expect(pool.dispatcher.metrics.requests.cancelled).toBe(2);
+    expect(pool.counters.snapshot().requests.cancelled).toBe(2);
     expect(pool.generates().map(([, f]) => f.id)).toEqual(["r1"]);
     // The agent counts the cancelled generation until it answers: so does the hub.
     expect(a.inFlight).toBe(1);
@@ -321,7 +334,7 @@ describe("Dispatcher deadlines", () => {
     expect(failed.status).toBe(504);
     expect(await failed.json()).toMatchObject({ code: "GATEWAY_TIMEOUT" });
     expect(cancels(pool).map((c) => c.reason)).toEqual(["deadline", "deadline"]);
-    expect(pool.dispatcher.metrics.requests.timeout).toBe(1);
+    expect(pool.counters.snapshot().requests.timeout).toBe(1);
   });
 
   it("idle timeout mid-stream: cancel `deadline`, error event GATEWAY_TIMEOUT, agent failure counted", async () => {
@@ -438,7 +451,11 @@ describe("Dispatcher backpressure", () => {
   it("ends a stream whose caller does not read with SLOW_CONSUMER and cancels the agent", async () => {
     const pool = new FakePool({ streamBufferMaxBytes: 1_000 });
     const a = pool.connect("a");
-    const response = pool.submit("r1");
+    // 20 one-token chunks: within max_tokens, so only the unread bytes stop the stream.
+    const response = pool.dispatcher.submit(
+      dispatchRequest("r1", { stream: true, maxTokens: 32 }),
+      new AbortController().signal,
+    );
     for (let i = 0; i < 20; i++) {
       pool.dispatcher.onChunk(a, { type: "chunk", id: "r1", text: "x".repeat(100), tokens: 1 });
     }
@@ -531,7 +548,7 @@ describe("Dispatcher breakers and fallbacks", () => {
     const ok = await response;
     expect(ok.headers.get("X-Orchard-Model")).toBe("small");
     expect(ok.headers.get("X-Orchard-Fallback")).toBe("big");
-    expect(pool.dispatcher.metrics.fallbacks).toBe(1);
+    expect(pool.counters.snapshot().fallbacks).toBe(1);
   });
 
   it("frees a cancelled request's slot after CANCEL_ACK_GRACE_MS if the agent never answers", () => {
@@ -597,6 +614,55 @@ describe("isDispatchRequest (the hub's check instead of the schema)", () => {
   ];
   it.each(cases)("agrees with DispatchRequest on %s", (_, value) => {
     expect(isDispatchRequest(value)).toBe(DispatchRequest.safeParse(value).success);
+  });
+
+  it("agrees with DispatchRequest on generated requests, valid and mutated", () => {
+    // Valid requests from the schema's own bounds, then each with one field replaced by an
+    // arbitrary value (or removed): the hand check must accept and refuse exactly what zod does.
+    const text = fc.string({ maxLength: 12 });
+    const requestArb = fc.record(
+      {
+        requestId: fc.string({ minLength: 1, maxLength: 100 }),
+        model: fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,20}$/),
+        prompt: text,
+        messages: fc.array(
+          fc.record({ role: fc.constantFrom("system", "user", "assistant", "tool"), content: text }),
+          { maxLength: 3 },
+        ),
+        params: fc.record(
+          {
+            maxTokens: fc.oneof(fc.integer({ min: -2, max: 4096 }), fc.double()),
+            temperature: fc.oneof(fc.double({ min: -1, max: 3 }), fc.constant(Number.NaN)),
+            topP: fc.double({ min: -0.5, max: 1.5 }),
+            seed: fc.oneof(fc.integer(), fc.double(), fc.constant(2 ** 60)),
+            stop: fc.array(fc.string({ maxLength: 3 }), { maxLength: 10 }),
+          },
+          { requiredKeys: ["maxTokens"] },
+        ),
+        timeoutMs: fc.oneof(fc.integer({ min: -1, max: 10 ** 6 }), fc.constant(1.5)),
+        response: fc.record({
+          api: fc.constantFrom("generate", "chat", "embeddings"),
+          stream: fc.oneof(fc.boolean(), fc.constant("yes")),
+          includeUsage: fc.boolean(),
+          requestId: fc.oneof(text, fc.constant(null)),
+          receivedAt: fc.oneof(fc.integer(), fc.constant(Number.POSITIVE_INFINITY)),
+        }),
+      },
+      { requiredKeys: ["requestId", "params", "response"] },
+    );
+    const mutated = fc
+      .tuple(
+        requestArb,
+        fc.constantFrom("requestId", "model", "prompt", "messages", "params", "timeoutMs", "response"),
+        fc.anything(),
+      )
+      .map(([request, key, value]) => ({ ...request, [key]: value }));
+    fc.assert(
+      fc.property(fc.oneof(requestArb, mutated), (value) => {
+        expect(isDispatchRequest(value)).toBe(DispatchRequest.safeParse(value).success);
+      }),
+      { numRuns: 3_000, seed: 20261201 },
+    );
   });
 
   it("the hub answers a malformed dispatch with 400 INVALID_REQUEST", async () => {

@@ -5,9 +5,9 @@
 import { abortAllDurableObjects, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it } from "vitest";
-import type { AgentSummary } from "../../gateway/hub/dispatch.ts";
 import { AgentHub } from "../../gateway/index.ts";
 import type { BreakerStatusResponse } from "../../schema/api.ts";
+import type { AgentSummary } from "../../schema/hub.ts";
 import { bearer, gatewayFetch, postJson, sleep, TestAgent, uniqueId } from "./helpers.ts";
 
 const open: TestAgent[] = [];

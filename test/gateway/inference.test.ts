@@ -284,7 +284,7 @@ describe("POST /v1/chat/completions", () => {
     expect(messages.at(-1)).toEqual({ event: undefined, data: "[DONE]" });
     expect(JSON.parse(messages.at(-2)?.data ?? "")).toEqual({
       error: {
-        message: expect.stringContaining("boom"),
+        message: "the model server failed while generating",
         type: "server_error",
         param: null,
         code: "UPSTREAM_ERROR",

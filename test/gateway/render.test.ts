@@ -1,8 +1,9 @@
-// The hub renders what callers receive (gateway/inference/render.ts). Content chunks are built from
+// The hub renders what callers receive (gateway/render/render.ts). Content chunks are built from
 // a prefix and suffix computed once per stream: they must be the same JSON chatChunk() describes.
 import { describe, expect, it } from "vitest";
-import { chatChunk, chatIdentity } from "../../gateway/inference/openai.ts";
-import { completionBody, type ResponseShape, streamRenderer } from "../../gateway/inference/render.ts";
+import { chatChunk, chatIdentity } from "../../gateway/render/openai-shapes.ts";
+import { completionBody, streamRenderer } from "../../gateway/render/render.ts";
+import type { ResponseShape } from "../../schema/hub.ts";
 
 const shape = (over: Partial<ResponseShape> = {}): ResponseShape => ({
   api: "chat",

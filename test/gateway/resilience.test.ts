@@ -4,9 +4,9 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import type { AgentSummary } from "../../gateway/hub/dispatch.ts";
 import type { AgentHub } from "../../gateway/index.ts";
 import type { BreakerStatusResponse } from "../../schema/api.ts";
+import type { AgentSummary } from "../../schema/hub.ts";
 import type { GenerateFrame } from "../../schema/protocol.ts";
 import {
   bearer,
@@ -124,8 +124,13 @@ describe("failures after the first chunk", () => {
     first.send({ type: "error", id: frame.id, code: "ENGINE_ERROR", message: "died", retryable: true });
     const messages = await readSse(await pending);
     expect(messages.map((m) => m.event)).toEqual(["chunk", "error"]);
+    // The agent's own text ("died") stays in the log and GET /agents: callers get a fixed message.
     expect(JSON.parse(messages[1]?.data ?? "")).toEqual({
-      error: { code: "UPSTREAM_ERROR", message: expect.stringContaining("died"), requestId: frame.id },
+      error: {
+        code: "UPSTREAM_ERROR",
+        message: "the model server failed while generating",
+        requestId: frame.id,
+      },
     });
     await expect((first === a ? b : a).next("generate", 100)).rejects.toThrow(/no generate/);
   });
@@ -494,16 +499,18 @@ describe("backpressure", () => {
   it("a caller that does not read: the hub stops at STREAM_BUFFER_MAX_BYTES, cancels, and ends with SLOW_CONSUMER", async () => {
     const model = uniqueId("slow-reader");
     const agent = await agentServing(model);
-    const pending = postJson("/generate", { prompt: "x", model, stream: true });
+    const pending = postJson("/generate", { prompt: "x", model, stream: true, max_tokens: 4096 });
     const frame = await agent.next("generate");
+    // 64 tokens per 16 KiB chunk keeps within what max_tokens allows (256 characters a token), so
+    // only the unread bytes stop the stream.
     const piece = "y".repeat(16 * 1024);
-    await agent.chunk(frame.id, piece);
+    await agent.chunk(frame.id, piece, 64);
     const response = await pending; // headers only: the body is left unread for now
     let sent = 1;
     // STREAM_BUFFER_MAX_BYTES is 64 KiB in the test config; whatever the runtime's pipes hold on top
     // of that, the hub must give up long before 4 MiB.
     while (!agent.frames.some((f) => f.type === "cancel") && sent < 256) {
-      agent.send({ type: "chunk", id: frame.id, text: piece, tokens: 1 });
+      agent.send({ type: "chunk", id: frame.id, text: piece, tokens: 64 });
       sent += 1;
       if (sent % 8 === 0) await sleep(10);
     }

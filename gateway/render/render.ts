@@ -3,25 +3,18 @@
 // to the caller as it is, so nothing on the path decodes, re-parses or re-encodes it.
 //
 // The shape of the answer (which API, streamed or not) travels in DispatchRequest.response.
-import { z } from "zod";
 import type { ErrorCode, GenerateResponse } from "../../schema/api.ts";
+import type { ResponseShape } from "../../schema/hub.ts";
 import type { FinishReason, Usage } from "../../schema/protocol.ts";
 import { GatewayError, openAIErrorBody } from "../errors.ts";
-import { chatChunk, chatCompletion, chatIdentity, chatUsageChunk, openAIFinishReason } from "./openai.ts";
+import {
+  chatChunk,
+  chatCompletion,
+  chatIdentity,
+  chatUsageChunk,
+  openAIFinishReason,
+} from "./openai-shapes.ts";
 import { SSE_HEADERS, sseMessage } from "./sse.ts";
-
-export const ResponseShape = z.object({
-  /** /generate (Orchard's API) or /v1/chat/completions (OpenAI's). */
-  api: z.enum(["generate", "chat"]),
-  stream: z.boolean(),
-  /** Chat streams: stream_options.include_usage (a last chunk with the usage). */
-  includeUsage: z.boolean(),
-  /** The id the caller knows the request by (X-Request-Id), which the body repeats. */
-  requestId: z.string(),
-  /** When the Worker received the request (epoch ms): latency_ms, and chat's `created`. */
-  receivedAt: z.number(),
-});
-export type ResponseShape = z.infer<typeof ResponseShape>;
 
 /** How the generation ended. */
 export interface Ending {
@@ -109,7 +102,7 @@ class GenerateStream implements StreamRenderer {
  * clients that only wait for [DONE] also see the stream end.
  *
  * Content chunks are the hot path: each is a prefix and suffix computed once per stream around
- * the JSON-encoded text (the same fields as chatChunk() in openai.ts, which the tests check).
+ * the JSON-encoded text (the same fields as chatChunk() in openai-shapes.ts, which the tests check).
  */
 class ChatStream implements StreamRenderer {
   readonly #identity: ReturnType<typeof chatIdentity>;

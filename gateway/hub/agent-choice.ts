@@ -1,0 +1,68 @@
+// Which agent takes a request now, and which it must not: breakers that do not let it through,
+// an agent still winding down this very request, and the agents it already failed on while
+// another agent serves the model. Pure over the pool's ready agents and its breakers.
+import type { AgentConnection } from "./agent-connection.ts";
+import type { CircuitBreakers } from "./circuit-breakers.ts";
+import { hasCandidate, pickAgent } from "./scheduling.ts";
+
+/** What choosing looks at: the request's id and the agents it was already sent to. */
+export interface Attempted {
+  id: string;
+  triedAgents: ReadonlySet<string>;
+}
+
+export interface Exclusions {
+  /** Agents the request must not be sent to now. */
+  pick: Set<string>;
+  /** Agents that could never take it (for "could anyone ever take it"). */
+  exist: Set<string>;
+}
+
+export class AgentChoice {
+  constructor(
+    private readonly breakers: CircuitBreakers,
+    private readonly ready: () => AgentConnection[],
+  ) {}
+
+  /** The agent to send `job` (or, with null, any request) for `model` to now, or null. */
+  pick(model: string, job: Attempted | null, now: number): AgentConnection | null {
+    return pickAgent(this.ready(), model, this.exclusions(model, job, now).pick);
+  }
+
+  /** Whether some agent other than the excluded ones could ever take the request. */
+  anyCandidate(model: string, job: Attempted | null, now: number): boolean {
+    return hasCandidate(this.ready(), model, this.exclusions(model, job, now).exist);
+  }
+
+  /**
+   * `pick`: breakers that do not let it through (open, or half-open with every probe slot taken),
+   * an agent still winding down this request (it would refuse or ignore a second `generate` with
+   * the same id; it can take the request once it answered), plus the agents it already failed on
+   * while another agent serves the model. `exist`: open breakers and, while another agent serves
+   * the model, the agents already tried.
+   */
+  exclusions(model: string, job: Attempted | null, now: number): Exclusions {
+    const open = new Set<string>();
+    const blocked = new Set<string>();
+    const ready = this.ready();
+    for (const agent of ready) {
+      if (!agent.models.has(model)) continue;
+      if (this.breakers.isOpen(agent.id, model, now)) open.add(agent.id);
+      if (!this.breakers.allows(agent.id, model, now)) blocked.add(agent.id);
+      if (job !== null && agent.releasing.has(job.id)) blocked.add(agent.id);
+    }
+    if (job !== null && job.triedAgents.size > 0) {
+      const avoid = new Set([...open, ...job.triedAgents]);
+      if (hasCandidate(ready, model, avoid)) {
+        for (const id of job.triedAgents) blocked.add(id);
+        return { pick: blocked, exist: avoid };
+      }
+    }
+    return { pick: blocked, exist: open };
+  }
+
+  /** Ready agents whose breakers for `model` are not open. */
+  usable(model: string, now: number): AgentConnection[] {
+    return this.ready().filter((a) => !this.breakers.isOpen(a.id, model, now));
+  }
+}

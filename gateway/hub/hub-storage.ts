@@ -1,0 +1,82 @@
+// What the AgentHub keeps in Durable Object storage, read once per wake and written in batches:
+// circuit breakers (transitions at once, counts on the flush cycle), request counters and the
+// known-model list (flush cycle). Reads are retried; the hub decides what a failure means.
+import { describeError, log } from "../log.ts";
+import { BREAKER_KEY_PREFIX } from "./circuit-breakers.ts";
+import { METRICS_STORAGE_KEY } from "./hub-metrics.ts";
+import { KNOWN_MODEL_KEY_PREFIX, LEGACY_KNOWN_MODELS_KEY } from "./known-models.ts";
+
+/** Buffered counts (breakers, metrics, models) reach storage at least this often while they change. */
+export const FLUSH_INTERVAL_MS = 10_000;
+/** Storage put() and delete() take at most 128 keys per call. */
+const MAX_KEYS_PER_CALL = 128;
+/** Attempts of one restore, with these pauses between them. */
+const READ_RETRY_DELAYS_MS = [50, 250];
+
+export interface StoredHubState {
+  alarm: number | null;
+  breakers: unknown[];
+  knownModels: [string, unknown][];
+  legacyKnownModels: unknown;
+  metrics: unknown;
+}
+
+export class HubStorage {
+  constructor(
+    private readonly storage: DurableObjectStorage,
+    private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
+  ) {}
+
+  /** Everything a wake restores, retried a few times; throws the last error when all attempts fail. */
+  async load(): Promise<StoredHubState> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#read();
+      } catch (err) {
+        const delay = READ_RETRY_DELAYS_MS[attempt];
+        if (delay === undefined) throw err;
+        log("warn", "hub storage read failed; retrying", { attempt: attempt + 1, ...describeError(err) });
+        await this.sleep(delay);
+      }
+    }
+  }
+
+  async #read(): Promise<StoredHubState> {
+    const [alarm, breakers, knownModels, legacyKnownModels, metrics] = await Promise.all([
+      this.storage.getAlarm(),
+      this.storage.list({ prefix: BREAKER_KEY_PREFIX }),
+      this.storage.list({ prefix: KNOWN_MODEL_KEY_PREFIX }),
+      this.storage.get(LEGACY_KNOWN_MODELS_KEY),
+      this.storage.get(METRICS_STORAGE_KEY),
+    ]);
+    return {
+      alarm,
+      breakers: [...breakers.values()],
+      knownModels: [...knownModels.entries()],
+      legacyKnownModels,
+      metrics,
+    };
+  }
+
+  /** Writes and deletes in batches; failures are logged (the next flush writes the state again). */
+  write(puts: Record<string, unknown>, deletes: readonly string[], what: string): void {
+    const writes: Promise<unknown>[] = [];
+    const entries = Object.entries(puts);
+    for (let i = 0; i < entries.length; i += MAX_KEYS_PER_CALL) {
+      writes.push(this.storage.put(Object.fromEntries(entries.slice(i, i + MAX_KEYS_PER_CALL))));
+    }
+    for (let i = 0; i < deletes.length; i += MAX_KEYS_PER_CALL) {
+      writes.push(this.storage.delete(deletes.slice(i, i + MAX_KEYS_PER_CALL)));
+    }
+    for (const write of writes) {
+      write.catch((err: unknown) => log("error", `persisting ${what} failed`, describeError(err)));
+    }
+  }
+
+  /** The whole-list key from before per-model keys; deleted once its content has been rewritten. */
+  dropLegacyKnownModels(): void {
+    this.storage
+      .delete(LEGACY_KNOWN_MODELS_KEY)
+      .catch((err: unknown) => log("warn", "deleting the legacy model list failed", describeError(err)));
+  }
+}
