@@ -1,0 +1,240 @@
+// One link's session: says hello with the agent's protocol range and capabilities, keeps what the
+// hub's welcome negotiated, and turns the hub's frames into work — a generate admitted to the
+// in-flight table or refused with a stable code, cancel, load and unload.
+import { isModelId, type ModelId } from "../schema/model-id.ts";
+import {
+  type Capability,
+  type GenerateFrame,
+  type HostFacts,
+  knownCapabilities,
+  MIN_PROTOCOL_VERSION,
+  PROTOCOL_VERSION,
+  parseGatewayFrame,
+  type WelcomeFrame,
+} from "../schema/protocol.ts";
+import { errorFrame, sendFrame } from "./agent-frames.ts";
+import type { Link } from "./connection.ts";
+import type { Drain } from "./drain.ts";
+import type { Engine } from "./engines/engine.ts";
+import type { GenerationRunner } from "./generation-runner.ts";
+import type { HealthReporter } from "./health-reporter.ts";
+import type { InFlightTable } from "./in-flight.ts";
+import { errorMessage, type Logger } from "./log.ts";
+
+/** What this agent offers in hello. llama.cpp cannot enforce a JSON schema yet: no structured_output. */
+export const AGENT_CAPABILITIES: readonly Capability[] = ["load", "duplicate_answer"];
+
+export interface AgentStats {
+  /** Gateway frames that failed validation and were ignored. */
+  malformedFrames: number;
+  generationsStarted: number;
+  generationsFinished: number;
+  refusedBusy: number;
+  refusedDraining: number;
+  /** `generate` frames for an id still in flight, answered with DUPLICATE_REQUEST (protocol v2+). */
+  refusedDuplicate: number;
+}
+
+/** What every session of one agent shares. */
+export interface SessionContext {
+  identity: { agentId: string; name?: string; agentVersion: string; capacity: number };
+  gatewayUrl: string;
+  engine: Engine;
+  table: InFlightTable;
+  runner: GenerationRunner;
+  health: HealthReporter;
+  drain: Drain;
+  stats: AgentStats;
+  hostFacts: () => HostFacts;
+  /** The hub welcomed this link: start heartbeats every `heartbeatIntervalMs`. */
+  welcomed: (heartbeatIntervalMs: number) => void;
+  log: Logger;
+}
+
+/** What the hub's welcome settled. Before it arrives a session reads as v1 with nothing: the safe side. */
+interface Negotiated {
+  protocol: number;
+  capabilities: ReadonlySet<Capability>;
+}
+
+export class Session {
+  private negotiated: Negotiated = { protocol: MIN_PROTOCOL_VERSION, capabilities: new Set() };
+
+  constructor(
+    readonly link: Link,
+    private readonly ctx: SessionContext,
+  ) {}
+
+  async hello(): Promise<void> {
+    const { identity, engine, log } = this.ctx;
+    let models: Awaited<ReturnType<Engine["listModels"]>> = [];
+    try {
+      models = (await engine.listModels()).slice(0, 256);
+    } catch (err) {
+      log.error("engine could not list its models", { error: errorMessage(err) });
+    }
+    sendFrame(this.link, {
+      type: "hello",
+      protocol: PROTOCOL_VERSION,
+      minProtocol: MIN_PROTOCOL_VERSION,
+      capabilities: [...AGENT_CAPABILITIES],
+      agentId: identity.agentId,
+      ...(identity.name ? { name: identity.name.slice(0, 128) } : {}),
+      agentVersion: identity.agentVersion,
+      engines: [engine.name],
+      models,
+      capacity: identity.capacity,
+      host: this.ctx.hostFacts(),
+    });
+    // Reconnected while draining: the hub must not route anything new here.
+    if (this.ctx.drain.active)
+      sendFrame(this.link, { type: "draining", deadlineMs: this.ctx.drain.deadlineMs });
+  }
+
+  onFrame(data: string | ArrayBuffer): void {
+    const { table, stats, log } = this.ctx;
+    const parsed = parseGatewayFrame(data);
+    if (!parsed.ok) {
+      // A newer hub may cancel for a reason this agent does not know yet (the reasons are a closed
+      // enum in the schema). Stopping is still right; ignoring it would leak the generation.
+      const cancelId = cancelledRequestId(data);
+      const entry = cancelId === undefined ? undefined : table.onLink(cancelId, this.link);
+      if (entry) {
+        log.info("cancel with a reason this agent does not know", { id: cancelId, reason: parsed.reason });
+        entry.abort("cancel");
+        return;
+      }
+      stats.malformedFrames += 1;
+      log.warn("ignored malformed gateway frame", { reason: parsed.reason });
+      return;
+    }
+    const frame = parsed.frame;
+    switch (frame.type) {
+      case "welcome":
+        this.onWelcome(frame);
+        return;
+      case "generate":
+        this.onGenerate(frame);
+        return;
+      case "cancel": {
+        const entry = table.onLink(frame.id, this.link);
+        if (entry) entry.abort("cancel");
+        else log.debug("cancel for a request not in flight", { id: frame.id });
+        return;
+      }
+      case "load": {
+        const id = this.modelId(frame.model, "model load failed");
+        if (!id) return;
+        this.ctx.engine.load(id).then(
+          (model) => sendFrame(this.link, { type: "loaded", model }),
+          (err) => log.warn("model load failed", { model: id, error: errorMessage(err) }),
+        );
+        return;
+      }
+      case "unload": {
+        const id = this.modelId(frame.model, "model unload failed");
+        if (!id) return;
+        this.ctx.engine.unload(id).then(
+          () => sendFrame(this.link, { type: "unloaded", model: id }),
+          (err) => log.warn("model unload failed", { model: id, error: errorMessage(err) }),
+        );
+        return;
+      }
+    }
+  }
+
+  /** The link closed: its generations have nobody to answer to any more. */
+  closed(): void {
+    this.ctx.health.stop();
+    this.ctx.table.abortAll("disconnect", this.link);
+  }
+
+  private onWelcome(frame: WelcomeFrame): void {
+    const { log } = this.ctx;
+    if (frame.protocol < MIN_PROTOCOL_VERSION || frame.protocol > PROTOCOL_VERSION) {
+      log.warn("hub chose a protocol version this agent does not speak", {
+        hub: frame.protocol,
+        agent: { min: MIN_PROTOCOL_VERSION, max: PROTOCOL_VERSION },
+      });
+    }
+    // A v1 hub sends no capabilities: it uses none. Only what this agent offered can be in use.
+    const capabilities = new Set(
+      knownCapabilities(frame.capabilities).filter((c) => AGENT_CAPABILITIES.includes(c)),
+    );
+    this.negotiated = { protocol: frame.protocol, capabilities };
+    this.ctx.welcomed(frame.heartbeatIntervalMs);
+    this.ctx.health.start(this.link, frame.healthIntervalMs);
+    log.info("connected", {
+      agentId: frame.agentId,
+      sessionId: frame.sessionId,
+      pool: frame.pool,
+      protocol: frame.protocol,
+      capabilities: [...capabilities],
+      gateway: this.ctx.gatewayUrl,
+      heartbeatIntervalMs: frame.heartbeatIntervalMs,
+    });
+  }
+
+  private onGenerate(frame: GenerateFrame): void {
+    const { table, stats, log } = this.ctx;
+    const { id } = frame;
+    if (this.ctx.drain.active) {
+      stats.refusedDraining += 1;
+      sendFrame(this.link, errorFrame(id, "AGENT_DRAINING", "agent is draining", true));
+      return;
+    }
+    const admission = table.admit(id, this.link);
+    if ("refused" in admission) {
+      if (admission.refused === "busy") {
+        stats.refusedBusy += 1;
+        // The hub should never do this (it tracks our capacity); say so where operators look.
+        log.warn("refused a generate beyond capacity", { id, capacity: table.capacity });
+        sendFrame(this.link, errorFrame(id, "AGENT_BUSY", "agent is at capacity", true));
+      } else if (this.answersDuplicates()) {
+        // Typically an older link's generation still aborting after a reconnect, and the hub failing
+        // the request over to this new session: the hub retries elsewhere at once.
+        stats.refusedDuplicate += 1;
+        log.warn("refused a generate with a request id already in flight", { id });
+        const message = "a generation with this request id is still winding down on this agent";
+        sendFrame(this.link, errorFrame(id, "DUPLICATE_REQUEST", message, true));
+      } else {
+        // A v1 hub cannot parse DUPLICATE_REQUEST; it gets what v1 agents always did: silence.
+        log.warn("ignored generate with a request id already in flight", { id });
+      }
+      return;
+    }
+    const { entry } = admission;
+    stats.generationsStarted += 1;
+    log.info("generation started", { id, model: frame.model, inFlight: table.size });
+    void this.ctx.runner
+      .run(frame, entry)
+      .catch((err) => log.error("generation bookkeeping failed", { id, error: errorMessage(err) }))
+      .finally(() => {
+        table.finish(entry);
+        stats.generationsFinished += 1;
+      });
+  }
+
+  private answersDuplicates(): boolean {
+    const { protocol, capabilities } = this.negotiated;
+    return protocol >= 2 || capabilities.has("duplicate_answer");
+  }
+
+  /** The frame's model as a ModelId; logs `failure` for a valid ModelName that is none (`a:1:2`). */
+  private modelId(model: string, failure: string): ModelId | undefined {
+    if (isModelId(model)) return model;
+    this.ctx.log.warn(failure, { model, error: "not a model id (name or name:version)" });
+    return undefined;
+  }
+}
+
+/** The request id of a frame that is a `cancel` but failed validation (e.g. an unknown reason). */
+function cancelledRequestId(data: string | ArrayBuffer): string | undefined {
+  if (typeof data !== "string") return undefined;
+  try {
+    const frame = JSON.parse(data) as { type?: unknown; id?: unknown } | null;
+    return frame?.type === "cancel" && typeof frame.id === "string" ? frame.id : undefined;
+  } catch {
+    return undefined;
+  }
+}
