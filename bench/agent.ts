@@ -58,7 +58,7 @@ function benchLogger(onConnected: () => void): Logger {
 
 async function createEngine(e: EngineConfig): Promise<Engine> {
   if (e.kind === "synthetic") return new SyntheticTokenSource({ models: e.models });
-  const { LlamaCppEngine } = await import("../node-agent/engines/llamacpp.ts");
+  const { LlamaCppEngine } = await import("../node-agent/engines/llamacpp/index.ts");
   const engine = new LlamaCppEngine({
     models: [{ name: e.modelName, path: e.modelPath }],
     capacity: 1,

@@ -102,7 +102,7 @@ async function checkModelFile(model: ModelSpec): Promise<DoctorCheck> {
 async function checkEngine(config: AgentConfig, models: ModelSpec[]): Promise<DoctorCheck> {
   const started = performance.now();
   try {
-    const { LlamaCppEngine } = await import("./engines/llamacpp.ts");
+    const { LlamaCppEngine } = await import("./engines/llamacpp/index.ts");
     const engine = new LlamaCppEngine({
       models,
       capacity: 1,

@@ -53,7 +53,7 @@ async function createEngine(config: AgentConfig, log: Logger): Promise<Engine> {
     log.info("no model configured; serving the built-in demo model", { model: demo.name, path: demo.path });
   }
   // Imported lazily: `help` and config errors should not pay for loading native llama.cpp.
-  const { LlamaCppEngine } = await import("./engines/llamacpp.ts");
+  const { LlamaCppEngine } = await import("./engines/llamacpp/index.ts");
   const engine = new LlamaCppEngine({
     models,
     capacity: config.capacity,

@@ -12,7 +12,7 @@ import {
   type GenerationPiece,
   type GenerationRequest,
 } from "../../node-agent/engines/engine.ts";
-import { LlamaCppEngine } from "../../node-agent/engines/llamacpp.ts";
+import { LlamaCppEngine } from "../../node-agent/engines/llamacpp/index.ts";
 
 const MODEL = "demo";
 const PROMPTS = ["Once upon a time", "they were all there", "Hello, world!\n", "the people said"];

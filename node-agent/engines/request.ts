@@ -1,0 +1,20 @@
+// The checks every engine makes of a generation request before it starts, with the stable
+// INVALID_REQUEST code: the agent validates frames, but bench and tests call engines directly.
+import { ChatMessage, SamplingParams } from "../../schema/protocol.ts";
+import { EngineError, type GenerationRequest } from "./engine.ts";
+
+/** The request's sampling parameters, once it has exactly one of prompt or messages. */
+export function checkRequest(request: GenerationRequest): SamplingParams {
+  if ((request.prompt === undefined) === (request.messages === undefined)) {
+    throw new EngineError("INVALID_REQUEST", "give exactly one of prompt or messages");
+  }
+  if (request.messages && !ChatMessage.array().min(1).safeParse(request.messages).success) {
+    throw new EngineError("INVALID_REQUEST", "messages must be a non-empty list of chat messages");
+  }
+  const params = SamplingParams.safeParse(request.params);
+  if (!params.success) {
+    const issue = params.error.issues[0];
+    throw new EngineError("INVALID_REQUEST", `invalid params: ${issue?.path.join(".")}: ${issue?.message}`);
+  }
+  return params.data;
+}
