@@ -13,8 +13,9 @@ import {
   capsStorageKey,
 } from "./agent-connection.ts";
 
-/** The WebSocket readyState of an open socket (workerd's WebSocket has no static constants). */
-const OPEN = 1;
+/** WebSocket readyStates of a socket that is closing or closed (workerd has no static constants). */
+const CLOSING = 2;
+const CLOSED = 3;
 
 export type Adoption = { agent: AgentConnection } | { agent: null; code: CloseCode; reason: string };
 
@@ -74,7 +75,9 @@ export class AgentSockets {
    * and say hello), or a newer connection of the same agent is in the table (SUPERSEDED).
    */
   async adopt(ws: WebSocket, now: number): Promise<Adoption> {
-    if (ws.readyState !== OPEN) return { agent: null, code: CloseCode.GOING_AWAY, reason: "closing" };
+    if (ws.readyState === CLOSING || ws.readyState === CLOSED) {
+      return { agent: null, code: CloseCode.GOING_AWAY, reason: "closing" };
+    }
     const attachment = ws.deserializeAttachment() as AgentAttachment | null;
     if (attachment === null) {
       return { agent: null, code: CloseCode.SESSION_UNKNOWN, reason: "unknown session; reconnect" };

@@ -57,7 +57,7 @@ export class Cancellations {
         if (until > now) continue;
         agent.releasing.delete(id);
         freed = true;
-        log("warn", "no answer to cancel; freeing the slot", { requestId: id, agentId: agent.id });
+        log("info", "freeing a held slot", { requestId: id, agentId: agent.id });
       }
     }
     return freed;

@@ -266,6 +266,8 @@ export class Dispatcher {
    * streams idle for too long (cancel, agent failure, error event).
    */
   expire(now: number): void {
+    // Slots whose grace passed first: a queued request they can take now is sent, not timed out.
+    if (this.#cancellations.expire(this.host.connections(), now)) this.pump();
     for (const job of this.queue.takeExpired(now)) {
       if (job.requestDeadline <= now) {
         this.#fail(job, "GATEWAY_TIMEOUT", PublicMessage.deadlineQueued);
@@ -278,7 +280,6 @@ export class Dispatcher {
         this.#finish(job, "queue_timeout");
       }
     }
-    this.#cancellations.expire(this.host.connections(), now);
     // Breakers count at the hub's own clock (the same as `now` in production; tests pass a later one).
     const clock = this.host.now();
     for (const job of [...this.#jobs.values()]) {

@@ -1,6 +1,7 @@
 // What the AgentHub keeps in Durable Object storage, read once per wake and written in batches:
 // circuit breakers (transitions at once, counts on the flush cycle), request counters and the
-// known-model list (flush cycle). Reads are retried; the hub decides what a failure means.
+// known-model list (flush cycle). A failed read is the hub's to retry (on an alarm: a timer inside
+// the constructor's blockConcurrencyWhile would hold every event of the pool while it waits).
 import { describeError, log } from "../log.ts";
 import { BREAKER_KEY_PREFIX } from "./circuit-breakers.ts";
 import { METRICS_STORAGE_KEY } from "./hub-metrics.ts";
@@ -10,8 +11,6 @@ import { KNOWN_MODEL_KEY_PREFIX, LEGACY_KNOWN_MODELS_KEY } from "./known-models.
 export const FLUSH_INTERVAL_MS = 10_000;
 /** Storage put() and delete() take at most 128 keys per call. */
 const MAX_KEYS_PER_CALL = 128;
-/** Attempts of one restore, with these pauses between them. */
-const READ_RETRY_DELAYS_MS = [50, 250];
 
 export interface StoredHubState {
   alarm: number | null;
@@ -22,26 +21,10 @@ export interface StoredHubState {
 }
 
 export class HubStorage {
-  constructor(
-    private readonly storage: DurableObjectStorage,
-    private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
-  ) {}
+  constructor(private readonly storage: DurableObjectStorage) {}
 
-  /** Everything a wake restores, retried a few times; throws the last error when all attempts fail. */
+  /** Everything a wake restores. */
   async load(): Promise<StoredHubState> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.#read();
-      } catch (err) {
-        const delay = READ_RETRY_DELAYS_MS[attempt];
-        if (delay === undefined) throw err;
-        log("warn", "hub storage read failed; retrying", { attempt: attempt + 1, ...describeError(err) });
-        await this.sleep(delay);
-      }
-    }
-  }
-
-  async #read(): Promise<StoredHubState> {
     const [alarm, breakers, knownModels, legacyKnownModels, metrics] = await Promise.all([
       this.storage.getAlarm(),
       this.storage.list({ prefix: BREAKER_KEY_PREFIX }),
