@@ -2,7 +2,9 @@
 // side of the protocol as each test scripts it) and a scripted test engine (a double that yields
 // the pieces a test asks for and records the AbortSignals it was given). Real sockets, real timers,
 // small intervals.
+import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
+import { availableParallelism, totalmem } from "node:os";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { type WebSocket, WebSocketServer } from "ws";
 import {
@@ -296,6 +298,22 @@ function generate(id: string, extra: Record<string, unknown> = {}) {
   return { type: "generate", id, model: "test-model", prompt: "hi", params: { maxTokens: 64 }, ...extra };
 }
 
+let barriers = 0;
+
+/**
+ * Sends a generate and waits for its done. Frames on one socket arrive in order, so whatever the
+ * agent sent on `conn` before that done has arrived by then: a negative check made after a barrier
+ * cannot pass merely because a frame is still on its way.
+ */
+async function barrier(conn: HubConnection, engine: ScriptedTestEngine): Promise<void> {
+  const script = engine.script;
+  const id = `barrier-${++barriers}`;
+  engine.script = { pieces: ["barrier"] };
+  conn.send(generate(id));
+  await conn.waitFor("done", (d) => d.id === id);
+  engine.script = script;
+}
+
 /**
  * Starts `id` on the first session, then drops the socket while the engine is slow to stop, so the
  * id outlives its session in the agent's in-flight table. Returns the agent's next session.
@@ -340,8 +358,9 @@ describe("Agent session", () => {
       capacity: 2,
       host: { platform: process.platform, arch: process.arch },
     });
-    expect(hello?.host.memoryTotalBytes).toBeGreaterThan(0);
+    expect(hello?.host.memoryTotalBytes).toBe(totalmem());
     expect(AGENT_VERSION).toMatch(/^\d+\.\d+\.\d+/);
+    expect(AGENT_VERSION).toBe(JSON.parse(readFileSync("package.json", "utf8")).version);
     await vi.waitFor(() => expect(logLines.find((l) => l.msg === "connected")).toBeDefined());
     expect(logLines.find((l) => l.msg === "connected")).toMatchObject({
       level: "info",
@@ -417,8 +436,9 @@ describe("Agent session", () => {
     expect(agent.inFlight).toBe(0);
     // A cancel for something no longer in flight is ignored.
     conn.send({ type: "cancel", id: "r3", reason: "client_disconnected" });
-    await sleep(20);
-    expect(conn.forId("r3").filter((f) => f.type === "done")).toHaveLength(1);
+    await barrier(conn, engine);
+    expect(conn.forId("r3").map((f) => f.type)).toEqual(["chunk", "done"]);
+    expect(engine.signals).toHaveLength(2);
   });
 
   it.each(CancelFrame.shape.reason.options)(
@@ -568,8 +588,15 @@ describe("Agent session", () => {
     });
     expect(await conn.waitFor("unloaded")).toEqual({ type: "unloaded", model: "m-b" });
     await vi.waitFor(() => expect(logLines.some((l) => l.msg === "model load failed")).toBe(true));
+    expect(logLines.find((l) => l.msg === "model load failed")).toMatchObject({
+      level: "warn",
+      model: "broken",
+      error: "cannot load",
+    });
     expect(engine.loaded).toEqual(["m-a"]);
+    await barrier(conn, engine);
     expect(conn.of("error")).toEqual([]);
+    expect(conn.of("loaded")).toHaveLength(1);
   });
 
   it("loads and unloads versioned model ids, and refuses text that is no model id before the engine sees it", async () => {
@@ -606,11 +633,16 @@ describe("Agent session", () => {
     const conn = await hub.connection(0);
     engine.script = { pieces: ["a", "b", "c"], holdUntilAborted: true };
     conn.send(generate("h1"));
-    const health = await conn.waitFor("health", (h) => h.inFlight === 1);
+    // The three tokens come back to back, so one report window (at least ~40 ms) holds them all.
+    const health = await conn.waitFor("health", (h) => h.inFlight === 1 && h.tokensPerSecond > 0);
     expect(health).toMatchObject({ queued: 0, models: [{ name: "test-model" }] });
-    expect(health.tokensPerSecond).toBeGreaterThanOrEqual(0);
-    expect(health.host.cpus).toBeGreaterThan(0);
+    expect(health.tokensPerSecond).toBeLessThanOrEqual(3 / 0.035);
+    expect(health.host.cpus).toBe(availableParallelism());
     expect(health.host.rssBytes).toBeGreaterThan(0);
+    // Nothing is generated after them (the generation holds), so the next report counts none.
+    const reported = conn.of("health").indexOf(health);
+    const next = await conn.waitFor("health", (h) => conn.of("health").indexOf(h) > reported);
+    expect(next).toMatchObject({ inFlight: 1, tokensPerSecond: 0 });
   });
 
   it("stops pulling from the engine while the socket is backed up", async () => {
@@ -621,9 +653,16 @@ describe("Agent session", () => {
     (conn.ws as any)._socket.pause();
     engine.script = { endless: "x".repeat(64 * 1024) };
     conn.send(generate("bp"));
+    // It pulls until the socket buffers more than its limit (64 KiB: two 64 KiB pieces), then waits.
+    await vi.waitFor(() => expect(engine.piecesPulled).toBeGreaterThan(1));
     await sleep(300);
     const early = engine.piecesPulled;
+    // The event loop keeps turning meanwhile: a generation that was not held back would be pulled.
+    let turns = 0;
+    const ticker = setInterval(() => turns++, 5);
     await sleep(300);
+    clearInterval(ticker);
+    expect(turns).toBeGreaterThan(5);
     expect(engine.piecesPulled).toBe(early);
     // Bounded by kernel socket buffers plus the agent's limit, far below what 600 ms of pulling yields.
     expect(early * 64 * 1024).toBeLessThan(64 * 1024 * 1024);
@@ -647,7 +686,9 @@ describe("Agent connection lifecycle", () => {
     expect(engine.signals.map((s) => s.aborted)).toEqual([true, true]);
     const second = await hub.connection(1);
     expect(second.of("hello")).toHaveLength(1);
+    await barrier(second, engine);
     expect(second.forId("d1")).toEqual([]);
+    expect(second.forId("d2")).toEqual([]);
   });
 
   it("backs off exponentially while connections fail, and starts over after a stable one", async () => {
@@ -719,10 +760,7 @@ describe("Agent connection lifecycle", () => {
         logLines.filter((l) => l.msg === "ignored generate with a request id already in flight"),
       ).toEqual([expect.objectContaining({ level: "warn", id: "dup1" })]),
     );
-    // Frames on one socket arrive in order: once this one's done is in, anything for dup1 would be too.
-    engine.script = { pieces: ["marker"] };
-    second.send(generate("marker"));
-    await second.waitFor("done", (d) => d.id === "marker");
+    await barrier(second, engine);
     expect(second.forId("dup1")).toEqual([]);
     expect(agent.stats.refusedDuplicate).toBe(0);
     expect(engine.requests).toHaveLength(2);
@@ -758,13 +796,20 @@ describe("Agent connection lifecycle", () => {
     [CloseCode.SUPERSEDED, ExitCode.REFUSED],
     [CloseCode.INCOMPATIBLE_VERSION, ExitCode.REFUSED],
   ])("stops for good on terminal close code %i (exit %i)", async (code, exitCode) => {
-    const { hub, exit, engine, agent } = await setup();
+    const { hub, exit, engine, agent, logLines } = await setup();
     const conn = await hub.connection(0);
     engine.script = { pieces: ["x"], holdUntilAborted: true };
     conn.send(generate("t1"));
     await conn.waitFor("chunk");
     conn.ws.close(code, "go away");
     expect(await exit).toMatchObject({ exitCode });
+    // The decision is logged when it is made: stop for good, and no reconnect was ever scheduled.
+    expect(logLines.filter((l) => l.msg === "hub closed the connection for good")).toEqual([
+      expect.objectContaining({ level: "error", code }),
+    ]);
+    expect(logLines.filter((l) => l.msg === "disconnected" || l.msg === "connecting")).toEqual([
+      expect.objectContaining({ msg: "connecting", attempt: 0 }),
+    ]);
     await sleep(60);
     expect(hub.connections).toHaveLength(1);
     expect(agent.inFlight).toBe(0);
@@ -817,6 +862,7 @@ describe("Agent connection lifecycle", () => {
     await vi.waitFor(() => expect(agent.inFlight).toBe(0));
     // Nothing more is sent for the aborted request on the next session.
     const next = await hub.connection(1);
+    await barrier(next, engine);
     expect(next.forId("hb1")).toEqual([]);
   });
 
@@ -831,7 +877,9 @@ describe("Agent connection lifecycle", () => {
   it("keeps a socket whose heartbeat is answered", async () => {
     const { hub } = await setup({ heartbeatIntervalMs: 20 });
     const conn = await hub.connection(0);
-    await sleep(200);
+    // Each interval the agent checks that its previous ping was answered before it pings again:
+    // ten pings are nine checks passed, however slowly the timers run.
+    await vi.waitFor(() => expect(conn.pings).toBeGreaterThanOrEqual(10), { timeout: 3_000 });
     expect(conn.pings).toBeGreaterThanOrEqual(4);
     expect(conn.closed).toBeUndefined();
     expect(hub.connections).toHaveLength(1);
@@ -894,8 +942,22 @@ describe("Agent drain", () => {
 });
 
 describe("ChunkCoalescer", () => {
-  it("is still exported from agent.ts", () => {
+  it("is still exported from agent.ts, and what it exports coalesces", () => {
     expect(ChunkCoalescerFromAgent).toBe(ChunkCoalescer);
+    vi.useFakeTimers();
+    const emitted: Array<[string, number]> = [];
+    const coalescer = new ChunkCoalescerFromAgent((t, n) => emitted.push([t, n]), {
+      flushMs: 16,
+      now: () => Date.now(),
+    });
+    coalescer.push({ text: "a", tokens: 1 });
+    coalescer.push({ text: "b", tokens: 1 });
+    expect(emitted).toEqual([["a", 1]]);
+    vi.advanceTimersByTime(16);
+    expect(emitted).toEqual([
+      ["a", 1],
+      ["b", 1],
+    ]);
   });
 
   afterEach(() => {

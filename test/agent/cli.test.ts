@@ -72,9 +72,10 @@ describe.concurrent("orchard-agent CLI", () => {
   });
 
   it("prints help when no command is given", async () => {
-    const run = await runCli([]);
+    const [run, help] = await Promise.all([runCli([]), runCli(["help"])]);
     expect(run.code).toBe(0);
     expect(run.stdout).toContain("Usage:");
+    expect(run.stdout).toBe(help.stdout);
   });
 
   it("start without a gateway names --gateway", async () => {
@@ -117,6 +118,8 @@ describe.concurrent("orchard-agent CLI", () => {
     const run = await runCli(["serve"]);
     expect(run.code).toBe(2);
     expect(run.stderr).toContain('unknown command "serve"');
+    expect(run.stderr).toBe('orchard-agent: unknown command "serve" (commands: start, doctor, help)\n');
+    expect(run.stdout).toBe("");
   });
 
   /** A stand-in gateway: /health answers 200; /agents/connect without an upgrade answers like the real route. */
@@ -202,6 +205,28 @@ describe.concurrent("orchard-agent CLI", () => {
   });
 });
 
+/** What the llama.cpp engine generates in this process for a greedy completion on the demo model. */
+async function demoReference(prompt: string, maxTokens: number) {
+  const { LlamaCppEngine } = await import("../../node-agent/engines/llamacpp/index.ts");
+  const { DEMO_MODEL_NAME, ensureDemoModel } = await import("../../node-agent/demo-model.ts");
+  const engine = new LlamaCppEngine({
+    models: [{ name: DEMO_MODEL_NAME, path: await ensureDemoModel(cacheDir) }],
+    capacity: 1,
+    threads: 1,
+  });
+  try {
+    const generation = engine.generate(
+      { model: DEMO_MODEL_NAME, prompt, params: { maxTokens, temperature: 0 } },
+      new AbortController().signal,
+    );
+    let text = "";
+    for await (const piece of generation) text += piece.text;
+    return { text, ...(await generation.result) };
+  } finally {
+    await engine.close();
+  }
+}
+
 describe("orchard-agent start", () => {
   it("serves a generation through a scripted test hub with the demo model, and drains on SIGTERM", async () => {
     const hub = new WebSocketServer({ port: 0, host: "127.0.0.1", path: "/agents/connect" });
@@ -261,12 +286,19 @@ describe("orchard-agent start", () => {
       });
       const done = frames.find((f) => f.type === "done") as {
         id: string;
-        usage: { completionTokens: number };
+        finishReason: string;
+        usage: { promptTokens: number; completionTokens: number };
       };
       expect(done.id).toBe("g1");
       expect(done.usage.completionTokens).toBeGreaterThan(0);
       expect(done.usage.completionTokens).toBeLessThanOrEqual(12);
-      expect(frames.filter((f) => f.type === "chunk").length).toBeGreaterThan(0);
+      const chunks = frames.filter((f) => f.type === "chunk") as Array<{ id: string; text: string }>;
+      expect(chunks.length).toBeGreaterThan(0);
+      // Greedy decoding of the demo model is deterministic: the process serves exactly what the
+      // engine generates in this one for the same request.
+      const reference = await demoReference("Once upon a time", 12);
+      expect(chunks.map((c) => c.text).join("")).toBe(reference.text);
+      expect(done).toMatchObject({ finishReason: reference.finishReason, usage: reference.usage });
       child.kill("SIGTERM");
       const run = await exited;
       expect(run.code).toBe(0);

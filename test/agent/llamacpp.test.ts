@@ -3,7 +3,7 @@
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { getLlama, type Llama, LlamaCompletion, type LlamaModel } from "node-llama-cpp";
+import { getLlama, type Llama, LlamaCompletion, type LlamaModel, type Token } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureDemoModel } from "../../node-agent/demo-model.ts";
 import {
@@ -186,24 +186,39 @@ describe("generation", () => {
     await model?.dispose();
   });
 
+  /** node-llama-cpp's own greedy completion of a raw prompt, on the reference copy of the model. */
+  async function referenceCompletion(prompt: string, maxTokens: number): Promise<string> {
+    const context = await model.createContext({ contextSize: 1024 });
+    try {
+      const completion = new LlamaCompletion({ contextSequence: context.getSequence() });
+      return await completion.generateCompletion(prompt, { maxTokens, temperature: 0, repeatPenalty: false });
+    } finally {
+      await context.dispose();
+    }
+  }
+
+  /** Greedy text after exactly these prompt tokens, straight from a context sequence. */
+  async function referenceAfterTokens(prompt: Token[], count: number): Promise<string> {
+    const context = await model.createContext({ contextSize: 1024 });
+    try {
+      const out: Token[] = [];
+      for await (const token of context.getSequence().evaluate(prompt, { temperature: 0 })) {
+        out.push(token);
+        if (out.length >= count) break;
+      }
+      return model.detokenize(out, false, prompt.slice(-16));
+    } finally {
+      await context.dispose();
+    }
+  }
+
   it("streams several pieces that add up to exactly what llama.cpp generates", async () => {
     const out = await run(request({ params: { maxTokens: 48 } }));
     expect(out.pieces.length).toBeGreaterThan(5);
     expect(out.pieces.every((p) => p.text.length > 0 && p.tokens > 0)).toBe(true);
     expect(out.pieces.reduce((sum, p) => sum + p.tokens, 0)).toBe(out.usage.completionTokens);
 
-    const context = await model.createContext({ contextSize: 1024 });
-    try {
-      const completion = new LlamaCompletion({ contextSequence: context.getSequence() });
-      const reference = await completion.generateCompletion(PROMPTS[0] as string, {
-        maxTokens: 48,
-        temperature: 0,
-        repeatPenalty: false,
-      });
-      expect(out.text).toBe(reference);
-    } finally {
-      await context.dispose();
-    }
+    expect(out.text).toBe(await referenceCompletion(PROMPTS[0] as string, 48));
     // BOS plus the prompt's own tokens.
     expect(out.usage.promptTokens).toBe(1 + model.tokenize(PROMPTS[0] as string).length);
   });
@@ -248,6 +263,7 @@ describe("generation", () => {
     const greedy = await Promise.all([run(request()), run(request())]);
     expect(greedy[0].text).toBe(greedy[1].text);
     expect(greedy[0].text.length).toBeGreaterThan(0);
+    expect(greedy[0].text).toBe(await referenceCompletion(PROMPTS[0] as string, 32));
 
     const sampled = (seed: number) => run(request({ params: { maxTokens: 40, temperature: 1, seed } }));
     const [a, b, c] = [await sampled(7), await sampled(7), await sampled(8)];
@@ -264,6 +280,7 @@ describe("generation", () => {
     const out = await run(request({ messages }));
     expect(out.text.length).toBeGreaterThan(0);
     expect(out.finishReason).toBe("length");
+    expect(out.usage.completionTokens).toBe(32);
     // The template's markers are special tokens; the user's "</s>" is plain text, not end-of-sequence.
     const special = (text: string) => model.tokenize(text, true);
     const plain = (text: string) => model.tokenize(text, false);
@@ -278,6 +295,8 @@ describe("generation", () => {
       ...special("\n<|assistant|>\n"),
     ];
     expect(out.usage.promptTokens).toBe(expected.length);
+    // Exactly those tokens were the prompt: greedy decoding after them gives the same text.
+    expect(out.text).toBe(await referenceAfterTokens(expected as Token[], 32));
 
     const again = await run(request({ messages }));
     expect(again.text).toBe(out.text);
@@ -295,6 +314,11 @@ describe("generation", () => {
     // Exactly the prefix's tokens were added: no end-of-turn marker and no new assistant header.
     expect(continued.usage.promptTokens).toBe(fresh.usage.promptTokens + model.tokenize(prefix).length);
     expect(continued.text).not.toBe(fresh.text);
+    const special = (text: string) => model.tokenize(text, true);
+    const turn = [model.tokens.bos, ...special("<|user|>\n"), ...model.tokenize("Hi"), model.tokens.eos];
+    const header = [...turn, ...special("\n<|assistant|>\n")] as Token[];
+    expect(fresh.text).toBe(await referenceAfterTokens(header, 5));
+    expect(continued.text).toBe(await referenceAfterTokens([...header, ...model.tokenize(prefix)], 5));
   });
 });
 
@@ -327,6 +351,10 @@ describe("cancellation", () => {
     const out = await run(request(), AbortSignal.abort());
     expect(out).toMatchObject({ text: "", finishReason: "cancelled", usage: { completionTokens: 0 } });
     expect(out.usage.promptTokens).toBeGreaterThan(0);
+    // The prompt was counted as for a request that runs.
+    expect(out.usage.promptTokens).toBe(
+      (await run(request({ params: { maxTokens: 1 } }))).usage.promptTokens,
+    );
   });
 
   it("stops generating when the consumer stops iterating", async () => {
