@@ -1,6 +1,7 @@
 // Which agent takes a request now, and which it must not: breakers that do not let it through,
 // an agent still winding down this very request, and the agents it already failed on while
 // another agent serves the model. Pure over the pool's ready agents and its breakers.
+import type { ModelId } from "../../schema/model-id.ts";
 import type { AgentConnection } from "./agent-connection.ts";
 import type { CircuitBreakers } from "./circuit-breakers.ts";
 import { hasCandidate, pickAgent } from "./scheduling.ts";
@@ -25,12 +26,12 @@ export class AgentChoice {
   ) {}
 
   /** The agent to send `job` (or, with null, any request) for `model` to now, or null. */
-  pick(model: string, job: Attempted | null, now: number): AgentConnection | null {
+  pick(model: ModelId, job: Attempted | null, now: number): AgentConnection | null {
     return pickAgent(this.ready(), model, this.exclusions(model, job, now).pick);
   }
 
   /** Whether some agent other than the excluded ones could ever take the request. */
-  anyCandidate(model: string, job: Attempted | null, now: number): boolean {
+  anyCandidate(model: ModelId, job: Attempted | null, now: number): boolean {
     return hasCandidate(this.ready(), model, this.exclusions(model, job, now).exist);
   }
 
@@ -41,7 +42,7 @@ export class AgentChoice {
    * while another agent serves the model. `exist`: open breakers and, while another agent serves
    * the model, the agents already tried.
    */
-  exclusions(model: string, job: Attempted | null, now: number): Exclusions {
+  exclusions(model: ModelId, job: Attempted | null, now: number): Exclusions {
     const open = new Set<string>();
     const blocked = new Set<string>();
     const ready = this.ready();
@@ -62,7 +63,7 @@ export class AgentChoice {
   }
 
   /** Ready agents whose breakers for `model` are not open. */
-  usable(model: string, now: number): AgentConnection[] {
+  usable(model: ModelId, now: number): AgentConnection[] {
     return this.ready().filter((a) => !this.breakers.isOpen(a.id, model, now));
   }
 }

@@ -1,6 +1,8 @@
 // One connected agent as the hub sees it: identity and capabilities (mirrored in the socket's
 // attachment so they survive hibernation) plus live state that only matters while awake.
+
 import type { AgentSummary } from "../../schema/hub.ts";
+import { isModelId, type ModelId } from "../../schema/model-id.ts";
 import type {
   Capability,
   EngineName,
@@ -71,7 +73,7 @@ export class AgentConnection implements AgentLoad {
   lost = false;
   /** The latest failure the agent reported or the hub saw, with its detail: for admins only. */
   lastError: AgentSummary["lastError"] = null;
-  #models: Set<string>;
+  #models: Set<ModelId>;
 
   constructor(
     public ws: WebSocket,
@@ -102,7 +104,7 @@ export class AgentConnection implements AgentLoad {
     return this.caps !== null;
   }
 
-  get models(): ReadonlySet<string> {
+  get models(): ReadonlySet<ModelId> {
     return this.#models;
   }
 
@@ -184,6 +186,9 @@ export class AgentConnection implements AgentLoad {
   }
 }
 
-function modelNames(caps: AgentCapabilities | null): Set<string> {
-  return new Set(caps?.models.map((m) => m.name) ?? []);
+/** The models an agent serves; a name that is no model id (see model-id.ts) cannot be requested. */
+function modelNames(caps: AgentCapabilities | null): Set<ModelId> {
+  const names = new Set<ModelId>();
+  for (const { name } of caps?.models ?? []) if (isModelId(name)) names.add(name);
+  return names;
 }

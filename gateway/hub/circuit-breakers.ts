@@ -1,5 +1,6 @@
 // Every circuit breaker of a pool, keyed by agent and agent+model, with the bookkeeping the
 // AgentHub needs to persist them cheaply: transitions reported at once, counts flushed lazily.
+import { isModelId, type ModelId } from "../../schema/model-id.ts";
 import {
   type AttemptOutcome,
   type BreakerPolicy,
@@ -11,7 +12,7 @@ import {
 
 export interface BreakerStatus extends BreakerStats {
   agentId: string;
-  model: string | null;
+  model: ModelId | null;
   state: BreakerState;
   openedAt: number | null;
   lastTransitionAt: number;
@@ -21,7 +22,7 @@ export interface BreakerStatus extends BreakerStats {
 /** What a dispatch attempt holds so its outcome reaches the right breakers and probe rounds. */
 export interface BreakerTicket {
   agentId: string;
-  model: string;
+  model: ModelId;
   agentProbe: number | null;
   modelProbe: number | null;
 }
@@ -40,7 +41,7 @@ export interface BreakerChange {
 }
 
 /** Storage key of a breaker (agent: model null). */
-export function breakerKey(agentId: string, model: string | null): string {
+export function breakerKey(agentId: string, model: ModelId | null): string {
   return `breaker:${JSON.stringify([agentId, model])}`;
 }
 export const BREAKER_KEY_PREFIX = "breaker:";
@@ -52,7 +53,7 @@ export const BREAKER_KEY_PREFIX = "breaker:";
  * collected as dirty keys for the owner to flush cheaply (flush()).
  */
 export class CircuitBreakers {
-  readonly #breakers = new Map<string, { agentId: string; model: string | null; breaker: CircuitBreaker }>();
+  readonly #breakers = new Map<string, { agentId: string; model: ModelId | null; breaker: CircuitBreaker }>();
   readonly #dirty = new Set<string>();
 
   constructor(
@@ -72,7 +73,11 @@ export class CircuitBreakers {
     for (const raw of records) {
       const parsed = BreakerRecord.safeParse(raw);
       if (!parsed.success) continue;
-      const { agentId, model } = parsed.data;
+      const { agentId } = parsed.data;
+      // A record of a model whose name is no model id (written by a build without the rule).
+      const model =
+        parsed.data.model === null ? null : isModelId(parsed.data.model) ? parsed.data.model : undefined;
+      if (model === undefined) continue;
       const key = breakerKey(agentId, model);
       if (inMemory.has(key)) continue;
       this.#breakers.set(key, {
@@ -86,14 +91,14 @@ export class CircuitBreakers {
   }
 
   /** May `agentId` take a request for `model` now? */
-  allows(agentId: string, model: string, now: number): boolean {
+  allows(agentId: string, model: ModelId, now: number): boolean {
     return (
       (this.#get(agentId, null)?.allows(now) ?? true) && (this.#get(agentId, model)?.allows(now) ?? true)
     );
   }
 
   /** Open (not half-open) for the agent or the agent+model: this agent cannot serve the model. */
-  isOpen(agentId: string, model: string, now: number): boolean {
+  isOpen(agentId: string, model: ModelId, now: number): boolean {
     return (
       this.#get(agentId, null)?.state(now) === "open" || this.#get(agentId, model)?.state(now) === "open"
     );
@@ -105,7 +110,7 @@ export class CircuitBreakers {
   }
 
   /** A request is sent to `agentId` for `model`: creates breakers on first use, takes probe slots. */
-  admit(agentId: string, model: string, now: number): BreakerTicket {
+  admit(agentId: string, model: ModelId, now: number): BreakerTicket {
     return {
       agentId,
       model,
@@ -202,7 +207,7 @@ export class CircuitBreakers {
 
   #record(
     agentId: string,
-    model: string | null,
+    model: ModelId | null,
     outcome: "success" | "failure" | "neutral",
     probe: number | null,
     now: number,
@@ -221,11 +226,11 @@ export class CircuitBreakers {
     }
   }
 
-  #get(agentId: string, model: string | null): CircuitBreaker | undefined {
+  #get(agentId: string, model: ModelId | null): CircuitBreaker | undefined {
     return this.#breakers.get(breakerKey(agentId, model))?.breaker;
   }
 
-  #getOrCreate(agentId: string, model: string | null, now: number): CircuitBreaker {
+  #getOrCreate(agentId: string, model: ModelId | null, now: number): CircuitBreaker {
     const key = breakerKey(agentId, model);
     let entry = this.#breakers.get(key);
     if (entry === undefined) {

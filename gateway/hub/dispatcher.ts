@@ -3,8 +3,10 @@
 // agent's output must keep, completion, and cancellation when the caller goes. Deadlines are
 // expire(); what was cancelled but may still run is cancellations.ts. No Durable Object APIs here:
 // the AgentHub shell injects sockets, clocks and alarms.
+
 import type { ErrorCode } from "../../schema/api.ts";
 import type { DispatchRequest, RequestOutcome } from "../../schema/hub.ts";
+import type { ModelId } from "../../schema/model-id.ts";
 import type { ChunkFrame, CloseCode, DoneFrame, ErrorFrame, GatewayFrame } from "../../schema/protocol.ts";
 import { CloseCode as Close } from "../../schema/protocol.ts";
 import type { GatewayConfig } from "../config.ts";
@@ -43,7 +45,7 @@ export interface DispatcherHost {
   connections(): Iterable<AgentConnection>;
   /** The current connection of an agent id, if any. */
   connection(agentId: string): AgentConnection | undefined;
-  knownModels(): { has(model: string): boolean };
+  knownModels(): { has(model: ModelId): boolean };
   /** Sends a frame; false when the socket failed (the host then reports the agent lost). */
   send(agent: AgentConnection, frame: GatewayFrame): boolean;
   /** Closes an agent that broke the protocol; the host then reports it lost (agentLost()). */
@@ -57,7 +59,7 @@ export class Dispatcher {
   readonly queue: RequestQueue<InferenceJob>;
   readonly #jobs = new Map<string, InferenceJob>();
   /** Recent time from dispatch to `done`, per model and across the pool (for Retry-After). */
-  readonly #serviceTimeMs = new Map<string, number>();
+  readonly #serviceTimeMs = new Map<ModelId, number>();
   #poolServiceTimeMs: number | null = null;
   readonly #config: DispatcherConfig;
   readonly #breakers: CircuitBreakers;
@@ -492,14 +494,14 @@ export class Dispatcher {
     return [...this.host.connections()].filter((a) => a.ready);
   }
 
-  #servedModels(now: number): string[] {
+  #servedModels(now: number): ModelId[] {
     return this.#ready()
       .filter((a) => !a.draining)
       .flatMap((a) => [...a.models].filter((m) => !this.#breakers.isOpen(a.id, m, now)))
       .sort();
   }
 
-  #retryAfter(model: string, now: number): number {
+  #retryAfter(model: ModelId, now: number): number {
     return retryAfterSeconds({
       queued: this.queue.sizeFor(model),
       slots: slotsFor(this.#choice.usable(model, now), model),

@@ -2,8 +2,10 @@
 // and the HTTP response the Worker is waiting for and passes on to the caller as it is: an error
 // status before the first chunk; else, for a stream, SSE rendered as the agent's frames arrive
 // (with a bound on what an unread stream holds), or the whole JSON answer once the agent is done.
+
 import type { ErrorCode } from "../../schema/api.ts";
 import { type DispatchErrorBody, type DispatchRequest, HubHeader } from "../../schema/hub.ts";
+import type { ModelId } from "../../schema/model-id.ts";
 import type { ChunkFrame, DoneFrame, GenerateFrame } from "../../schema/protocol.ts";
 import { completionBody, contentType, type StreamRenderer, streamRenderer } from "../render/render.ts";
 import { SSE_HEADERS } from "../render/sse.ts";
@@ -89,9 +91,9 @@ export class InferenceJob implements Queued {
   constructor(
     readonly id: string,
     /** The model that answers: the requested one, or a MODEL_FALLBACKS substitute. */
-    readonly model: string,
+    readonly model: ModelId,
     /** The model the caller asked for (the pool's default when it named none). */
-    readonly requestedModel: string,
+    readonly requestedModel: ModelId,
     readonly request: DispatchRequest,
     limits: JobLimits,
     private readonly callbacks: JobCallbacks,

@@ -2,6 +2,7 @@
 // servable MODEL_FALLBACKS substitute when no agent can serve the one named. Pure: the dispatcher
 // passes in what the pool looks like now. The registry (versions, deployments, A/B arms) extends
 // this module: a name resolves to a version here, and nowhere else.
+import { isModelId, type ModelId } from "../../schema/model-id.ts";
 import type { ModelAvailability } from "./scheduling.ts";
 
 export interface ModelResolutionConfig {
@@ -12,13 +13,13 @@ export interface ModelResolutionConfig {
 
 export interface PoolView {
   /** Whether the model can be served now (busy agents count as serving: the request queues). */
-  availability(model: string): ModelAvailability;
+  availability(model: ModelId): ModelAvailability;
   /** Models some usable (ready, not draining, breaker not open) agent serves, sorted. */
-  servedModels(): string[];
+  servedModels(): ModelId[];
 }
 
 export type Resolution =
-  | { ok: true; model: string; requested: string; fallback: boolean }
+  | { ok: true; model: ModelId; requested: ModelId; fallback: boolean }
   | { ok: false; code: "MODEL_NOT_FOUND" | "NO_AGENT_AVAILABLE"; message: string; requested: string | null };
 
 export function resolveModel(
@@ -30,10 +31,19 @@ export function resolveModel(
   if (name === undefined) {
     return { ok: false, code: "NO_AGENT_AVAILABLE", message: "no agent serves any model", requested: null };
   }
+  if (!isModelId(name)) {
+    // A valid model name that reads as no model id ("demo:1:2"): nothing can serve it.
+    return {
+      ok: false,
+      code: "MODEL_NOT_FOUND",
+      message: `model "${name}" is not served by this gateway`,
+      requested: name,
+    };
+  }
   const availability = pool.availability(name);
   if (availability === "servable") return { ok: true, model: name, requested: name, fallback: false };
   for (const fallback of config.modelFallbacks.get(name) ?? []) {
-    if (pool.availability(fallback) === "servable") {
+    if (isModelId(fallback) && pool.availability(fallback) === "servable") {
       return { ok: true, model: fallback, requested: name, fallback: true };
     }
   }

@@ -1,9 +1,10 @@
 // Pure scheduling for one pool: which agent takes a request, whether a model can be served at
 // all, the bounded per-model FIFO queue with deadlines, and Retry-After. No I/O, no clocks.
+import type { ModelId } from "../../schema/model-id.ts";
 
 export interface AgentLoad {
   id: string;
-  models: ReadonlySet<string>;
+  models: ReadonlySet<ModelId>;
   capacity: number;
   inFlight: number;
   draining: boolean;
@@ -11,7 +12,7 @@ export interface AgentLoad {
   latencyMs: number | null;
 }
 
-const serves = (agent: AgentLoad, model: string) => agent.models.has(model) && !agent.draining;
+const serves = (agent: AgentLoad, model: ModelId) => agent.models.has(model) && !agent.draining;
 
 /**
  * Among agents serving `model`, not draining and below capacity, the one with the lowest
@@ -20,7 +21,7 @@ const serves = (agent: AgentLoad, model: string) => agent.models.has(model) && !
  */
 export function pickAgent<A extends AgentLoad>(
   agents: Iterable<A>,
-  model: string,
+  model: ModelId,
   exclude: ReadonlySet<string> = new Set(),
 ): A | null {
   let best: A | null = null;
@@ -48,9 +49,9 @@ export type ModelAvailability =
   | "unknown";
 
 export function modelAvailability(
-  model: string,
+  model: ModelId,
   agents: Iterable<AgentLoad>,
-  knownModels: { has(model: string): boolean },
+  knownModels: { has(model: ModelId): boolean },
 ): ModelAvailability {
   for (const agent of agents) if (serves(agent, model)) return "servable";
   return knownModels.has(model) ? "unavailable" : "unknown";
@@ -59,7 +60,7 @@ export function modelAvailability(
 /** Agents that could ever take this request (ignoring current load). */
 export function hasCandidate(
   agents: Iterable<AgentLoad>,
-  model: string,
+  model: ModelId,
   exclude: ReadonlySet<string>,
 ): boolean {
   for (const agent of agents) if (serves(agent, model) && !exclude.has(agent.id)) return true;
@@ -67,7 +68,7 @@ export function hasCandidate(
 }
 
 /** Total slots for `model` across usable agents. */
-export function slotsFor(agents: Iterable<AgentLoad>, model: string): number {
+export function slotsFor(agents: Iterable<AgentLoad>, model: ModelId): number {
   let slots = 0;
   for (const agent of agents) if (serves(agent, model)) slots += agent.capacity;
   return slots;
@@ -99,14 +100,14 @@ export function ewma(previous: number | null, sample: number, alpha = 0.2): numb
 }
 
 export interface Queued {
-  model: string;
+  model: ModelId;
   /** Epoch ms after which the request leaves the queue with QUEUE_TIMEOUT. */
   deadline: number;
 }
 
 /** Bounded FIFO queues, one per model, so one hot model cannot starve the others. */
 export class RequestQueue<T extends Queued> {
-  readonly #byModel = new Map<string, T[]>();
+  readonly #byModel = new Map<ModelId, T[]>();
 
   constructor(readonly maxPerModel: number) {}
 
@@ -116,7 +117,7 @@ export class RequestQueue<T extends Queued> {
     return n;
   }
 
-  sizeFor(model: string): number {
+  sizeFor(model: ModelId): number {
     return this.#byModel.get(model)?.length ?? 0;
   }
 
@@ -146,11 +147,11 @@ export class RequestQueue<T extends Queued> {
   }
 
   /** Items of one model in FIFO order (a copy: callers may remove while iterating). */
-  itemsFor(model: string): T[] {
+  itemsFor(model: ModelId): T[] {
     return [...(this.#byModel.get(model) ?? [])];
   }
 
-  models(): string[] {
+  models(): ModelId[] {
     return [...this.#byModel.keys()];
   }
 

@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { type BreakerPolicy, CircuitBreaker } from "../../gateway/hub/circuit-breaker.ts";
 import { type BreakerChange, CircuitBreakers } from "../../gateway/hub/circuit-breakers.ts";
+import { formatModelId } from "../../schema/model-id.ts";
 
 const policy: BreakerPolicy = {
   windowMs: 60_000,
@@ -134,15 +135,15 @@ describe("CircuitBreaker", () => {
 
 describe("CircuitBreakers", () => {
   const ticket = (breakers: CircuitBreakers, agentId: string, model: string, now: number) =>
-    breakers.admit(agentId, model, now);
+    breakers.admit(agentId, formatModelId(model), now);
 
   it("model failures open only the agent+model breaker; the agent serves its other models", () => {
     const breakers = new CircuitBreakers(policy);
     for (let i = 0; i < 5; i++) breakers.settle(ticket(breakers, "a", "m1", 0), "model_failure", 0);
-    expect(breakers.allows("a", "m1", 0)).toBe(false);
-    expect(breakers.isOpen("a", "m1", 0)).toBe(true);
-    expect(breakers.allows("a", "m2", 0)).toBe(true);
-    expect(breakers.allows("b", "m1", 0)).toBe(true);
+    expect(breakers.allows("a", formatModelId("m1"), 0)).toBe(false);
+    expect(breakers.isOpen("a", formatModelId("m1"), 0)).toBe(true);
+    expect(breakers.allows("a", formatModelId("m2"), 0)).toBe(true);
+    expect(breakers.allows("b", formatModelId("m1"), 0)).toBe(true);
     expect(breakers.agentState("a", 0)).toBe("closed");
   });
 
@@ -150,8 +151,8 @@ describe("CircuitBreakers", () => {
     const breakers = new CircuitBreakers(policy);
     for (let i = 0; i < 5; i++) breakers.settle(ticket(breakers, "a", `m${i}`, 0), "agent_failure", 0);
     expect(breakers.agentState("a", 0)).toBe("open");
-    expect(breakers.allows("a", "m1", 0)).toBe(false);
-    expect(breakers.allows("a", "never-used", 0)).toBe(false);
+    expect(breakers.allows("a", formatModelId("m1"), 0)).toBe(false);
+    expect(breakers.allows("a", formatModelId("never-used"), 0)).toBe(false);
     // The per-model breakers saw neither a success nor a failure.
     const rows = breakers.status(0).filter((r) => r.model !== null);
     expect(rows.every((r) => r.state === "closed" && r.calls === 0)).toBe(true);
@@ -213,7 +214,7 @@ describe("CircuitBreakers", () => {
       for (let i = 0; i < 5; i++) breakers.settle(ticket(breakers, agent, "m", 0), "model_failure", 0);
     }
     expect(breakers.reset({ agentId: "a", model: "m" }, 1)).toBe(1);
-    expect(breakers.allows("a", "m", 1)).toBe(true);
+    expect(breakers.allows("a", formatModelId("m"), 1)).toBe(true);
     expect(breakers.reset({ agentId: "b" }, 1)).toBe(2);
     expect(breakers.reset({ agentId: "nobody" }, 1)).toBeNull();
     expect(breakers.reset({ agentId: "a", model: "other" }, 1)).toBeNull();

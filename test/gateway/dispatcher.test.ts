@@ -9,6 +9,7 @@ import { CircuitBreakers } from "../../gateway/hub/circuit-breakers.ts";
 import { Dispatcher, type DispatcherConfig } from "../../gateway/hub/dispatcher.ts";
 import { HubCounters } from "../../gateway/hub/hub-metrics.ts";
 import { DispatchRequest, isDispatchRequest } from "../../schema/hub.ts";
+import { formatModelId } from "../../schema/model-id.ts";
 import type { CloseCode, GatewayFrame, GenerateFrame } from "../../schema/protocol.ts";
 import { helloFrame } from "./helpers.ts";
 
@@ -475,10 +476,12 @@ describe("Dispatcher breakers and fallbacks", () => {
     const pool = new FakePool();
     const a = pool.connect("a", { capacity: 10 });
     const b = pool.connect("b", { capacity: 10 });
-    for (let i = 0; i < 5; i++) pool.breakers.settle(pool.breakers.admit("a", "m", 0), "agent_failure", 0);
+    for (let i = 0; i < 5; i++)
+      pool.breakers.settle(pool.breakers.admit("a", formatModelId("m"), 0), "agent_failure", 0);
     for (let i = 0; i < 5; i++) pool.submit(`r${i}`);
     expect(new Set(pool.generates().map(([id]) => id))).toEqual(new Set(["b"]));
-    for (let i = 0; i < 5; i++) pool.breakers.settle(pool.breakers.admit("b", "m", 0), "model_failure", 0);
+    for (let i = 0; i < 5; i++)
+      pool.breakers.settle(pool.breakers.admit("b", formatModelId("m"), 0), "model_failure", 0);
     const rejected = (await pool.submit("r-none")) as Response;
     expect(rejected.status).toBe(503);
     expect(await rejected.json()).toMatchObject({ code: "NO_AGENT_AVAILABLE" });
@@ -488,7 +491,8 @@ describe("Dispatcher breakers and fallbacks", () => {
   it("a half-open agent takes one probe; its success closes the breaker", async () => {
     const pool = new FakePool({ queueMax: 10 });
     const a = pool.connect("a", { capacity: 10 });
-    for (let i = 0; i < 5; i++) pool.breakers.settle(pool.breakers.admit("a", "m", 0), "agent_failure", 0);
+    for (let i = 0; i < 5; i++)
+      pool.breakers.settle(pool.breakers.admit("a", formatModelId("m"), 0), "agent_failure", 0);
     pool.clock = 30_000;
     pool.submit("probe");
     pool.submit("waits");
@@ -501,7 +505,8 @@ describe("Dispatcher breakers and fallbacks", () => {
   it("a cancelled probe is not a failure: the breaker stays half-open for the next request", () => {
     const pool = new FakePool();
     pool.connect("a", { capacity: 10 });
-    for (let i = 0; i < 5; i++) pool.breakers.settle(pool.breakers.admit("a", "m", 0), "agent_failure", 0);
+    for (let i = 0; i < 5; i++)
+      pool.breakers.settle(pool.breakers.admit("a", formatModelId("m"), 0), "agent_failure", 0);
     pool.clock = 30_000;
     const caller = new AbortController();
     pool.submit("probe", caller.signal);
@@ -517,7 +522,7 @@ describe("Dispatcher breakers and fallbacks", () => {
     pool.submit("running");
     pool.submit("queued");
     for (let i = 0; i < 5; i++)
-      pool.breakers.settle(pool.breakers.admit("a", "m", 0), "agent_failure", 1_000);
+      pool.breakers.settle(pool.breakers.admit("a", formatModelId("m"), 0), "agent_failure", 1_000);
     pool.dispatcher.onDone(a, { ...done, id: "running" });
     expect(pool.generates().map(([, f]) => f.id)).toEqual(["running"]);
     expect(pool.dispatcher.nextDeadline(pool.clock)).toBe(31_000);

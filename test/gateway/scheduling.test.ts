@@ -10,10 +10,18 @@ import {
   RequestQueue,
   retryAfterSeconds,
 } from "../../gateway/hub/scheduling.ts";
+import { formatModelId, type ModelId } from "../../schema/model-id.ts";
+
+const [m, x, other, nope] = ["m", "x", "other", "nope"].map((name) => formatModelId(name)) as [
+  ModelId,
+  ModelId,
+  ModelId,
+  ModelId,
+];
 
 const agent = (id: string, over: Partial<AgentLoad> = {}): AgentLoad => ({
   id,
-  models: new Set(["m"]),
+  models: new Set([m]),
   capacity: 2,
   inFlight: 0,
   draining: false,
@@ -24,77 +32,77 @@ const agent = (id: string, over: Partial<AgentLoad> = {}): AgentLoad => ({
 describe("pickAgent", () => {
   it("picks the least loaded agent by inFlight/capacity", () => {
     const agents = [agent("a", { inFlight: 1, capacity: 2 }), agent("b", { inFlight: 1, capacity: 4 })];
-    expect(pickAgent(agents, "m")?.id).toBe("b");
+    expect(pickAgent(agents, m)?.id).toBe("b");
   });
 
   it("breaks load ties by recent latency, then by id", () => {
-    expect(pickAgent([agent("a", { latencyMs: 90 }), agent("b", { latencyMs: 40 })], "m")?.id).toBe("b");
-    expect(pickAgent([agent("b"), agent("a")], "m")?.id).toBe("a");
+    expect(pickAgent([agent("a", { latencyMs: 90 }), agent("b", { latencyMs: 40 })], m)?.id).toBe("b");
+    expect(pickAgent([agent("b"), agent("a")], m)?.id).toBe("a");
   });
 
   it("never exceeds capacity", () => {
-    expect(pickAgent([agent("a", { inFlight: 2, capacity: 2 })], "m")).toBeNull();
+    expect(pickAgent([agent("a", { inFlight: 2, capacity: 2 })], m)).toBeNull();
   });
 
   it("skips agents that do not serve the model, are draining, or are excluded", () => {
     const agents = [
-      agent("other", { models: new Set(["x"]) }),
+      agent(other, { models: new Set([x]) }),
       agent("draining", { draining: true }),
       agent("failed"),
       agent("ok", { inFlight: 1 }),
     ];
-    expect(pickAgent(agents, "m", new Set(["failed"]))?.id).toBe("ok");
+    expect(pickAgent(agents, m, new Set(["failed"]))?.id).toBe("ok");
   });
 });
 
 describe("modelAvailability", () => {
   it("distinguishes servable, known-but-unavailable and unknown models", () => {
     const busy = agent("a", { inFlight: 2, capacity: 2 });
-    expect(modelAvailability("m", [busy], new Set())).toBe("servable");
-    expect(modelAvailability("m", [agent("a", { draining: true })], new Set(["m"]))).toBe("unavailable");
-    expect(modelAvailability("m", [], new Set(["m"]))).toBe("unavailable");
-    expect(modelAvailability("nope", [busy], new Set(["m"]))).toBe("unknown");
+    expect(modelAvailability(m, [busy], new Set())).toBe("servable");
+    expect(modelAvailability(m, [agent("a", { draining: true })], new Set([m]))).toBe("unavailable");
+    expect(modelAvailability(m, [], new Set([m]))).toBe("unavailable");
+    expect(modelAvailability(nope, [busy], new Set([m]))).toBe("unknown");
   });
 
   it("hasCandidate ignores load but honours exclusions", () => {
     const busy = agent("a", { inFlight: 2, capacity: 2 });
-    expect(hasCandidate([busy], "m", new Set())).toBe(true);
-    expect(hasCandidate([busy], "m", new Set(["a"]))).toBe(false);
+    expect(hasCandidate([busy], m, new Set())).toBe(true);
+    expect(hasCandidate([busy], m, new Set(["a"]))).toBe(false);
   });
 });
 
 describe("RequestQueue", () => {
-  const item = (model: string, deadline: number) => ({ model, deadline });
+  const item = (model: ModelId, deadline: number) => ({ model, deadline });
 
   it("is FIFO per model and bounded per model", () => {
     const queue = new RequestQueue<ReturnType<typeof item>>(2);
-    const [a, b, c] = [item("m", 10), item("m", 20), item("m", 30)];
+    const [a, b, c] = [item(m, 10), item(m, 20), item(m, 30)];
     expect(queue.push(a)).toBe(true);
     expect(queue.push(b)).toBe(true);
     expect(queue.push(c)).toBe(false);
-    expect(queue.push(item("other", 5))).toBe(true);
-    expect(queue.itemsFor("m")).toEqual([a, b]);
+    expect(queue.push(item(other, 5))).toBe(true);
+    expect(queue.itemsFor(m)).toEqual([a, b]);
     expect(queue.size).toBe(3);
     expect(queue.countsByModel()).toEqual({ m: 2, other: 1 });
   });
 
   it("puts retries at the head, even when full", () => {
     const queue = new RequestQueue<ReturnType<typeof item>>(1);
-    const [a, retry] = [item("m", 10), item("m", 20)];
+    const [a, retry] = [item(m, 10), item(m, 20)];
     queue.push(a);
     queue.pushFront(retry);
-    expect(queue.itemsFor("m")).toEqual([retry, a]);
+    expect(queue.itemsFor(m)).toEqual([retry, a]);
   });
 
   it("expires items at their deadline and reports the next one", () => {
     const queue = new RequestQueue<ReturnType<typeof item>>(10);
-    const [early, late, other] = [item("m", 100), item("m", 300), item("x", 200)];
+    const [early, late, other] = [item(m, 100), item(m, 300), item(x, 200)];
     for (const i of [early, late, other]) queue.push(i);
     expect(queue.nextDeadline()).toBe(100);
     expect(queue.takeExpired(99)).toEqual([]);
     expect(queue.takeExpired(200)).toEqual([early, other]);
-    expect(queue.itemsFor("m")).toEqual([late]);
-    expect(queue.models()).toEqual(["m"]);
+    expect(queue.itemsFor(m)).toEqual([late]);
+    expect(queue.models()).toEqual([m]);
     expect(queue.nextDeadline()).toBe(300);
     expect(queue.remove(late)).toBe(true);
     expect(queue.nextDeadline()).toBeNull();
