@@ -28,7 +28,16 @@ export interface Stack {
   stateDir: string;
   cacheDir: string;
   token(role: Role, sub?: string, ttlSeconds?: number): Promise<string>;
-  startAgent(options?: { id?: string; args?: string[]; env?: Record<string, string> }): Promise<AgentProcess>;
+  /**
+   * Starts a node agent process. `main` runs another build of the agent (e.g. an older release
+   * checked out for a rolling-upgrade test) instead of this checkout's node-agent/main.ts.
+   */
+  startAgent(options?: {
+    id?: string;
+    args?: string[];
+    env?: Record<string, string>;
+    main?: string;
+  }): Promise<AgentProcess>;
   /**
    * Stops the Worker (every socket and in-flight request dies with it) and starts a new one on the
    * same port with the same state directory, secret and vars, as a redeploy would. `stack.gateway`
@@ -77,9 +86,9 @@ export async function startStack(
     stateDir,
     cacheDir,
     token: (role, sub = `e2e-${role}`, ttlSeconds) => mintToken({ secret, role, sub, ttlSeconds }),
-    async startAgent({ id = `agent-${process.pid}-${++agentCounter}`, args = [], env = {} } = {}) {
+    async startAgent({ id = `agent-${process.pid}-${++agentCounter}`, args = [], env = {}, main } = {}) {
       const token = await mintToken({ secret, role: "agent", sub: id });
-      const agent = spawnAgent(id, stack.origin, token, cacheDir, args, env);
+      const agent = spawnAgent(id, stack.origin, token, cacheDir, args, env, main);
       agents.add(agent);
       agent.child.once("exit", () => agents.delete(agent));
       await agent.waitForLog((l) => l.includes('"msg":"connected"'), 60_000);
@@ -142,22 +151,19 @@ function spawnAgent(
   cacheDir: string,
   args: string[],
   env: Record<string, string>,
+  main = resolve(REPO_ROOT, "node-agent/main.ts"),
 ): AgentProcess {
-  const child = spawn(
-    process.execPath,
-    ["--import", "tsx", resolve(REPO_ROOT, "node-agent/main.ts"), "start", "--name", id, ...args],
-    {
-      cwd: REPO_ROOT,
-      env: {
-        ...process.env,
-        ORCHARD_GATEWAY_URL: origin,
-        ORCHARD_AGENT_TOKEN: token,
-        ORCHARD_CACHE_DIR: cacheDir,
-        ...env,
-      },
-      stdio: ["ignore", "pipe", "pipe"],
+  const child = spawn(process.execPath, ["--import", "tsx", main, "start", "--name", id, ...args], {
+    cwd: REPO_ROOT,
+    env: {
+      ...process.env,
+      ORCHARD_GATEWAY_URL: origin,
+      ORCHARD_AGENT_TOKEN: token,
+      ORCHARD_CACHE_DIR: cacheDir,
+      ...env,
     },
-  );
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   const lines: string[] = [];
   const waiters = new Set<() => void>();
   let partial = "";
