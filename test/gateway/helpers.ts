@@ -181,6 +181,32 @@ export class TestAgent {
     }
   }
 
+  /**
+   * Proves every frame the hub sent this agent before now has arrived, without waiting "long
+   * enough": a chunk for an id the hub never knew makes it answer `cancel` (an orphan), and frames
+   * on one socket arrive in order. The agent then answers the cancel, which frees the slot again.
+   */
+  async barrier(): Promise<void> {
+    const id = uniqueId("barrier");
+    this.send({ type: "chunk", id, text: "", tokens: 0 });
+    const deadline = Date.now() + 3000;
+    while (!this.frames.some((f) => f.type === "cancel" && f.id === id)) {
+      if (Date.now() > deadline) throw new Error(`agent ${this.id}: no barrier cancel within 3000 ms`);
+      await Promise.race([new Promise<void>((wake) => this.#waiters.push(wake)), sleep(50)]);
+    }
+    this.frames.splice(
+      this.frames.findIndex((f) => f.type === "cancel" && f.id === id),
+      1,
+    );
+    await this.done(id, { promptTokens: 0, completionTokens: 0 }, "cancelled");
+  }
+
+  /** The frames of `type` the hub sent so far and nobody read, after a barrier(). */
+  async unread<T extends GatewayFrame["type"]>(type: T): Promise<Extract<GatewayFrame, { type: T }>[]> {
+    await this.barrier();
+    return this.frames.filter((f): f is Extract<GatewayFrame, { type: T }> => f.type === type);
+  }
+
   chunk(id: string, text: string, tokens = 1): Promise<void> {
     return this.deliver({ type: "chunk", id, text, tokens });
   }

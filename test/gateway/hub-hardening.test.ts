@@ -83,8 +83,10 @@ describe("a failed restore does not take the fleet down", () => {
     expect(result.breakersAfter).toEqual([
       expect.objectContaining({ agentId: agent.id, model: null, state: "open" }),
     ]);
-    // Frames on the adopted socket never closed it as superseded: it is the agent's only connection.
-    expect(await Promise.race([agent.closed, sleep(200).then(() => "still open")])).toBe("still open");
+    // Frames on the adopted socket never closed it as superseded: it is the agent's only connection,
+    // and the hub still answers on it.
+    await agent.barrier();
+    expect(await Promise.race([agent.closed, sleep(0).then(() => "still open")])).toBe("still open");
     await runInDurableObject(hub(), (_i: AgentHub, state) =>
       state.storage.delete(breakerKey(agent.id, null)),
     );
