@@ -1,7 +1,7 @@
 // AgentHub: one Durable Object per pool. A thin shell over the pool's parts: agent sockets with
-// the hibernation API (agent-sockets.ts), the hello handshake (handshake.ts), the request lifecycle
-// (dispatcher.ts), breakers, counters and known models with their persistence (hub-storage.ts),
-// and one alarm for whatever is due next (next-alarm.ts).
+// the hibernation API (agent-sockets.ts), the hello handshake (handshake.ts), liveness
+// (liveness.ts), the request lifecycle (dispatcher.ts), breakers, counters and known models with
+// their persistence (hub-state.ts), and one alarm for whatever is due next (next-alarm.ts).
 import { DurableObject } from "cloudflare:workers";
 import { eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
@@ -21,68 +21,40 @@ import { type GatewayConfig, readConfig } from "../config.ts";
 import { describeError, log } from "../log.ts";
 import type { AgentCapabilities, AgentConnection } from "./agent-connection.ts";
 import { AgentSockets, closeQuietly } from "./agent-sockets.ts";
-import {
-  type BreakerChange,
-  type BreakerSelector,
-  type BreakerStatus,
-  CircuitBreakers,
-} from "./circuit-breakers.ts";
-import { Dispatcher, errorResponse } from "./dispatcher.ts";
+import type { BreakerSelector, BreakerStatus } from "./circuit-breakers.ts";
+import { Dispatcher } from "./dispatcher.ts";
 import { answerHello } from "./handshake.ts";
-import { HubCounters, METRICS_STORAGE_KEY } from "./hub-metrics.ts";
-import { FLUSH_INTERVAL_MS, HubStorage } from "./hub-storage.ts";
-import { KnownModels } from "./known-models.ts";
+import { errorResponse } from "./hub-response.ts";
+import { HubState } from "./hub-state.ts";
+import { livenessVerdict } from "./liveness.ts";
 import { nextAlarm } from "./next-alarm.ts";
 
 /** last_seen_at in D1 is refreshed at most this often per agent (on `hello` and `health`). */
 const LAST_SEEN_WRITE_INTERVAL_MS = 60_000;
-/** A failed restore is tried again after this long, doubling up to the maximum. */
-const RESTORE_RETRY_MS = 1_000;
-const RESTORE_RETRY_MAX_MS = 30_000;
 
 export class AgentHub extends DurableObject<Env> {
   readonly #config: GatewayConfig;
   readonly #pool: string;
   readonly #sockets: AgentSockets;
-  readonly #storage: HubStorage;
   readonly #dispatcher: Dispatcher;
-  /** Per agent and agent+model; persisted so an eviction or redeploy does not forget a bad agent. */
-  readonly #breakers: CircuitBreakers;
-  readonly #counters = new HubCounters(() => this.#scheduleNextAlarm());
-  readonly #knownModels = new KnownModels();
+  /** Breakers, counters, known models: what survives an eviction or a redeploy. */
+  readonly #state: HubState;
   /** The scheduled alarm as we last set it; null when none. */
   #alarmAt: number | null = null;
-  #flushedAt = 0;
-  /** False until stored state was read: counters are not written over what storage holds. */
-  #restored = false;
-  #restoreRetryAt: number | null = null;
-  #restoreRetryMs = RESTORE_RETRY_MS;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#config = readConfig(env);
     this.#pool = ctx.id.name ?? DEFAULT_POOL;
     this.#sockets = new AgentSockets(ctx);
-    this.#storage = new HubStorage(ctx.storage);
-    this.#breakers = new CircuitBreakers(
-      this.#config.breaker,
-      (change) => {
-        log("info", "circuit breaker changed", {
-          key: change.key,
-          state: change.record?.state,
-          openedAt: change.record?.openedAt,
-        });
-        this.#persistBreakers([change]);
-      },
-      () => this.#scheduleNextAlarm(),
-    );
+    this.#state = new HubState(ctx.storage, this.#config.breaker, () => this.#scheduleNextAlarm());
     this.#dispatcher = new Dispatcher({
       config: this.#config,
-      breakers: this.#breakers,
-      counters: this.#counters,
+      breakers: this.#state.breakers,
+      counters: this.#state.counters,
       connections: () => this.#sockets.values(),
       connection: (agentId) => this.#sockets.get(agentId),
-      knownModels: () => this.#knownModels,
+      knownModels: () => this.#state.knownModels,
       send: (agent, frame) => this.#sendFrame(agent, frame),
       close: (agent, code, reason) => this.#closeAgent(agent, code, reason),
       wakeAt: (at) => this.#ensureAlarm(at),
@@ -115,27 +87,27 @@ export class AgentHub extends DurableObject<Env> {
     const models = new Map<string, number>();
     for (const agent of this.#sockets.values()) {
       if (!agent.ready || agent.draining) continue;
-      for (const model of agent.models) models.set(model, this.#knownModels.firstSeenAt(model) ?? now);
+      for (const model of agent.models) models.set(model, this.#state.knownModels.firstSeenAt(model) ?? now);
     }
     return {
       pool: this.#pool,
-      agents: [...this.#sockets.values()].map((a) => a.summary(this.#breakers.agentState(a.id, now))),
+      agents: [...this.#sockets.values()].map((a) => a.summary(this.#state.breakers.agentState(a.id, now))),
       models: [...models]
         .map(([id, firstSeenAt]) => ({ id, firstSeenAt }))
         .sort((a, b) => (a.id < b.id ? -1 : 1)),
       queue: { total: this.#dispatcher.queue.size, byModel: this.#dispatcher.queue.countsByModel() },
-      metrics: this.#counters.snapshot(),
+      metrics: this.#state.counters.snapshot(),
     };
   }
 
   /** RPC: GET /circuit-breaker/status. */
   breakerStatus(): BreakerStatus[] {
-    return this.#breakers.status(Date.now());
+    return this.#state.breakers.status(Date.now());
   }
 
   /** RPC: POST /circuit-breaker/reset; null when the selector names no existing breaker. */
   resetBreakers(selector: BreakerSelector): { reset: number } | null {
-    const reset = this.#breakers.reset(selector, Date.now());
+    const reset = this.#state.breakers.reset(selector, Date.now());
     if (reset === null) return null;
     log("info", "circuit breakers reset", { ...selector, reset });
     // Agents whose breakers were open can take queued work again.
@@ -228,9 +200,7 @@ export class AgentHub extends DurableObject<Env> {
 
   override async alarm(): Promise<void> {
     this.#alarmAt = null;
-    if (!this.#restored && this.#restoreRetryAt !== null && this.#restoreRetryAt <= Date.now()) {
-      await this.#loadStoredState();
-    }
+    if (this.#state.restoreDue(Date.now())) await this.#state.restore();
     this.runChecks(Date.now());
   }
 
@@ -242,23 +212,20 @@ export class AgentHub extends DurableObject<Env> {
   runChecks(now: number): void {
     try {
       for (const agent of [...this.#sockets.values()]) {
-        const expiresAt = agent.identity.tokenExpiresAt;
-        if (expiresAt !== null && expiresAt <= now) {
-          this.#closeAgent(agent, CloseCode.UNAUTHORIZED, "token expired");
-        } else if (!agent.ready) {
-          if (now - agent.identity.connectedAt >= this.#config.helloTimeoutMs) {
-            this.#closeAgent(
-              agent,
-              CloseCode.HELLO_TIMEOUT,
-              `no hello within ${this.#config.helloTimeoutMs} ms`,
-            );
-          }
-        } else if (now - this.#lastActivity(agent) >= this.#config.heartbeatTimeoutMs) {
-          this.#closeAgent(agent, CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout");
-        }
+        const verdict = livenessVerdict(
+          {
+            ready: agent.ready,
+            connectedAt: agent.identity.connectedAt,
+            tokenExpiresAt: agent.identity.tokenExpiresAt,
+            lastActivity: this.#lastActivity(agent),
+          },
+          now,
+          this.#config,
+        );
+        if (verdict !== null) this.#closeAgent(agent, verdict.code, verdict.reason);
       }
       this.#dispatcher.expire(now);
-      if (now >= this.#flushedAt + FLUSH_INTERVAL_MS) this.#flush(now);
+      this.#state.flushIfDue(now, (agentId) => this.#sockets.has(agentId));
     } catch (err) {
       log("error", "hub alarm failed", describeError(err));
     }
@@ -291,7 +258,7 @@ export class AgentHub extends DurableObject<Env> {
     const now = Date.now();
     agent.applyHello(hello, decision, now);
     this.#sockets.persist(agent);
-    this.#knownModels.announce(agent.models, now);
+    this.#state.knownModels.announce(agent.models, now);
     const welcome: WelcomeFrame = {
       type: "welcome",
       protocol: decision.protocol,
@@ -387,7 +354,7 @@ export class AgentHub extends DurableObject<Env> {
   #updateModels(agent: AgentConnection, models: AgentCapabilities["models"]): void {
     agent.setModels(models);
     this.#sockets.persist(agent);
-    this.#knownModels.announce(agent.models, Date.now());
+    this.#state.knownModels.announce(agent.models, Date.now());
     this.#scheduleNextAlarm();
     this.#dispatcher.pump();
   }
@@ -411,30 +378,7 @@ export class AgentHub extends DurableObject<Env> {
     return Math.max(agent.lastFrameAt, pinged);
   }
 
-  // ---- storage ----
-
-  /** Buffered counts to storage: breaker counts, request counters (once restored), known models. */
-  #flush(now: number): void {
-    this.#flushedAt = now;
-    this.#persistBreakers(this.#breakers.flush(now, (agentId) => this.#sockets.has(agentId)));
-    const models = this.#knownModels.flush(now);
-    if (Object.keys(models.puts).length > 0 || models.deletes.length > 0) {
-      this.#storage.write(models.puts, models.deletes, "known models");
-    }
-    if (!this.#restored) return;
-    const metrics = this.#counters.flush();
-    if (metrics !== null) this.#storage.write({ [METRICS_STORAGE_KEY]: metrics }, [], "hub metrics");
-  }
-
-  #persistBreakers(changes: BreakerChange[]): void {
-    const puts: Record<string, unknown> = {};
-    const deletes: string[] = [];
-    for (const change of changes) {
-      if (change.record === null) deletes.push(change.key);
-      else puts[change.key] = change.record;
-    }
-    this.#storage.write(puts, deletes, "circuit breakers");
-  }
+  // ---- wake-up and alarms ----
 
   /** A wake: the agents from their sockets, then what storage holds. Never throws. */
   async #restore(): Promise<void> {
@@ -447,35 +391,10 @@ export class AgentHub extends DurableObject<Env> {
         log("error", "an agent socket could not be restored", describeError(err));
       }
     }
-    await this.#loadStoredState();
+    const storedAlarm = await this.#state.restore();
+    if (storedAlarm !== null) this.#alarmAt = storedAlarm;
     this.#scheduleNextAlarm();
   }
-
-  /** Reads breakers, counters and known models; on failure, tries again later on an alarm. */
-  async #loadStoredState(): Promise<void> {
-    try {
-      const stored = await this.#storage.load();
-      const now = Date.now();
-      this.#alarmAt = stored.alarm;
-      const restored = this.#breakers.restore(stored.breakers, now);
-      if (restored > 0) log("info", "circuit breakers restored", { count: restored });
-      this.#knownModels.restore(stored.knownModels, stored.legacyKnownModels, now);
-      if (stored.legacyKnownModels !== undefined) this.#storage.dropLegacyKnownModels();
-      this.#counters.restore(stored.metrics);
-      this.#restored = true;
-      this.#restoreRetryAt = null;
-      this.#flushedAt = now;
-    } catch (err) {
-      this.#restoreRetryAt = Date.now() + this.#restoreRetryMs;
-      log("error", "hub restore failed; serving without stored breakers and counters until it succeeds", {
-        retryInMs: this.#restoreRetryMs,
-        ...describeError(err),
-      });
-      this.#restoreRetryMs = Math.min(this.#restoreRetryMs * 2, RESTORE_RETRY_MAX_MS);
-    }
-  }
-
-  // ---- alarms ----
 
   /** Makes sure an alarm fires no later than `at`. */
   #ensureAlarm(at: number): void {
@@ -488,8 +407,6 @@ export class AgentHub extends DurableObject<Env> {
   #scheduleNextAlarm(): void {
     const now = Date.now();
     const agents = [...this.#sockets.values()];
-    const dirty = this.#breakers.dirty || this.#counters.dirty || this.#knownModels.dirty;
-    const flushAt = dirty ? this.#flushedAt + FLUSH_INTERVAL_MS : null;
     const at = nextAlarm({
       now,
       helloDeadlines: agents
@@ -501,14 +418,8 @@ export class AgentHub extends DurableObject<Env> {
         a.identity.tokenExpiresAt === null ? [] : [a.identity.tokenExpiresAt],
       ),
       requestDeadline: this.#dispatcher.nextDeadline(now),
-      flushAt: minOrNull(flushAt, this.#restoreRetryAt),
+      flushAt: this.#state.nextDue(),
     });
     if (at !== null) this.#ensureAlarm(at);
   }
-}
-
-function minOrNull(a: number | null, b: number | null): number | null {
-  if (a === null) return b;
-  if (b === null) return a;
-  return Math.min(a, b);
 }

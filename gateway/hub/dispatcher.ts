@@ -1,16 +1,17 @@
-// The life of inference requests in one pool: admission (404/503/429, via model-resolution.ts),
-// dispatch to an agent (agent-choice.ts), the queue, failover before the first chunk, the limits an
-// agent's output must keep, completion, and cancellation when the caller goes. Deadlines are
-// expire(); what was cancelled but may still run is cancellations.ts. No Durable Object APIs here:
-// the AgentHub shell injects sockets, clocks and alarms.
+// The life of inference requests in one pool: admission (404/503/429), dispatch, the queue,
+// failover before the first chunk, the limits an agent's output must keep, deadlines, completion,
+// and cancellation when the caller goes. The decisions live in pure modules (model-resolution,
+// agent-choice, deadlines, agent-errors, scheduling); this class is the state machine that applies
+// them. It stays one file (~480 lines) on purpose: every transition ends in #settle/#fail/#finish,
+// which report to the breakers and counters exactly once, and splitting the transitions across
+// classes would let one of them skip that bookkeeping. No Durable Object APIs here: the AgentHub
+// shell injects sockets, clocks and alarms (dispatcher-host.ts).
 
 import type { ErrorCode } from "../../schema/api.ts";
 import type { DispatchRequest, RequestOutcome } from "../../schema/hub.ts";
 import type { ModelId } from "../../schema/model-id.ts";
 import type { ChunkFrame, CloseCode, DoneFrame, ErrorFrame, GatewayFrame } from "../../schema/protocol.ts";
 import { CloseCode as Close } from "../../schema/protocol.ts";
-import type { GatewayConfig } from "../config.ts";
-import { STATUS_BY_CODE } from "../errors.ts";
 import { log } from "../log.ts";
 import { AgentChoice } from "./agent-choice.ts";
 import type { AgentConnection } from "./agent-connection.ts";
@@ -18,49 +19,19 @@ import { breakerOutcomeFor, PublicMessage, publicCodeFor, publicMessageFor } fro
 import { Cancellations } from "./cancellations.ts";
 import type { AttemptOutcome } from "./circuit-breaker.ts";
 import type { CircuitBreakers } from "./circuit-breakers.ts";
+import { overdue } from "./deadlines.ts";
+import type { DispatcherConfig, DispatcherHost } from "./dispatcher-host.ts";
 import type { HubCounters } from "./hub-metrics.ts";
+import { errorResponse } from "./hub-response.ts";
 import { InferenceJob, outputLimitViolation } from "./inference-job.ts";
 import { resolveModel } from "./model-resolution.ts";
-import { ewma, modelAvailability, RequestQueue, retryAfterSeconds, slotsFor } from "./scheduling.ts";
-
-export type DispatcherConfig = Pick<
-  GatewayConfig,
-  | "queueMax"
-  | "queueTimeoutMs"
-  | "defaultModel"
-  | "dispatchMaxAttempts"
-  | "requestTimeoutMs"
-  | "requestTimeoutMaxMs"
-  | "firstChunkTimeoutMs"
-  | "idleChunkTimeoutMs"
-  | "streamBufferMaxBytes"
-  | "modelFallbacks"
->;
-
-export interface DispatcherHost {
-  config: DispatcherConfig;
-  breakers: CircuitBreakers;
-  counters: HubCounters;
-  /** Every connection of the pool, ready or not. */
-  connections(): Iterable<AgentConnection>;
-  /** The current connection of an agent id, if any. */
-  connection(agentId: string): AgentConnection | undefined;
-  knownModels(): { has(model: ModelId): boolean };
-  /** Sends a frame; false when the socket failed (the host then reports the agent lost). */
-  send(agent: AgentConnection, frame: GatewayFrame): boolean;
-  /** Closes an agent that broke the protocol; the host then reports it lost (agentLost()). */
-  close(agent: AgentConnection, code: CloseCode, reason: string): void;
-  /** Asks to be woken (expire()) no later than `at`. */
-  wakeAt(at: number): void;
-  now(): number;
-}
+import { ewma, modelAvailability, RequestQueue, slotsFor } from "./scheduling.ts";
+import { ServiceTimes } from "./service-times.ts";
 
 export class Dispatcher {
   readonly queue: RequestQueue<InferenceJob>;
   readonly #jobs = new Map<string, InferenceJob>();
-  /** Recent time from dispatch to `done`, per model and across the pool (for Retry-After). */
-  readonly #serviceTimeMs = new Map<ModelId, number>();
-  #poolServiceTimeMs: number | null = null;
+  readonly #serviceTimes = new ServiceTimes();
   readonly #config: DispatcherConfig;
   readonly #breakers: CircuitBreakers;
   readonly #choice: AgentChoice;
@@ -130,12 +101,7 @@ export class Dispatcher {
     } else if (this.queue.push(job)) {
       this.host.wakeAt(job.deadline);
     } else {
-      job.fail(
-        "QUEUE_FULL",
-        `the queue for "${model}" is full`,
-        STATUS_BY_CODE.QUEUE_FULL,
-        this.#retryAfter(model, now),
-      );
+      job.fail("QUEUE_FULL", `the queue for "${model}" is full`, this.#retryAfter(model, now));
       this.#finish(job, "queue_full");
     }
     return job.response;
@@ -180,9 +146,7 @@ export class Dispatcher {
       return;
     }
     const now = this.host.now();
-    const serviceTime = now - (job.dispatchedAt ?? now);
-    this.#serviceTimeMs.set(job.model, ewma(this.#serviceTimeMs.get(job.model) ?? null, serviceTime));
-    this.#poolServiceTimeMs = ewma(this.#poolServiceTimeMs, serviceTime);
+    this.#serviceTimes.record(job.model, now - (job.dispatchedAt ?? now));
     this.host.counters.tokens(job.model, frame.usage.promptTokens, frame.usage.completionTokens);
     this.#settle(job, "success", now);
     job.done(frame);
@@ -277,7 +241,6 @@ export class Dispatcher {
         job.fail(
           "QUEUE_TIMEOUT",
           `no agent became free for "${job.model}" within ${this.#config.queueTimeoutMs} ms`,
-          STATUS_BY_CODE.QUEUE_TIMEOUT,
         );
         this.#finish(job, "queue_timeout");
       }
@@ -285,16 +248,12 @@ export class Dispatcher {
     // Breakers count at the hub's own clock (the same as `now` in production; tests pass a later one).
     const clock = this.host.now();
     for (const job of [...this.#jobs.values()]) {
-      if (job.phase === "queued" || job.phase === "finished") continue;
-      if (job.requestDeadline <= now) {
+      const passed = overdue(job, now);
+      if (passed === "request") {
         this.#cancel(job, "deadline");
         this.#settle(job, "neutral", clock);
         this.#fail(job, "GATEWAY_TIMEOUT", PublicMessage.deadline);
-      } else if (
-        job.phase === "dispatched" &&
-        job.firstChunkDeadline !== null &&
-        job.firstChunkDeadline <= now
-      ) {
+      } else if (passed === "first_chunk") {
         const agent = this.#cancel(job, "deadline");
         log("warn", "first chunk timeout", {
           requestId: job.id,
@@ -311,7 +270,7 @@ export class Dispatcher {
           "agent_failure",
           clock,
         );
-      } else if (job.phase === "streaming" && job.idleDeadline !== null && job.idleDeadline <= now) {
+      } else if (passed === "idle") {
         const agent = this.#cancel(job, "deadline");
         log("warn", "stream idle timeout", { requestId: job.id, agentId: agent?.id });
         agent?.recordError(job.id, "IDLE_TIMEOUT", PublicMessage.idleTimeout, clock);
@@ -471,7 +430,7 @@ export class Dispatcher {
 
   #fail(job: InferenceJob, code: ErrorCode, message: string): void {
     this.#settle(job, "neutral", this.host.now());
-    job.fail(code, message, STATUS_BY_CODE[code]);
+    job.fail(code, message);
     this.#finish(
       job,
       code === "GATEWAY_TIMEOUT" ? "timeout" : code === "SLOW_CONSUMER" ? "slow_consumer" : "upstream_error",
@@ -502,11 +461,11 @@ export class Dispatcher {
   }
 
   #retryAfter(model: ModelId, now: number): number {
-    return retryAfterSeconds({
-      queued: this.queue.sizeFor(model),
-      slots: slotsFor(this.#choice.usable(model, now), model),
-      serviceTimeMs: this.#serviceTimeMs.get(model) ?? this.#poolServiceTimeMs,
-    });
+    return this.#serviceTimes.retryAfter(
+      model,
+      this.queue.sizeFor(model),
+      slotsFor(this.#choice.usable(model, now), model),
+    );
   }
 
   /** Request ids come from callers (X-Request-Id) and may repeat; frames need them unique. */
@@ -521,11 +480,4 @@ export class Dispatcher {
     const job = this.#jobs.get(id);
     return job !== undefined && job.agent === agent && job.phase !== "finished" ? job : null;
   }
-}
-
-/** A hub answer decided before anything streams (the Worker turns it into the public error). */
-export function errorResponse(code: ErrorCode, message: string, retryAfterSeconds?: number): Response {
-  const headers: Record<string, string> = { "Content-Type": "application/json" };
-  if (retryAfterSeconds !== undefined) headers["Retry-After"] = String(retryAfterSeconds);
-  return new Response(JSON.stringify({ code, message }), { status: STATUS_BY_CODE[code], headers });
 }

@@ -11,6 +11,7 @@ import { completionBody, contentType, type StreamRenderer, streamRenderer } from
 import { SSE_HEADERS } from "../render/sse.ts";
 import type { AgentConnection } from "./agent-connection.ts";
 import type { BreakerTicket } from "./circuit-breakers.ts";
+import { errorResponse } from "./hub-response.ts";
 import type { Queued } from "./scheduling.ts";
 
 export type JobPhase = "queued" | "dispatched" | "streaming" | "finished";
@@ -180,16 +181,13 @@ export class InferenceJob implements Queued {
    * Before the answer started: an HTTP error status. A stream that started ends with an error
    * event instead (its status was sent); an answer that is not streamed is still an error status.
    */
-  fail(code: ErrorCode, message: string, status: number, retryAfterSeconds?: number): void {
+  fail(code: ErrorCode, message: string, retryAfterSeconds?: number): void {
     if (this.#renderer !== null) {
       this.#write(this.#renderer.error(code, message), true);
       this.#close();
       return;
     }
-    const body: DispatchErrorBody = { code, message };
-    const headers: Record<string, string> = { "Content-Type": "application/json" };
-    if (retryAfterSeconds !== undefined) headers["Retry-After"] = String(retryAfterSeconds);
-    this.#resolve(new Response(JSON.stringify(body), { status, headers }));
+    this.#resolve(errorResponse(code, message, retryAfterSeconds));
   }
 
   /** The caller left: settle whatever it was waiting for; nobody reads it. */

@@ -1,0 +1,40 @@
+// What the Dispatcher needs from the AgentHub that owns it: settings, the pool's breakers,
+// counters and connections, and the I/O (frames, closes, alarms, the clock) it must not do itself.
+import type { ModelId } from "../../schema/model-id.ts";
+import type { CloseCode, GatewayFrame } from "../../schema/protocol.ts";
+import type { GatewayConfig } from "../config.ts";
+import type { AgentConnection } from "./agent-connection.ts";
+import type { CircuitBreakers } from "./circuit-breakers.ts";
+import type { HubCounters } from "./hub-metrics.ts";
+
+export type DispatcherConfig = Pick<
+  GatewayConfig,
+  | "queueMax"
+  | "queueTimeoutMs"
+  | "defaultModel"
+  | "dispatchMaxAttempts"
+  | "requestTimeoutMs"
+  | "requestTimeoutMaxMs"
+  | "firstChunkTimeoutMs"
+  | "idleChunkTimeoutMs"
+  | "streamBufferMaxBytes"
+  | "modelFallbacks"
+>;
+
+export interface DispatcherHost {
+  config: DispatcherConfig;
+  breakers: CircuitBreakers;
+  counters: HubCounters;
+  /** Every connection of the pool, ready or not. */
+  connections(): Iterable<AgentConnection>;
+  /** The current connection of an agent id, if any. */
+  connection(agentId: string): AgentConnection | undefined;
+  knownModels(): { has(model: ModelId): boolean };
+  /** Sends a frame; false when the socket failed (the host then reports the agent lost). */
+  send(agent: AgentConnection, frame: GatewayFrame): boolean;
+  /** Closes an agent that broke the protocol; the host then reports it lost (agentLost()). */
+  close(agent: AgentConnection, code: CloseCode, reason: string): void;
+  /** Asks to be woken (expire()) no later than `at`. */
+  wakeAt(at: number): void;
+  now(): number;
+}
