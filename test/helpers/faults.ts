@@ -211,6 +211,17 @@ export function generateStreamText(events: SseEvent[]): string {
     .join("");
 }
 
+/** Text of a /v1 stream's content deltas. */
+export function chatStreamText(events: SseEvent[]): string {
+  let text = "";
+  for (const e of events) {
+    if (e.data === "[DONE]") continue;
+    const body = JSON.parse(e.data) as { choices?: Array<{ delta?: { content?: string | null } }> };
+    text += body.choices?.[0]?.delta?.content ?? "";
+  }
+  return text;
+}
+
 /** A JSON error body's stable code ({error:{code}} on both APIs). */
 export async function errorCode(res: Response): Promise<string | undefined> {
   const body = (await res.json().catch(() => null)) as { error?: { code?: string } } | null;
@@ -284,8 +295,9 @@ export class Admin {
   }
 
   /**
-   * Nothing leaked: the hub holds no request for any agent and queues nothing, and every agent in
-   * `reporting` sent a health frame after `since` saying it runs nothing. Returns the agent list.
+   * Nothing leaked: the hub holds no request for any agent (none in flight, none cancelled and still
+   * awaiting the agent's answer) and queues nothing, and every agent in `reporting` sent a health
+   * frame after `since` saying it runs nothing. Returns the agent list.
    */
   async expectNothingInFlight(reporting: string[], since: number, timeoutMs = 10_000): Promise<AgentsView> {
     let last: AgentsView | undefined;
@@ -294,7 +306,9 @@ export class Admin {
         async () => {
           last = await this.agents();
           const view = last;
-          const hubIdle = view.agents.every((a) => a.inFlight === 0) && view.summary.queue.total === 0;
+          const hubIdle =
+            view.agents.every((a) => a.inFlight === 0 && a.cancelling === 0) &&
+            view.summary.queue.total === 0;
           const agentsIdle = reporting.every((id) => {
             const health = view.agents.find((a) => a.id === id)?.lastHealth as HealthView | null | undefined;
             return (
@@ -313,6 +327,7 @@ export class Admin {
       const state = last?.agents.map((a) => ({
         id: a.id,
         inFlight: a.inFlight,
+        cancelling: a.cancelling,
         health: (a.lastHealth as HealthView | null)?.frame.inFlight,
         healthAt: (a.lastHealth as HealthView | null)?.at,
       }));
@@ -332,6 +347,11 @@ export class Admin {
  * enough to kill, partition or restart things while it streams. Returns the agent's `--model` flag.
  */
 export async function longDemoModelArgs(cacheDir: string, contextLength = 4096): Promise<string[]> {
+  return ["--model", `${MODEL}=${await longDemoModelPath(cacheDir, contextLength)}`];
+}
+
+/** The file behind longDemoModelArgs(), written into `cacheDir` first if need be. */
+export async function longDemoModelPath(cacheDir: string, contextLength = 4096): Promise<string> {
   await ensureDemoModel(cacheDir);
   const path = join(cacheDir, `demo-random-weights-ctx${contextLength}.test.gguf`);
   const bytes = Buffer.from(generateDemoModel());
@@ -342,5 +362,5 @@ export async function longDemoModelArgs(cacheDir: string, contextLength = 4096):
   bytes.writeUInt32LE(contextLength, at + key.length + 4);
   const existing = await stat(path).catch(() => undefined);
   if (!existing || !(await readFile(path)).equals(bytes)) await writeFile(path, bytes);
-  return ["--model", `${MODEL}=${path}`];
+  return path;
 }

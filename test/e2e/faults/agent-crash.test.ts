@@ -2,14 +2,18 @@
 // end with an explicit error event (both APIs) while the other agent's stream finishes untouched;
 // before the first chunk, the request must go to the other agent without the caller noticing.
 // The agents serve a longer-context copy of the demo model, so a generation lasts seconds, not 0.6 s.
+// Answers are greedy and compared with the same engine's answers computed in this process.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ReferenceEngine } from "../../helpers/expected-text.ts";
 import {
   Admin,
   Caller,
   chatStreamError,
+  chatStreamText,
   generateStreamError,
   generateStreamText,
   longDemoModelArgs,
+  longDemoModelPath,
   SseReader,
   waitUntil,
   within,
@@ -20,6 +24,7 @@ let stack: Stack;
 let admin: Admin;
 let caller: Caller;
 let modelArgs: string[];
+let reference: ReferenceEngine;
 const agents = new Map<string, AgentProcess>();
 const observed: Record<string, number> = {};
 
@@ -54,6 +59,15 @@ beforeAll(async () => {
   admin = await Admin.for(stack);
   caller = new Caller(stack.origin, await stack.token("user", "crash-caller"));
   modelArgs = await longDemoModelArgs(stack.cacheDir);
+  reference = await ReferenceEngine.start(await longDemoModelPath(stack.cacheDir));
+  // The whole answers the tests compare, generated before any agent competes for the CPU.
+  await Promise.all([
+    reference.answer({ prompt: "A story on the side", maxTokens: 1500 }),
+    reference.answer({ prompt: "Retry me", maxTokens: 40 }),
+    ...Array.from({ length: 8 }, (_, i) =>
+      reference.answer({ prompt: `after the crash ${i}`, maxTokens: 200 }),
+    ),
+  ]);
   await Promise.all(IDS.map(startAgent));
   await stack.waitForAgents((list) => list.filter((a) => a.ready).length === 2);
 });
@@ -62,6 +76,7 @@ afterAll(async () => {
   if (Object.keys(observed).length > 0) console.info("agent-crash observations (ms):", observed);
   signalAll("SIGCONT");
   await stack?.stop();
+  await reference?.close();
 });
 
 async function restartKilled(): Promise<void> {
@@ -99,7 +114,12 @@ describe("an agent killed mid-stream", () => {
     const events = await victim.rest(15_000);
     observed.midStreamKillToErrorEvent = Date.now() - killedAt;
     expect(victim.ended).toBe("eof"); // an orderly end of the response, not a broken connection
-    expect(events.filter((e) => e.event === "chunk").length).toBeGreaterThan(0);
+    // What it got before the crash is exactly the start of its answer.
+    const cutText = generateStreamText(events);
+    expect(cutText).not.toBe("");
+    expect(cutText).toBe(
+      await reference.prefix({ prompt: "The longest story ever told", maxTokens: 3500 }, cutText.length),
+    );
     expect(events.at(-1)?.event).toBe("error");
     expect(events.some((e) => e.event === "done")).toBe(false);
     expect(generateStreamError(events)).toMatchObject({
@@ -110,7 +130,13 @@ describe("an agent killed mid-stream", () => {
 
     const rest = await bystander.rest(30_000);
     expect(rest.at(-1)?.event).toBe("done");
-    expect(generateStreamText(rest).length).toBeGreaterThan(0);
+    const bystanderAnswer = await reference.answer({ prompt: "A story on the side", maxTokens: 1500 });
+    expect(generateStreamText(rest)).toBe(bystanderAnswer.text);
+    expect(JSON.parse(rest.at(-1)?.data ?? "{}")).toMatchObject({
+      tokens_generated: 1500,
+      prompt_tokens: bystanderAnswer.promptTokens,
+      finish_reason: "length",
+    });
 
     const since = Date.now();
     const view = await admin.expectNothingInFlight([survivor.id], since);
@@ -123,9 +149,10 @@ describe("an agent killed mid-stream", () => {
 
   it("ends a /v1 stream with an OpenAI error data line and [DONE]", async () => {
     await restartKilled();
+    const messages = [{ role: "user" as const, content: "Talk for a long time" }];
     const res = await caller.chat(
       {
-        messages: [{ role: "user", content: "Talk for a long time" }],
+        messages,
         max_tokens: 3500,
         temperature: 0,
         stream: true,
@@ -145,6 +172,9 @@ describe("an agent killed mid-stream", () => {
     const events = await stream.rest(15_000);
     observed.midStreamKillToChatError = Date.now() - killedAt;
     expect(stream.ended).toBe("eof");
+    const cutText = chatStreamText(events);
+    expect(cutText).not.toBe("");
+    expect(cutText).toBe(await reference.prefix({ messages, maxTokens: 3500 }, cutText.length));
     expect(chatStreamError(events)).toMatchObject({ code: "UPSTREAM_ERROR", type: "server_error" });
     expect(events.at(-1)?.data).toBe("[DONE]");
     const errorIndex = events.findIndex((e) => e.data.startsWith('{"error"'));
@@ -163,9 +193,7 @@ describe("an agent killed mid-stream", () => {
 describe("an agent killed before its first chunk", () => {
   it("is invisible to the caller: the request is retried on the other agent and succeeds", async () => {
     await restartKilled();
-    const reference = (await (
-      await caller.generate({ prompt: "Retry me", max_tokens: 40, temperature: 0 }, { timeoutMs: 30_000 })
-    ).json()) as { text: string };
+    const expected = await reference.answer({ prompt: "Retry me", maxTokens: 40 });
     const before = (await admin.agents()).summary.metrics.retries;
 
     // Freeze both agents: the request is dispatched to one of them, which cannot answer. Killing the
@@ -187,8 +215,9 @@ describe("an agent killed before its first chunk", () => {
     const res = await within(pending, 20_000, "the retried request");
     observed.killBeforeFirstChunkToAnswer = Date.now() - killedAt;
     expect(res.status).toBe(200);
-    const body = (await res.json()) as { text: string; request_id: string };
-    expect(body.text).toBe(reference.text);
+    const body = (await res.json()) as { text: string; tokens_generated: number; request_id: string };
+    expect(body.text).toBe(expected.text);
+    expect(body.tokens_generated).toBe(40);
     expect(body.request_id).toBe("kill-before-first");
     const other = IDS.find((id) => id !== holder) ?? "";
     expect((await servedBy("kill-before-first")).id).toBe(other);
@@ -201,10 +230,21 @@ describe("an agent killed before its first chunk", () => {
     await restartKilled();
     const results = await Promise.all(
       Array.from({ length: 8 }, (_, i) =>
-        caller.generate({ prompt: `after the crash ${i}`, max_tokens: 8 }, { timeoutMs: 30_000 }),
+        caller.generate(
+          { prompt: `after the crash ${i}`, max_tokens: 200, temperature: 0 },
+          { headers: { "X-Request-Id": `after-crash-${i}` }, timeoutMs: 30_000 },
+        ),
       ),
     );
     expect(results.map((r) => r.status)).toEqual(Array(8).fill(200));
+    const texts = await Promise.all(results.map(async (r) => ((await r.json()) as { text: string }).text));
+    const expected = await Promise.all(
+      texts.map((_, i) => reference.answer({ prompt: `after the crash ${i}`, maxTokens: 200 })),
+    );
+    expect(texts).toEqual(expected.map((e) => e.text));
+    // The restarted agent took part: 8 requests that overlap (200 tokens each) fill two agents of capacity 4.
+    const ranOn = await Promise.all(texts.map(async (_, i) => (await servedBy(`after-crash-${i}`)).id));
+    expect([...new Set(ranOn)].sort()).toEqual([...IDS]);
     await admin.expectNothingInFlight([...IDS], Date.now());
   });
 });
