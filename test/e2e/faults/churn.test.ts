@@ -1,13 +1,17 @@
 // Faults: 200 concurrent callers while agents come and go (one killed and restarted, one drained,
 // one new one joining). Every request must finish with 200 or a clean error (a stable code and the
 // right status), none may hang, no agent may be sent more than its capacity, and at the end nothing
-// is in flight anywhere.
+// is in flight anywhere. Every answer is greedy and compared with the same engine's answer computed
+// in this process: a 200 carries exactly its own text, a broken stream exactly the start of it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Admin, Caller, SseReader, sleep, within } from "../../helpers/faults.ts";
+import { demoModelSpec } from "../../../node-agent/demo-model.ts";
+import { ReferenceEngine } from "../../helpers/expected-text.ts";
+import { Admin, Caller, generateStreamText, SseReader, sleep, within } from "../../helpers/faults.ts";
 import { type AgentProcess, type Stack, startStack } from "../../helpers/stack.ts";
 
 const CALLERS = 200;
 const CAPACITY = 4;
+const MAX_TOKENS = 128;
 const CLEAN_ERRORS: Record<number, string[]> = {
   429: ["QUEUE_FULL"],
   502: ["UPSTREAM_ERROR"],
@@ -18,6 +22,7 @@ const CLEAN_ERRORS: Record<number, string[]> = {
 let stack: Stack;
 let admin: Admin;
 let caller: Caller;
+let reference: ReferenceEngine;
 const agents = new Map<string, AgentProcess>();
 const everyAgent: AgentProcess[] = [];
 const observed: Record<string, number> = {};
@@ -38,16 +43,20 @@ async function startAgent(id: string): Promise<AgentProcess> {
   return agent;
 }
 
+const prompt = (i: number) => `churn caller ${i}`;
+
 type Result =
-  | { kind: "ok"; streamed: boolean }
-  | { kind: "clean-error"; status: number; code: string; streamed: boolean }
+  /** `text` and `tokens`: the answer (non-streamed body, or chunks and `done`). */
+  | { kind: "ok"; streamed: boolean; text: string; tokens: number }
+  /** `text`: what a stream carried before its error event ("" for an error status). */
+  | { kind: "clean-error"; status: number; code: string; streamed: boolean; text: string }
   | { kind: "bad"; detail: string };
 
 async function call(i: number): Promise<Result> {
   const streamed = i % 4 === 0;
   try {
     const res = await caller.generate(
-      { prompt: `churn caller ${i}`, max_tokens: 128, temperature: 0, ...(streamed ? { stream: true } : {}) },
+      { prompt: prompt(i), max_tokens: MAX_TOKENS, temperature: 0, ...(streamed ? { stream: true } : {}) },
       { headers: { "X-Request-Id": `churn-${i}` }, timeoutMs: 60_000 },
     );
     if (res.status !== 200) {
@@ -58,22 +67,26 @@ async function call(i: number): Promise<Result> {
       }
       if (res.status === 429 && !res.headers.get("retry-after"))
         return { kind: "bad", detail: "429 without Retry-After" };
-      return { kind: "clean-error", status: res.status, code, streamed };
+      return { kind: "clean-error", status: res.status, code, streamed, text: "" };
     }
     if (!streamed) {
-      const body = (await res.json()) as { text?: string };
-      return typeof body.text === "string"
-        ? { kind: "ok", streamed }
+      const body = (await res.json()) as { text?: string; tokens_generated?: number };
+      return typeof body.text === "string" && typeof body.tokens_generated === "number"
+        ? { kind: "ok", streamed, text: body.text, tokens: body.tokens_generated }
         : { kind: "bad", detail: JSON.stringify(body) };
     }
     const reader = new SseReader(res);
     const events = await reader.rest(60_000);
     const last = events.at(-1);
-    if (last?.event === "done") return { kind: "ok", streamed };
+    const text = generateStreamText(events);
+    if (last?.event === "done") {
+      const { tokens_generated } = JSON.parse(last.data) as { tokens_generated: number };
+      return { kind: "ok", streamed, text, tokens: tokens_generated };
+    }
     if (last?.event === "error") {
       const code = (JSON.parse(last.data) as { error: { code: string } }).error.code;
       if (["UPSTREAM_ERROR", "GATEWAY_TIMEOUT"].includes(code))
-        return { kind: "clean-error", status: 200, code, streamed };
+        return { kind: "clean-error", status: 200, code, streamed, text };
     }
     return { kind: "bad", detail: `stream ended ${reader.ended} with ${JSON.stringify(last)}` };
   } catch (err) {
@@ -87,6 +100,11 @@ beforeAll(async () => {
   });
   admin = await Admin.for(stack);
   caller = new Caller(stack.origin, await stack.token("user", "churn-caller"));
+  reference = await ReferenceEngine.start((await demoModelSpec(stack.cacheDir)).path);
+  // Every caller's answer, generated before any agent competes for the CPU.
+  await Promise.all(
+    Array.from({ length: CALLERS }, (_, i) => reference.answer({ prompt: prompt(i), maxTokens: MAX_TOKENS })),
+  );
   await Promise.all(["churn-1", "churn-2", "churn-3"].map(startAgent));
   await stack.waitForAgents((list) => list.filter((a) => a.ready).length === 3);
 });
@@ -94,6 +112,7 @@ beforeAll(async () => {
 afterAll(async () => {
   if (Object.keys(observed).length > 0) console.info("churn observations:", observed);
   await stack?.stop();
+  await reference?.close();
 });
 
 describe(`${CALLERS} concurrent callers while agents come and go`, () => {
@@ -128,6 +147,18 @@ describe(`${CALLERS} concurrent callers while agents come and go`, () => {
 
     const bad = results.filter((r) => r.kind === "bad");
     expect({ bad: bad.length, first: bad.slice(0, 3) }).toEqual({ bad: 0, first: [] });
+    // Each answer is its own caller's, whole; each broken stream carried the start of its own.
+    const wrong: string[] = [];
+    for (const [i, r] of results.entries()) {
+      const expected = await reference.answer({ prompt: prompt(i), maxTokens: MAX_TOKENS });
+      if (r.kind === "ok" && (r.text !== expected.text || r.tokens !== MAX_TOKENS)) {
+        wrong.push(`churn-${i}: ${JSON.stringify({ got: r, expected })}`);
+      }
+      if (r.kind === "clean-error" && r.text !== expected.text.slice(0, r.text.length)) {
+        wrong.push(`churn-${i}: ${JSON.stringify({ got: r, expected })}`);
+      }
+    }
+    expect(wrong).toEqual([]);
     const ok = results.filter((r) => r.kind === "ok").length;
     const errors = results.filter(
       (r): r is Extract<Result, { kind: "clean-error" }> => r.kind === "clean-error",
@@ -149,6 +180,13 @@ describe(`${CALLERS} concurrent callers while agents come and go`, () => {
     const drainedIds = [...startedBy(drainer)];
     expect(drainedIds.length).toBeGreaterThan(0);
     expect(drainedIds.filter((id) => failedIds.includes(id))).toEqual([]);
+    // The drained agent's own log: it finished every generation it started, none was aborted.
+    const finishedByDrainer = new Set(
+      (drainer?.lines ?? [])
+        .filter((l) => l.includes('"msg":"generation done"'))
+        .map((l) => (JSON.parse(l) as { id: string }).id),
+    );
+    expect(drainedIds.filter((id) => !finishedByDrainer.has(id))).toEqual([]);
     expect(drainExit).toBe(0);
     // A crash is one breaker failure; a graceful drain is none. No breaker opened.
     const breakers = await admin.breakers();
