@@ -3,8 +3,9 @@
 import { spawn } from "node:child_process";
 import { resolve } from "node:path";
 import { unstable_startWorker } from "wrangler";
+import { REPO_ROOT } from "./paths.ts";
 
-export const REPO_ROOT = resolve(import.meta.dirname, "../..");
+export { REPO_ROOT };
 
 /** Offline settings for wrangler: no telemetry, no request.cf fetch. */
 export const WRANGLER_OFFLINE_ENV = {
