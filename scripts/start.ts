@@ -1,24 +1,44 @@
 // `npm start`: the whole local stack in one command — local D1 migrated, the gateway Worker in
 // workerd, one node agent on this machine — then prints the URL and tokens to try it with.
-// Arguments after `--` go to the agent (e.g. `npm start -- --model ./my.gguf`). Ctrl-C stops all.
-import { type ChildProcess, spawn } from "node:child_process";
+// Arguments after `--` go to the agent (e.g. `npm start -- --model ./my.gguf`).
+//
+// It supervises what it started: the gateway and the agent each run in a process group of their
+// own; SIGINT or SIGTERM (to npm start, to its process group, or to npm, which npm start notices
+// by watching its launchers) drains the agent, stops the gateway and exits 0; a second signal
+// stops both at once. A crashed agent is restarted with backoff while the gateway keeps serving.
+// If npm start itself is killed with SIGKILL, both children notice their closed pipe and exit.
+import { createServer } from "node:net";
 import { hostname } from "node:os";
 import { resolve } from "node:path";
+import { type AgentConfig, ConfigError, loadConfig } from "../node-agent/config.ts";
+import { AgentSupervisor } from "./lib/agent-supervisor.ts";
 import { ensureDevSecret } from "./lib/dev-vars.ts";
-import { type LocalGateway, REPO_ROOT, startLocalGateway } from "./lib/local-gateway.ts";
+import { type GatewayProcess, GatewayStartError, spawnGateway } from "./lib/gateway-process.ts";
+import { findLaunchers, watchLaunchers } from "./lib/launchers.ts";
+import { REPO_ROOT } from "./lib/paths.ts";
+import { describeExit } from "./lib/process-group.ts";
 import { mintToken } from "./lib/token.ts";
 
 const READY_TIMEOUT_MS = 120_000;
+/**
+ * A signal within this long of the first is the same request delivered twice (the process group
+ * and tsx's relay of it both reach this process), not an impatient second Ctrl-C.
+ */
+const SAME_REQUEST_MS = 500;
 
 function say(line: string): void {
   process.stdout.write(`${line}\n`);
+}
+
+function complain(line: string): void {
+  process.stderr.write(`${line}\n`);
 }
 
 function parsePort(raw: string | undefined): number {
   if (raw === undefined || raw === "") return 8787;
   const port = Number(raw);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    process.stderr.write(`start: PORT="${raw}" is not a TCP port (1-65535)\n`);
+    complain(`start: PORT="${raw}" is not a TCP port (1-65535)`);
     process.exit(2);
   }
   return port;
@@ -30,16 +50,139 @@ type GatewayLogLevel = (typeof LOG_LEVELS)[number];
 function parseLogLevel(raw: string | undefined): GatewayLogLevel {
   if (raw === undefined || raw === "") return "warn";
   if ((LOG_LEVELS as readonly string[]).includes(raw)) return raw as GatewayLogLevel;
-  process.stderr.write(`start: ORCHARD_GATEWAY_LOG_LEVEL="${raw}" is not one of ${LOG_LEVELS.join(", ")}\n`);
+  complain(`start: ORCHARD_GATEWAY_LOG_LEVEL="${raw}" is not one of ${LOG_LEVELS.join(", ")}`);
   process.exit(2);
 }
 
-async function waitReady(origin: string, agent: ChildProcess): Promise<void> {
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((done) => {
+    const probe = createServer()
+      .once("error", () => done(false))
+      .listen(port, "127.0.0.1", () => probe.close(() => done(true)));
+  });
+}
+
+/** The agent's own validation, before anything starts: a typo costs a second, not a gateway boot. */
+function checkAgentConfig(args: string[], env: NodeJS.ProcessEnv): AgentConfig {
+  try {
+    return loadConfig(args, env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    complain(
+      `start: invalid agent configuration: ${err.message} (arguments after -- go to the agent; npm run agent -- help lists them)`,
+    );
+    process.exit(2);
+  }
+}
+
+const port = parsePort(process.env.PORT);
+const logLevel = parseLogLevel(process.env.ORCHARD_GATEWAY_LOG_LEVEL);
+const { secret, created } = ensureDevSecret(resolve(REPO_ROOT, ".dev.vars"));
+if (created) say("Created .dev.vars with a new local JWT secret.");
+
+const agentId = `local-${hostname().replace(/[^A-Za-z0-9._-]/g, "-")}`.slice(0, 64);
+const day = 24 * 3600;
+const [agentToken, userToken, adminToken] = await Promise.all([
+  mintToken({ secret, role: "agent", sub: agentId, ttlSeconds: 30 * day }),
+  mintToken({ secret, role: "user", sub: "local-user", ttlSeconds: day }),
+  mintToken({ secret, role: "admin", sub: "local-admin", ttlSeconds: day }),
+]);
+const agentArgs = process.argv.slice(2);
+const agentEnv = (origin: string) => ({
+  ...process.env,
+  ORCHARD_GATEWAY_URL: origin,
+  ORCHARD_AGENT_TOKEN: agentToken,
+});
+const agentConfig = checkAgentConfig(agentArgs, agentEnv(`http://127.0.0.1:${port}`));
+
+// --- stopping: every path ends here, whatever had been started by then ---
+let gateway: GatewayProcess | undefined;
+let agent: AgentSupervisor | undefined;
+let stopRequestedAt: number | undefined;
+/** Once a stop is under way, startup waits here for good: stop() ends the process. */
+const stopping = () => (stopRequestedAt === undefined ? Promise.resolve() : new Promise<never>(() => {}));
+
+async function stop(exitCode: number): Promise<never> {
+  if (stopRequestedAt !== undefined) return new Promise<never>(() => {});
+  stopRequestedAt = Date.now();
+  say("\nStopping the agent and the gateway...");
+  await agent?.stop();
+  await gateway?.stop();
+  say("Stopped.");
+  process.exit(exitCode);
+}
+
+function forceStop(signal: NodeJS.Signals): never {
+  complain(`start: second ${signal}: stopping now, without waiting for the agent's drain.`);
+  agent?.kill();
+  gateway?.kill();
+  process.exit(128 + (signal === "SIGINT" ? 2 : 15));
+}
+
+function onSignal(signal: NodeJS.Signals): void {
+  if (stopRequestedAt === undefined) void stop(0);
+  else if (Date.now() - stopRequestedAt >= SAME_REQUEST_MS) forceStop(signal);
+}
+process.on("SIGINT", onSignal);
+process.on("SIGTERM", onSignal);
+watchLaunchers(findLaunchers("scripts/start.ts"), (launcher) => {
+  if (stopRequestedAt !== undefined) return;
+  complain(
+    `start: the process that ran npm start is gone (pid ${launcher.pid}: ${launcher.args}); stopping.`,
+  );
+  void stop(0);
+});
+
+// --- starting ---
+// wrangler waits forever for a port that is taken (no error), so ask the kernel first.
+if (!(await portIsFree(port))) {
+  complain(`start: port ${port} is in use (another npm start?). Stop it or set PORT.`);
+  process.exit(1);
+}
+say("Applying D1 migrations to the local database and starting the gateway Worker...");
+gateway = spawnGateway({
+  persistDir: resolve(REPO_ROOT, ".wrangler/state"),
+  secret,
+  port,
+  // Request lines are info: `ORCHARD_GATEWAY_LOG_LEVEL=info npm start` shows them.
+  logLevel,
+});
+let origin: string;
+try {
+  origin = await gateway.ready;
+} catch (err) {
+  await stopping();
+  const message = (err as Error).message;
+  complain(
+    err instanceof GatewayStartError && /EADDRINUSE|address already in use/i.test(message)
+      ? `start: port ${port} is in use (another npm start?). Stop it or set PORT.`
+      : `start: the gateway did not start: ${message}`,
+  );
+  await gateway.stop();
+  process.exit(1);
+}
+await stopping();
+void gateway.exited.then((exit) => {
+  if (stopRequestedAt !== undefined) return;
+  complain(`start: the gateway exited unexpectedly (${describeExit(exit)}); stopping.`);
+  void stop(1);
+});
+
+say(`Gateway at ${origin}. Starting a node agent (${agentId})...`);
+agent = new AgentSupervisor({
+  args: agentArgs,
+  env: agentEnv(origin),
+  drainTimeoutMs: agentConfig.drainTimeoutMs,
+  say: complain,
+  onGiveUp: (exitCode) => void stop(exitCode),
+});
+agent.start();
+
+async function waitReady(): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   let reason = "";
   while (Date.now() < deadline) {
-    if (agent.exitCode !== null)
-      throw new Error(`the agent exited with code ${agent.exitCode} (see its log above)`);
+    await stopping();
     try {
       const res = await fetch(`${origin}/ready`);
       if (res.ok) return;
@@ -49,108 +192,34 @@ async function waitReady(origin: string, agent: ChildProcess): Promise<void> {
     }
     await new Promise((r) => setTimeout(r, 250));
   }
-  throw new Error(`the gateway was not ready within ${READY_TIMEOUT_MS / 1000}s: ${reason}`);
+  complain(`start: the gateway was not ready within ${READY_TIMEOUT_MS / 1000}s: ${reason}`);
+  await stop(1);
 }
+await waitReady();
+agent.markReady();
 
-async function main(): Promise<void> {
-  const port = parsePort(process.env.PORT);
-  const logLevel = parseLogLevel(process.env.ORCHARD_GATEWAY_LOG_LEVEL);
-  const { secret, created } = ensureDevSecret(resolve(REPO_ROOT, ".dev.vars"));
-  if (created) say("Created .dev.vars with a new local JWT secret.");
+const models = await fetch(`${origin}/v1/models`, { headers: { Authorization: `Bearer ${userToken}` } })
+  .then((res) => res.json() as Promise<{ data: Array<{ id: string }> }>)
+  .then((body) => body.data.map((m) => m.id))
+  .catch(() => []); // the agent crashed a moment after /ready: it is being restarted
+const model = models[0] ?? "demo-random-weights";
+await stopping();
 
-  say("Applying D1 migrations to the local database and starting the gateway Worker...");
-  let gateway: LocalGateway;
-  try {
-    gateway = await startLocalGateway({
-      persistDir: resolve(REPO_ROOT, ".wrangler/state"),
-      secret,
-      port,
-      // Request lines are info: `ORCHARD_GATEWAY_LOG_LEVEL=info npm start` shows them.
-      logLevel,
-    });
-  } catch (err) {
-    const message = (err as Error).message;
-    process.stderr.write(
-      /EADDRINUSE|address already in use/i.test(message)
-        ? `start: port ${port} is in use (another npm start?). Stop it or set PORT.\n`
-        : `start: the gateway did not start: ${message}\n`,
-    );
-    process.exit(1);
-  }
-
-  const agentId = `local-${hostname().replace(/[^A-Za-z0-9._-]/g, "-")}`.slice(0, 64);
-  const day = 24 * 3600;
-  const [agentToken, userToken, adminToken] = await Promise.all([
-    mintToken({ secret, role: "agent", sub: agentId, ttlSeconds: 30 * day }),
-    mintToken({ secret, role: "user", sub: "local-user", ttlSeconds: day }),
-    mintToken({ secret, role: "admin", sub: "local-admin", ttlSeconds: day }),
-  ]);
-
-  say(`Gateway at ${gateway.origin}. Starting a node agent (${agentId})...`);
-  const agent = spawn(
-    process.execPath,
-    ["--import", "tsx", resolve(REPO_ROOT, "node-agent/main.ts"), "start", ...process.argv.slice(2)],
-    {
-      cwd: REPO_ROOT,
-      env: { ...process.env, ORCHARD_GATEWAY_URL: gateway.origin, ORCHARD_AGENT_TOKEN: agentToken },
-      stdio: ["ignore", "inherit", "inherit"],
-      detached: true,
-    },
-  );
-
-  let stopping = false;
-  const stop = async (code: number): Promise<never> => {
-    if (stopping) process.exit(code);
-    stopping = true;
-    say("\nStopping the agent and the gateway...");
-    if (agent.exitCode === null && agent.pid) {
-      const exited = new Promise((r) => agent.once("exit", r));
-      process.kill(agent.pid, "SIGTERM");
-      const killTimer = setTimeout(() => agent.pid && process.kill(-agent.pid, "SIGKILL"), 10_000);
-      await exited;
-      clearTimeout(killTimer);
-    }
-    await gateway.dispose().catch(() => {});
-    process.exit(code);
-  };
-  process.on("SIGINT", () => void stop(0));
-  process.on("SIGTERM", () => void stop(0));
-  agent.on("exit", (code, signal) => {
-    if (stopping) return;
-    process.stderr.write(`start: the agent exited (${signal ?? `code ${code}`}); stopping.\n`);
-    void stop(1);
-  });
-
-  try {
-    await waitReady(gateway.origin, agent);
-  } catch (err) {
-    process.stderr.write(`start: ${(err as Error).message}\n`);
-    await stop(1);
-  }
-
-  const models = (await (
-    await fetch(`${gateway.origin}/v1/models`, { headers: { Authorization: `Bearer ${userToken}` } })
-  ).json()) as { data: Array<{ id: string }> };
-  const model = models.data[0]?.id ?? "demo-random-weights";
-
-  say(`
+say(`
 Orchard is running.
 
-  Gateway     ${gateway.origin}
-  Model       ${models.data.map((m) => m.id).join(", ")}
+  Gateway     ${origin}
+  Model       ${models.join(", ") || model}
   User token  ${userToken}
   Admin token ${adminToken}
 
 Try it:
 
-  curl -s ${gateway.origin}/v1/chat/completions \\
+  curl -s ${origin}/v1/chat/completions \\
     -H "Authorization: Bearer ${userToken}" -H "Content-Type: application/json" \\
     -d '{"model":"${model}","messages":[{"role":"user","content":"Hello"}],"max_tokens":32}'
 
-  OpenAI SDK: new OpenAI({ baseURL: "${gateway.origin}/v1", apiKey: "<user token>" })
+  OpenAI SDK: new OpenAI({ baseURL: "${origin}/v1", apiKey: "<user token>" })
   More tokens: npm run token -- --role user --sub alice --ttl 1h
 
-Ctrl-C stops everything.`);
-}
-
-await main();
+Ctrl-C stops everything (the agent drains first); a crashed agent is restarted.`);
