@@ -7,7 +7,7 @@
 //   "dies-before-first-chunk" drops its socket without a close frame as soon as work arrives
 // Apart from its one scripted fault it behaves: it pings, reports health, and answers a `cancel` with
 // `done` (cancelled) as the real agent does. It records every frame the hub sends it, so tests can
-// check what the gateway did (cancel, reason).
+// check what the gateway did (cancel, reason), and barrier() proves every earlier frame has arrived.
 import { arch, cpus, platform } from "node:os";
 import WebSocket from "ws";
 import {
@@ -71,6 +71,8 @@ export class RogueAgent {
   closeInfo: { code: number; reason: string; at: number } | undefined;
   readonly closed: Promise<{ code: number; reason: string; at: number }>;
   private dead = false;
+  private pingsSent = 0;
+  private pongsReceived = 0;
   private heartbeat: NodeJS.Timeout | undefined;
   private health: NodeJS.Timeout | undefined;
   private readonly listeners = new Set<() => void>();
@@ -92,7 +94,11 @@ export class RogueAgent {
     ws.on("message", (data, isBinary) => {
       if (isBinary) return;
       const text = data.toString();
-      if (text === HEARTBEAT_PONG) return;
+      if (text === HEARTBEAT_PONG) {
+        this.pongsReceived += 1;
+        this.notify();
+        return;
+      }
       this.onFrame(JSON.parse(text) as Record<string, unknown>);
     });
   }
@@ -156,6 +162,19 @@ export class RogueAgent {
     });
   }
 
+  /**
+   * Resolves once every frame the hub sent before this call has arrived: the hub answers pings in
+   * order on the same socket, so the pong to a ping sent now comes behind all of them. A check of
+   * what the rogue did *not* receive is only meaningful after this.
+   */
+  async barrier(timeoutMs = 5_000): Promise<void> {
+    if (this.ws.readyState !== WebSocket.OPEN)
+      throw new Error(`rogue ${this.options.agentId}: socket not open`);
+    this.ping();
+    const answered = this.pingsSent;
+    await this.waitFor(() => this.pongsReceived >= answered, timeoutMs, "pong to the barrier ping");
+  }
+
   /** Sends any text as a frame (valid or not). */
   sendRaw(text: string): void {
     if (this.ws.readyState === WebSocket.OPEN) this.ws.send(text);
@@ -217,7 +236,7 @@ export class RogueAgent {
   private onWelcome(welcome: WelcomeFrame): void {
     this.welcome = welcome;
     // Heartbeats and health keep going whatever the behaviour: the hub must see a live agent.
-    this.heartbeat = setInterval(() => this.sendRaw(HEARTBEAT_PING), welcome.heartbeatIntervalMs);
+    this.heartbeat = setInterval(() => this.ping(), welcome.heartbeatIntervalMs);
     this.health = setInterval(
       () =>
         this.send({
@@ -271,6 +290,12 @@ export class RogueAgent {
         return;
       }
     }
+  }
+
+  private ping(): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.pingsSent += 1;
+    this.ws.send(HEARTBEAT_PING);
   }
 
   private sendGarbage(): void {

@@ -1,13 +1,18 @@
 // Faults: agents that stay connected but misbehave (RogueAgent test doubles speaking the real protocol
 // with real agent tokens) next to a real agent. Callers must be served by the real agent or get a
-// clean, bounded error; the rogue must be cancelled, closed or shut out by its circuit breaker.
+// clean, bounded error; the rogue must be cancelled, closed or shut out by its circuit breaker. What
+// the real agent answers is compared with the same engine's greedy answer computed in this process.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { demoModelSpec } from "../../../node-agent/demo-model.ts";
+import { ReferenceEngine } from "../../helpers/expected-text.ts";
 import {
   Admin,
   Caller,
   chatStreamError,
+  chatStreamText,
   errorCode,
   generateStreamError,
+  generateStreamText,
   MODEL,
   SseReader,
   within,
@@ -24,6 +29,7 @@ let stack: Stack;
 let admin: Admin;
 let caller: Caller;
 let real: AgentProcess;
+let reference: ReferenceEngine;
 const rogues: RogueAgent[] = [];
 const observed: Record<string, number> = {};
 
@@ -54,6 +60,7 @@ beforeAll(async () => {
   });
   admin = await Admin.for(stack);
   caller = new Caller(stack.origin, await stack.token("user", "rogue-caller"));
+  reference = await ReferenceEngine.start((await demoModelSpec(stack.cacheDir)).path);
   real = await stack.startAgent({ id: "real-1", args: ["--capacity", "4"] });
 });
 
@@ -65,9 +72,40 @@ afterEach(async () => {
 afterAll(async () => {
   if (Object.keys(observed).length > 0) console.info("misbehaving-agents observations (ms):", observed);
   await stack?.stop();
+  await reference?.close();
 });
 
 const short = (i: number) => ({ prompt: `short request ${i}`, max_tokens: 12, temperature: 0 });
+
+/** Each response is 200 with the real agent's whole answer to short(first + its index). */
+async function expectAnswered(results: Response[], first: number): Promise<void> {
+  const bodies = await Promise.all(
+    results.map(
+      async (r) => ({ status: r.status, ...((await r.json()) as object) }) as Record<string, unknown>,
+    ),
+  );
+  const expected = await Promise.all(
+    results.map((_, i) => reference.answer({ prompt: short(first + i).prompt, maxTokens: 12 })),
+  );
+  expect(bodies).toEqual(
+    expected.map((e) =>
+      expect.objectContaining({
+        status: 200,
+        text: e.text,
+        tokens_generated: 12,
+        prompt_tokens: e.promptTokens,
+      }),
+    ),
+  );
+}
+
+/** The real agent's log says it started each of `ids`, once. */
+function expectRanOnceOnReal(ids: string[]): void {
+  const started = real.lines
+    .filter((l) => l.includes('"msg":"generation started"'))
+    .map((l) => (JSON.parse(l) as { id: string }).id);
+  expect(ids.map((id) => started.filter((s) => s === id).length)).toEqual(ids.map(() => 1));
+}
 
 describe("an agent that accepts work and never answers", () => {
   it("costs callers one first-chunk timeout, then its breaker opens and it gets no more work", async () => {
@@ -84,7 +122,7 @@ describe("an agent that accepts work and never answers", () => {
         15_000,
         `wave ${wave}`,
       );
-      expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200]);
+      await expectAnswered(results, wave * 4);
       if ((await admin.breaker("rogue-silent"))?.state === "open") break;
     }
     observed.silentAgentBreakerOpenAfter = Date.now() - started;
@@ -111,8 +149,10 @@ describe("an agent that accepts work and never answers", () => {
     const after = await Promise.all(
       Array.from({ length: 6 }, (_, i) => caller.generate(short(100 + i), { timeoutMs: 10_000 })),
     );
-    expect(after.map((r) => r.status)).toEqual(Array(6).fill(200));
     expect(Date.now() - t0).toBeLessThan(FIRST_CHUNK_TIMEOUT_MS);
+    await expectAnswered(after, 100);
+    // Anything the hub had sent it before those answers has arrived by now.
+    await silent.barrier();
     expect(silent.generates.length).toBe(sent);
 
     // An operator can close it again.
@@ -130,15 +170,22 @@ describe("an agent that dies before its first chunk", () => {
     const dying = await rogue("rogue-dying", { kind: "dies-before-first-chunk" });
     await stack.waitForAgents((list) => list.filter((a) => a.ready).length === 2);
     const before = (await admin.agents()).summary.metrics.retries;
+    const ids = Array.from({ length: 4 }, (_, i) => `retried-${i}`);
     const results = await Promise.all(
-      Array.from({ length: 4 }, (_, i) => caller.generate(short(200 + i), { timeoutMs: 10_000 })),
+      ids.map((id, i) =>
+        caller.generate(short(200 + i), { headers: { "X-Request-Id": id }, timeoutMs: 10_000 }),
+      ),
     );
-    expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200]);
+    await expectAnswered(results, 200);
     expect(dying.generates).toHaveLength(1);
+    expect(ids).toContain(dying.generates[0]?.id);
     expect((await dying.closed).code).toBe(1006);
+    expectRanOnceOnReal(ids);
     const view = await admin.expectNothingInFlight(["real-1"], Date.now());
-    // At least its one request went elsewhere; more if the hub sent it work before noticing it was gone.
+    // At least its one request went elsewhere; more if the hub sent it work before noticing it was
+    // gone, and never more than one retry per request (the real agent answered each).
     expect(view.summary.metrics.retries).toBeGreaterThanOrEqual(before + 1);
+    expect(view.summary.metrics.retries).toBeLessThanOrEqual(before + ids.length);
   });
 
   it("gives up after DISPATCH_MAX_ATTEMPTS (3) agents died on the same request", async () => {
@@ -169,21 +216,29 @@ describe("an agent that sends malformed frames", () => {
     const after = (await admin.agents()).agents;
     expect(after.map((a) => a.id)).toEqual(["real-1"]);
     expect(after[0]?.sessionId).toBe(before?.sessionId);
-    expect((await caller.generate(short(300))).status).toBe(200);
+    await expectAnswered([await caller.generate(short(300))], 300);
     expect(real.lines.some((l) => l.includes('"msg":"disconnected"'))).toBe(false);
   });
 
   it("answering a generate with garbage closes it, and its caller is served by the real agent", async () => {
     const garbage = await rogue("rogue-garbage-2", { kind: "malformed", when: "on-generate" });
     await stack.waitForAgents((list) => list.filter((a) => a.ready).length === 2);
+    const before = (await admin.agents()).summary.metrics.retries;
+    const ids = Array.from({ length: 4 }, (_, i) => `garbage-answered-${i}`);
     const results = await Promise.all(
-      Array.from({ length: 4 }, (_, i) => caller.generate(short(400 + i), { timeoutMs: 10_000 })),
+      ids.map((id, i) =>
+        caller.generate(short(400 + i), { headers: { "X-Request-Id": id }, timeoutMs: 10_000 }),
+      ),
     );
-    expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200]);
-    // It answered its first generate with garbage (and any sent before the hub closed it).
-    expect(garbage.generates.length).toBeGreaterThanOrEqual(1);
+    await expectAnswered(results, 400);
     expect((await within(garbage.closed, 5_000, "close")).code).toBe(4000);
-    await admin.expectNothingInFlight(["real-1"], Date.now());
+    // It answered its first generate with garbage (and any sent before the hub closed it, which
+    // arrived before the close): each of those requests was retried once, on the real agent.
+    expect(garbage.generates.length).toBeGreaterThanOrEqual(1);
+    expect(garbage.generates.every((g) => ids.includes(g.id))).toBe(true);
+    expectRanOnceOnReal(ids);
+    const view = await admin.expectNothingInFlight(["real-1"], Date.now());
+    expect(view.summary.metrics.retries).toBe(before + garbage.generates.length);
   });
 });
 
@@ -204,6 +259,10 @@ describe("an agent that answers slowly", () => {
     const firstChunkAt = Date.now();
     const events = await stream.rest(IDLE_CHUNK_TIMEOUT_MS + 3_000);
     observed.idleStreamEndedAfterFirstChunk = Date.now() - firstChunkAt;
+    // The one chunk it sent, then the timeout.
+    expect(events.map((e) => e.event)).toEqual(["chunk", "error"]);
+    expect(generateStreamText(events)).toBe("slow ");
+    expect(slow.streams.get("idle-stream")?.chunksSent).toBe(1);
     expect(generateStreamError(events)).toMatchObject({ code: "GATEWAY_TIMEOUT", requestId: "idle-stream" });
     expect(observed.idleStreamEndedAfterFirstChunk).toBeGreaterThanOrEqual(IDLE_CHUNK_TIMEOUT_MS - 100);
     expect(observed.idleStreamEndedAfterFirstChunk).toBeLessThan(IDLE_CHUNK_TIMEOUT_MS + 2_000);
@@ -233,11 +292,19 @@ describe("an agent that answers slowly", () => {
 
     let t0 = Date.now();
     const stream = new SseReader(
-      await caller.post("/generate", { ...body, stream: true }, { headers, timeoutMs: 15_000 }),
+      await caller.post(
+        "/generate",
+        { ...body, stream: true },
+        { headers: { ...headers, "X-Request-Id": "trickle-stream" }, timeoutMs: 15_000 },
+      ),
     );
     const events = await stream.rest(deadlineMs + 3_000);
     observed.trickleStreamDeadline = Date.now() - t0;
-    expect(events.filter((e) => e.event === "chunk").length).toBeGreaterThan(2);
+    // Every chunk the caller got is one the rogue sent, in order and whole.
+    const chunks = events.filter((e) => e.event === "chunk").length;
+    expect(chunks).toBeGreaterThan(2);
+    expect(generateStreamText(events)).toBe("slow ".repeat(chunks));
+    expect(trickle.streams.get("trickle-stream")?.chunksSent).toBeGreaterThanOrEqual(chunks);
     expect(events.at(-1)?.event).toBe("error");
     expect(generateStreamError(events)?.code).toBe("GATEWAY_TIMEOUT");
     expect(observed.trickleStreamDeadline).toBeGreaterThanOrEqual(deadlineMs - 100);
@@ -247,12 +314,15 @@ describe("an agent that answers slowly", () => {
     const chatRes = await caller.post(
       "/v1/chat/completions",
       { model: "trickle-model", messages: [{ role: "user", content: "x" }], max_tokens: 100, stream: true },
-      { headers, timeoutMs: 15_000 },
+      { headers: { ...headers, "X-Request-Id": "trickle-chat" }, timeoutMs: 15_000 },
     );
     expect(chatRes.status).toBe(200);
     const chat = new SseReader(chatRes);
     const chatEvents = await chat.rest(deadlineMs + 3_000);
-    expect(chatEvents.filter((e) => e.data.includes('"content":"slow')).length).toBeGreaterThan(2);
+    const chatChunks = chatEvents.filter((e) => e.data.includes('"content":"slow')).length;
+    expect(chatChunks).toBeGreaterThan(2);
+    expect(chatStreamText(chatEvents)).toBe("slow ".repeat(chatChunks));
+    expect(trickle.streams.get("trickle-chat")?.chunksSent).toBeGreaterThanOrEqual(chatChunks);
     expect(chatStreamError(chatEvents), JSON.stringify(chatEvents.slice(-3))).toMatchObject({
       code: "GATEWAY_TIMEOUT",
     });
