@@ -2,13 +2,17 @@
 // agent reaches the gateway through a TCP proxy the test controls; a partition holds every byte
 // (no FIN, no RST), so only heartbeats can tell. Both ends must notice within a few heartbeat
 // intervals, the agent must stop its generations, callers must get an error event or be failed over,
-// and the agent must come back once the network does.
+// and the agent must come back once the network does. Answers are greedy and compared with the same
+// engine's answers computed in this process.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ReferenceEngine } from "../../helpers/expected-text.ts";
 import {
   Admin,
   Caller,
   generateStreamError,
+  generateStreamText,
   longDemoModelArgs,
+  longDemoModelPath,
   SseReader,
   waitUntil,
   within,
@@ -17,6 +21,8 @@ import { type AgentProcess, type Stack, startStack } from "../../helpers/stack.t
 import { TcpProxy } from "../../helpers/tcp-proxy.ts";
 
 const HEARTBEAT_INTERVAL_MS = 1_000;
+const FAILOVER_IDS = ["part-pre-1", "part-pre-2", "part-pre-3", "part-pre-4"];
+const AFTER_CUT_IDS = Array.from({ length: 6 }, (_, i) => `after-cut-${i}`);
 
 let stack: Stack;
 let admin: Admin;
@@ -24,12 +30,15 @@ let caller: Caller;
 let proxy: TcpProxy;
 let behind: AgentProcess; // reaches the gateway through the proxy
 let direct: AgentProcess;
+let reference: ReferenceEngine;
 const observed: Record<string, number> = {};
 
+function isStart(line: string, requestId: string): boolean {
+  return line.includes('"msg":"generation started"') && line.includes(`"id":"${requestId}"`);
+}
+
 function started(agent: AgentProcess, requestId: string): boolean {
-  return agent.lines.some(
-    (l) => l.includes('"msg":"generation started"') && l.includes(`"id":"${requestId}"`),
-  );
+  return agent.lines.some((l) => isStart(l, requestId));
 }
 
 function logTime(agent: AgentProcess, msg: string, after: number): number | undefined {
@@ -57,6 +66,12 @@ beforeAll(async () => {
   caller = new Caller(stack.origin, await stack.token("user", "partition-caller"));
   proxy = await TcpProxy.start(stack.origin);
   const model = await longDemoModelArgs(stack.cacheDir);
+  reference = await ReferenceEngine.start(await longDemoModelPath(stack.cacheDir));
+  // Answers the tests compare, generated before any agent competes for the CPU.
+  await Promise.all([
+    ...FAILOVER_IDS.map((id) => reference.answer({ prompt: `Failover ${id}`, maxTokens: 200 })),
+    ...AFTER_CUT_IDS.map((id) => reference.answer({ prompt: id, maxTokens: 300 })),
+  ]);
   [behind, direct] = await Promise.all([
     stack.startAgent({
       id: "behind-proxy",
@@ -72,6 +87,7 @@ afterAll(async () => {
   proxy?.restore();
   await stack?.stop();
   await proxy?.close();
+  await reference?.close();
 });
 
 describe("a network partition between an agent and the gateway", () => {
@@ -106,6 +122,8 @@ describe("a network partition between an agent and the gateway", () => {
     const events = await cut.reader.rest(4 * HEARTBEAT_INTERVAL_MS + 5_000);
     observed.partitionToCallerErrorEvent = Date.now() - partitionedAt;
     expect(cut.reader.ended).toBe("eof");
+    const cutText = generateStreamText(events);
+    expect(cutText).not.toBe("");
     expect(events.at(-1)?.event).toBe("error");
     expect(generateStreamError(events)).toMatchObject({ code: "UPSTREAM_ERROR", requestId: cut.id });
     // The hub closes a peer silent for 3 heartbeat intervals; its check runs once per interval.
@@ -152,6 +170,18 @@ describe("a network partition between an agent and the gateway", () => {
     // The lost connection counted once against the partitioned agent, never against the other.
     expect((await admin.breaker("behind-proxy"))?.failures).toBe(1);
     expect((await admin.breaker("direct"))?.failures ?? 0).toBe(0);
+
+    // Generated last, when nothing is timed any more: the partitioned stream carried exactly the start
+    // of its answer, and the spared one its whole answer.
+    const story = (id: string) => ({ prompt: `A long partitioned story ${id}`, maxTokens: 3500 });
+    expect(cutText).toBe(await reference.prefix(story(cut.id), cutText.length));
+    const whole = await reference.answer(story(spared.id));
+    expect(generateStreamText(rest)).toBe(whole.text);
+    expect(JSON.parse(rest.at(-1)?.data ?? "{}")).toMatchObject({
+      tokens_generated: 3500,
+      prompt_tokens: whole.promptTokens,
+      finish_reason: "length",
+    });
   });
 
   it("before the first chunk: work sent into the partition is failed over to the other agent", async () => {
@@ -159,7 +189,7 @@ describe("a network partition between an agent and the gateway", () => {
     const partitionedAt = Date.now();
     proxy.partition();
     // Sent while the hub still thinks the partitioned agent is fine: half of them go into the void.
-    const ids = ["part-pre-1", "part-pre-2", "part-pre-3", "part-pre-4"];
+    const ids = FAILOVER_IDS;
     const results = await within(
       Promise.all(
         ids.map((id) =>
@@ -174,16 +204,31 @@ describe("a network partition between an agent and the gateway", () => {
     );
     observed.partitionToLastFailoverAnswer = Date.now() - partitionedAt;
     expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200]);
-    expect(ids.every((id) => started(direct, id))).toBe(true);
-    expect(ids.some((id) => started(behind, id))).toBe(false);
+    const bodies = (await Promise.all(results.map((r) => r.json()))) as Array<{
+      text: string;
+      tokens_generated: number;
+    }>;
+    const expected = await Promise.all(
+      ids.map((id) => reference.answer({ prompt: `Failover ${id}`, maxTokens: 200 })),
+    );
+    expect(bodies.map((b) => [b.text, b.tokens_generated])).toEqual(expected.map((e) => [e.text, 200]));
     expect(observed.partitionToLastFailoverAnswer).toBeLessThan(4 * HEARTBEAT_INTERVAL_MS + 8_000);
-    expect((await admin.agents()).summary.metrics.retries).toBeGreaterThan(retriesBefore);
+    const retries = (await admin.agents()).summary.metrics.retries;
+    expect(retries).toBeGreaterThan(retriesBefore);
+    // One retry at most per request: each ran on the direct agent, once.
+    expect(retries).toBeLessThanOrEqual(retriesBefore + ids.length);
+    expect(ids.map((id) => direct.lines.filter((l) => isStart(l, id)).length)).toEqual([1, 1, 1, 1]);
 
     const restoredAt = Date.now();
     proxy.restore();
     await stack.waitForAgents((list) => list.some((a) => a.id === "behind-proxy" && a.ready), 15_000);
     observed.restoreToReconnectedAgain = Date.now() - restoredAt;
     await admin.expectNothingInFlight(["behind-proxy", "direct"], Date.now());
+    // The partitioned agent dropped the connection the work was sent on (its heartbeat timed out)
+    // and is back on a new one, so none of the frames held in the partition can still reach it: it
+    // never started any of that work.
+    expect(logTime(behind, "heartbeat timeout", partitionedAt)).toBeDefined();
+    expect(ids.filter((id) => started(behind, id))).toEqual([]);
   });
 
   it("a cut connection (RST) is noticed at once, and the agent keeps redialling until the network is back", async () => {
@@ -204,11 +249,11 @@ describe("a network partition between an agent and the gateway", () => {
     );
 
     // Serves again: enough concurrent work that both agents get some.
-    const ids = Array.from({ length: 6 }, (_, i) => `after-cut-${i}`);
+    const ids = AFTER_CUT_IDS;
     const results = await Promise.all(
       ids.map((id) =>
         caller.generate(
-          { prompt: id, max_tokens: 300 },
+          { prompt: id, max_tokens: 300, temperature: 0 },
           { headers: { "X-Request-Id": id }, timeoutMs: 20_000 },
         ),
       ),
@@ -222,6 +267,9 @@ describe("a network partition between an agent and the gateway", () => {
       results.map((r) => r.status),
       failures.filter(Boolean).join("; "),
     ).toEqual(Array(6).fill(200));
+    const texts = await Promise.all(results.map(async (r) => ((await r.json()) as { text: string }).text));
+    const expected = await Promise.all(ids.map((id) => reference.answer({ prompt: id, maxTokens: 300 })));
+    expect(texts).toEqual(expected.map((e) => e.text));
     expect(ids.some((id) => started(behind, id))).toBe(true);
     await admin.expectNothingInFlight(["behind-proxy", "direct"], Date.now());
   });
