@@ -24,6 +24,11 @@ export const STATUS_BY_CODE = {
   GATEWAY_TIMEOUT: 504,
   CONTEXT_OVERFLOW: 400,
   BREAKER_NOT_FOUND: 404,
+  AGENT_NOT_FOUND: 404,
+  // The agent's D1 row names a pool this gateway's POOLS does not configure.
+  POOL_NOT_CONFIGURED: 403,
+  // A chat field Orchard does not implement yet (response_format, tools, n > 1, ...).
+  UNSUPPORTED_PARAMETER: 400,
   // Only ever seen mid-stream (the stream's error event): the caller stopped reading.
   SLOW_CONSUMER: 408,
   INTERNAL: 500,

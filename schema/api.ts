@@ -35,9 +35,24 @@ export const ErrorCode = z.enum([
   "CONTEXT_OVERFLOW",
   "BREAKER_NOT_FOUND",
   "SLOW_CONSUMER",
+  "UNSUPPORTED_PARAMETER",
+  "AGENT_NOT_FOUND",
+  "POOL_NOT_CONFIGURED",
   "INTERNAL",
 ]);
 export type ErrorCode = z.infer<typeof ErrorCode>;
+
+/**
+ * A schema's issue that carries its own stable code (the json-body middleware answers with it
+ * instead of INVALID_REQUEST): `ctx.addIssue({ code: "custom", message, params: { code } })`.
+ */
+export interface CodedIssueParams {
+  code: ErrorCode;
+}
+
+/** The `role` claim of a token: `user` (inference), `admin` (control plane, and all a user may), `agent`. */
+export const Role = z.enum(["user", "admin", "agent"]);
+export type Role = z.infer<typeof Role>;
 
 export const ErrorBody = z.object({
   error: z.object({ code: ErrorCode, message: z.string(), requestId: z.string() }),
@@ -102,8 +117,59 @@ export const ChatCompletionMessage = z.object({
 });
 
 /**
- * Unknown fields are accepted and ignored (OpenAI clients send many optional ones); fields whose
- * meaning Orchard cannot honour (n > 1, tools) are rejected rather than silently ignored.
+ * A field that changes what a chat request means and that Orchard does not implement yet. Its
+ * absence, null, or a value that asks for nothing (`neutral`) is accepted; anything else is
+ * UNSUPPORTED_PARAMETER, never silently dropped: a caller that asked for JSON, tool calls or
+ * log probabilities must not get unconstrained text back as if it had.
+ */
+function unsupported(message: string, neutral: (value: unknown) => boolean = () => false) {
+  return z
+    .unknown()
+    .superRefine((value, ctx) => {
+      if (value === null || neutral(value)) return;
+      ctx.addIssue({
+        code: "custom",
+        message,
+        params: { code: "UNSUPPORTED_PARAMETER" } satisfies CodedIssueParams,
+      });
+    })
+    .optional();
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+const isEmptyArray = (v: unknown) => Array.isArray(v) && v.length === 0;
+const isEmptyObject = (v: unknown) => isObject(v) && Object.keys(v).length === 0;
+
+/**
+ * Fields Orchard cannot honour yet, with the value that means "none of it". Each is rejected with
+ * UNSUPPORTED_PARAMETER naming it (README "Endpoints"); structured outputs and tools are their own issue.
+ */
+const UnsupportedChatFields = {
+  response_format: unsupported(
+    'only {"type": "text"} is supported (structured outputs are not implemented yet)',
+    (v) => isObject(v) && Object.keys(v).length === 1 && v.type === "text",
+  ),
+  tools: unsupported("tool calling is not supported", isEmptyArray),
+  tool_choice: unsupported('only "none" is supported (tool calling is not)', (v) => v === "none"),
+  functions: unsupported("function calling is not supported"),
+  function_call: unsupported('only "none" is supported (function calling is not)', (v) => v === "none"),
+  logprobs: unsupported("log probabilities are not supported", (v) => v === false),
+  top_logprobs: unsupported("log probabilities are not supported"),
+  audio: unsupported("audio output is not supported"),
+  modalities: unsupported(
+    'only ["text"] is supported',
+    (v) => Array.isArray(v) && v.every((m) => m === "text"),
+  ),
+  prediction: unsupported("predicted outputs are not supported"),
+  logit_bias: unsupported("logit bias is not supported", isEmptyObject),
+  web_search_options: unsupported("web search is not supported"),
+};
+
+/**
+ * Unknown fields are accepted and ignored (OpenAI clients send many optional ones, most of them
+ * bookkeeping like `store` or `metadata`); fields that change the request's meaning and that
+ * Orchard cannot honour yet (UnsupportedChatFields, n > 1) are rejected, never silently ignored.
  */
 export const ChatCompletionRequest = z
   .object({
@@ -115,11 +181,24 @@ export const ChatCompletionRequest = z
     top_p: z.number().gt(0).max(1).nullish(),
     stop: stop.nullish(),
     seed: z.number().int().nullish(),
-    n: z.literal(1).nullish(),
+    n: z
+      .number()
+      .int()
+      .min(1)
+      .nullish()
+      .superRefine((n, ctx) => {
+        if (n != null && n > 1) {
+          ctx.addIssue({
+            code: "custom",
+            message: "only 1 choice per request is supported",
+            params: { code: "UNSUPPORTED_PARAMETER" } satisfies CodedIssueParams,
+          });
+        }
+      }),
     stream: z.boolean().nullish(),
     stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
     user: z.string().max(256).optional(),
-    tools: z.undefined({ message: "tools are not supported" }).optional(),
+    ...UnsupportedChatFields,
   })
   .loose()
   .refine((r) => r.messages.reduce((n, m) => n + m.content.length, 0) <= Limits.maxPromptChars, {
@@ -128,18 +207,95 @@ export const ChatCompletionRequest = z
   });
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 
-// ---- GET /health, /ready, /agents ----
+// ---- circuit breakers: GET /agents (each agent's own) and /circuit-breaker ----
+
+/** The one definition of a breaker's state (the hub's breakers, /agents, /circuit-breaker/status). */
+export const BreakerState = z.enum(["closed", "open", "half_open"]);
+export type BreakerState = z.infer<typeof BreakerState>;
+
+// ---- GET /health, /ready (no token) ----
 
 export const HealthResponse = z.object({
+  /** "degraded" when D1 or any configured pool's hub did not answer. */
   status: z.enum(["ok", "degraded"]),
   version: z.string(),
   d1: z.enum(["ok", "error"]),
+  /** Agents that said hello, over every pool. */
   agentsConnected: z.number().int(),
 });
+export type HealthResponse = z.infer<typeof HealthResponse>;
+
+export const ReadyResponse = z.object({
+  /** D1 answers and at least one pool has a connected agent serving a model. */
+  ready: z.boolean(),
+  /** Why not, when not. */
+  reason: z.string().optional(),
+  d1: z.enum(["ok", "error"]),
+  /** Models served now, over every pool (sorted, each once). */
+  models: z.array(z.string()),
+  pools: z.array(
+    z.object({
+      pool: z.string(),
+      /** False when the pool's hub did not answer (its models are then unknown, not absent). */
+      reachable: z.boolean(),
+      models: z.array(z.string()),
+    }),
+  ),
+});
+export type ReadyResponse = z.infer<typeof ReadyResponse>;
+
+// ---- /agents/:id/revoke, /restore, /events (role admin) ----
+
+/** An agent id as the path names it: its token's `sub`. */
+export const AgentId = z.string().min(1).max(128);
+
+/** Optional body of POST /agents/:id/revoke and /restore (no body: no reason). */
+export const AgentRevocationRequest = z.strictObject({
+  reason: z.string().trim().min(1).max(256).optional(),
+});
+export type AgentRevocationRequest = z.infer<typeof AgentRevocationRequest>;
+
+export const AgentRevocation = z.object({
+  agentId: z.string(),
+  revoked: z.boolean(),
+  /** When the agent was first revoked (a repeated revoke keeps it); null when not revoked. */
+  revokedAt: z.string().nullable(),
+  /** The admin (token `sub`) who revoked it. */
+  revokedBy: z.string().nullable(),
+  reason: z.string().nullable(),
+});
+export type AgentRevocation = z.infer<typeof AgentRevocation>;
+
+export const AgentRevokeResponse = AgentRevocation.extend({
+  /** Whether a live connection of the agent was closed (REVOKED, 4002). */
+  disconnected: z.boolean(),
+});
+export type AgentRevokeResponse = z.infer<typeof AgentRevokeResponse>;
+
+/** One row of the audit trail (D1 audit_log), newest first. */
+export const AuditEvent = z.object({
+  id: z.number().int(),
+  at: z.string(),
+  actor: z.string(),
+  actorRole: z.string(),
+  /** "agent.revoke", "agent.restore". */
+  action: z.string(),
+  /** "agent:<id>". */
+  target: z.string(),
+  requestId: z.string(),
+  detail: z.record(z.string(), z.unknown()),
+});
+export type AuditEvent = z.infer<typeof AuditEvent>;
+
+export const AgentEventsResponse = z.object({
+  agentId: z.string(),
+  /** The agent's row as it stands. */
+  agent: AgentRevocation.extend({ pool: z.string(), lastSeenAt: z.string().nullable() }),
+  events: z.array(AuditEvent),
+});
+export type AgentEventsResponse = z.infer<typeof AgentEventsResponse>;
 
 // ---- /circuit-breaker (role admin) ----
-
-export const BreakerState = z.enum(["closed", "open", "half_open"]);
 
 export const BreakerStatusResponse = z.object({
   breakers: z.array(

@@ -3,14 +3,12 @@
 import type { MiddlewareHandler } from "hono";
 import { errors, type JWTVerifyGetKey, jwtVerify } from "jose";
 import { z } from "zod";
+import { Role } from "../../../schema/api.ts";
 import { readConfig } from "../../config.ts";
 import { GatewayError, INTERNAL_MESSAGE } from "../../errors.ts";
 import { log } from "../../log.ts";
 import type { AppEnv } from "../../types.ts";
 import { type VerifiedClaims, VerifiedTokens, type VerifierSettings } from "./verified-tokens.ts";
-
-export const Role = z.enum(["user", "admin", "agent"]);
-export type Role = z.infer<typeof Role>;
 
 /** Which roles satisfy a required role: an admin may do everything a user may. */
 const SATISFIES: Record<Role, readonly Role[]> = {
@@ -39,7 +37,7 @@ export function auth({ role }: AuthOptions): MiddlewareHandler<AppEnv> {
     if (!callerRole.success || !SATISFIES[role].includes(callerRole.data)) {
       throw new GatewayError("FORBIDDEN", `this route requires role ${role}`);
     }
-    c.set("caller", { sub: claims.sub, role: callerRole.data });
+    c.set("caller", { sub: claims.sub, role: callerRole.data, exp: claims.exp });
     await next();
   };
 }

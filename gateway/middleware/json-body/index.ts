@@ -2,21 +2,33 @@
 // The parsed value is `c.get("body")`, typed from the schema.
 import type { MiddlewareHandler } from "hono";
 import type { z } from "zod";
-import { Limits } from "../../../schema/api.ts";
+import { ErrorCode, Limits } from "../../../schema/api.ts";
 import { GatewayError } from "../../errors.ts";
 
 /** Strict UTF-8 (invalid bytes are INVALID_JSON); decode() without `stream` keeps no state. */
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 
-export interface JsonBodyOptions {
+export interface JsonBodyOptions<S extends z.ZodType> {
   maxBytes?: number;
+  /**
+   * The body a request without one stands for (no Content-Type, no bytes), for routes whose body is
+   * optional; unset, a body is required.
+   */
+  whenAbsent?: z.input<S>;
 }
 
 export function jsonBody<S extends z.ZodType>(
   schema: S,
-  { maxBytes = Limits.maxBodyBytes }: JsonBodyOptions = {},
+  { maxBytes = Limits.maxBodyBytes, whenAbsent }: JsonBodyOptions<S> = {},
 ): MiddlewareHandler<{ Variables: { body: z.output<S> } }> {
   return async function jsonBody(c, next) {
+    if (whenAbsent !== undefined && hasNoBody(c.req.raw)) {
+      const result = schema.safeParse(whenAbsent);
+      if (!result.success) throw invalidRequest(result.error);
+      c.set("body", result.data);
+      await next();
+      return;
+    }
     if (!isJsonMediaType(c.req.header("Content-Type"))) {
       throw new GatewayError("UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json");
     }
@@ -41,6 +53,11 @@ export function jsonBody<S extends z.ZodType>(
     c.set("body", result.data);
     await next();
   };
+}
+
+function hasNoBody(request: Request): boolean {
+  if (request.headers.has("Content-Type")) return false;
+  return request.body === null || request.headers.get("Content-Length") === "0";
 }
 
 function isJsonMediaType(header: string | undefined): boolean {
@@ -77,12 +94,26 @@ async function readLimited(body: ReadableStream<Uint8Array> | null, maxBytes: nu
   return bytes;
 }
 
-/** A 400 naming the first offending field, e.g. `messages: Too small: expected array to have >=1 items`. */
+/**
+ * A 400 naming the offending field, e.g. `messages: Too small: expected array to have >=1 items`.
+ * An issue that carries its own code (CodedIssueParams, e.g. UNSUPPORTED_PARAMETER) wins over
+ * plain validation failures: it says what the caller most needs to know (the field exists and is
+ * valid, but the gateway will not do it), so its code is the answer and not INVALID_REQUEST.
+ */
 export function invalidRequest(error: z.ZodError): GatewayError {
-  const issue = error.issues[0];
+  const coded = error.issues.find((i) => issueCode(i) !== undefined);
+  const issue = coded ?? error.issues[0];
   if (issue === undefined) return new GatewayError("INVALID_REQUEST", "invalid request body");
   let path = issue.path.map(String).join(".");
   if (issue.code === "unrecognized_keys") path = [path, ...issue.keys].filter(Boolean).join(".");
   const field = path === "" ? "body" : path;
-  return new GatewayError("INVALID_REQUEST", `${field}: ${issue.message}`, { param: field });
+  return new GatewayError(issueCode(issue) ?? "INVALID_REQUEST", `${field}: ${issue.message}`, {
+    param: field,
+  });
+}
+
+function issueCode(issue: z.ZodError["issues"][number]): ErrorCode | undefined {
+  if (issue.code !== "custom") return undefined;
+  const parsed = ErrorCode.safeParse(issue.params?.code);
+  return parsed.success ? parsed.data : undefined;
 }
