@@ -1,5 +1,6 @@
 // Typed view of the Worker's vars (wrangler.toml [vars]); one place that knows their defaults.
 import { z } from "zod";
+import { DEFAULT_POOL } from "../schema/hub.ts";
 import { ModelName } from "../schema/protocol.ts";
 import type { BreakerPolicy } from "./hub/circuit-breaker.ts";
 import { log } from "./log.ts";
@@ -38,7 +39,34 @@ export interface GatewayConfig {
   streamBufferMaxBytes: number;
   /** Models to serve instead when none of the requested model's agents can (in order). */
   modelFallbacks: ReadonlyMap<string, readonly string[]>;
+  /** The agent pools (one AgentHub each) and which models each serves. */
+  pools: Pools;
+  /** How long /health and /ready reuse one observation of D1 and the hubs (0: not at all). */
+  healthCacheMs: number;
 }
+
+/** One agent pool: an AgentHub Durable Object and the agents whose D1 row names it. */
+export interface PoolConfig {
+  name: string;
+  /** Where the pool's Durable Object is created (near its lab's agents), if configured. */
+  locationHint: DurableObjectLocationHint | undefined;
+  /** Models listed for this pool in POOLS. */
+  models: readonly string[];
+}
+
+export interface Pools {
+  /** Every configured pool, `default` first (it always exists), then in POOLS order. */
+  byName: ReadonlyMap<string, PoolConfig>;
+  /** The pools that list each model; a model listed nowhere is served by the default pool. */
+  byModel: ReadonlyMap<string, readonly string[]>;
+}
+
+/** The pools that serve `model`: those that list it, else the default pool. */
+export function poolsForModel(pools: Pools, model: string): readonly string[] {
+  return pools.byModel.get(model) ?? DEFAULT_POOL_ONLY;
+}
+
+const DEFAULT_POOL_ONLY: readonly string[] = [DEFAULT_POOL];
 
 /**
  * Reads the vars with defaults. A malformed number is logged and replaced by its default rather
@@ -72,6 +100,8 @@ export function readConfig(bindings: object): GatewayConfig {
     idleChunkTimeoutMs: positiveInt(env, "IDLE_CHUNK_TIMEOUT_MS", 30_000),
     streamBufferMaxBytes: positiveInt(env, "STREAM_BUFFER_MAX_BYTES", 1024 * 1024),
     modelFallbacks: modelFallbacks(env.MODEL_FALLBACKS),
+    pools: pools(env.POOLS),
+    healthCacheMs: nonNegativeInt(env, "HEALTH_CACHE_MS", 2_000),
   };
 }
 
@@ -107,6 +137,80 @@ function parseFallbacks(value: string): ReadonlyMap<string, readonly string[]> {
   );
 }
 
+/** A pool's name: its AgentHub's Durable Object name and the agents.pool value of its agents. */
+export const PoolName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/);
+
+/** POOLS: {"lab-a": {"locationHint": "wnam", "models": ["llama3"]}, "default": {}}. */
+export const PoolsVar = z.record(
+  PoolName,
+  z.strictObject({ locationHint: z.string().optional(), models: z.array(ModelName).max(1024).optional() }),
+);
+
+/** The location hints Durable Objects accept (workers-types' DurableObjectLocationHint). */
+const LOCATION_HINTS: ReadonlySet<string> = new Set<DurableObjectLocationHint>([
+  "wnam",
+  "enam",
+  "sam",
+  "weur",
+  "eeur",
+  "apac",
+  "apac-ne",
+  "apac-se",
+  "oc",
+  "afr",
+  "me",
+]);
+
+/** Like parsedFallbacks: a per-isolate cache of a pure function of the var. */
+let parsedPools: { raw: string | undefined; value: Pools } | undefined;
+
+function pools(raw: unknown): Pools {
+  const value = text(raw);
+  if (parsedPools === undefined || parsedPools.raw !== value) {
+    parsedPools = { raw: value, value: parsePools(value) };
+  }
+  return parsedPools.value;
+}
+
+function parsePools(value: string | undefined): Pools {
+  let entries: [string, { locationHint?: string; models?: string[] }][] = [];
+  if (value !== undefined) {
+    let parsed: ReturnType<typeof PoolsVar.safeParse> | undefined;
+    try {
+      parsed = PoolsVar.safeParse(JSON.parse(value));
+    } catch {
+      parsed = undefined;
+    }
+    if (parsed?.success) entries = Object.entries(parsed.data);
+    else {
+      log(
+        "error",
+        'POOLS is not a JSON object of {"pool": {"locationHint"?: "...", "models"?: [...]}}; only the default pool is configured',
+      );
+    }
+  }
+  const byName = new Map<string, PoolConfig>([
+    [DEFAULT_POOL, { name: DEFAULT_POOL, locationHint: undefined, models: [] }],
+  ]);
+  const byModel = new Map<string, string[]>();
+  for (const [name, pool] of entries) {
+    let locationHint: DurableObjectLocationHint | undefined;
+    if (pool.locationHint !== undefined) {
+      if (LOCATION_HINTS.has(pool.locationHint))
+        locationHint = pool.locationHint as DurableObjectLocationHint;
+      else
+        log("warn", "POOLS: unknown locationHint; ignoring it", {
+          pool: name,
+          locationHint: pool.locationHint,
+        });
+    }
+    const models = [...new Set(pool.models ?? [])];
+    byName.set(name, { name, locationHint, models });
+    for (const model of models) byModel.set(model, [...(byModel.get(model) ?? []), name]);
+  }
+  return { byName, byModel };
+}
+
 function text(value: unknown): string | undefined {
   return typeof value === "string" && value.trim() !== "" ? value.trim() : undefined;
 }
@@ -117,6 +221,15 @@ function fraction(env: Partial<Record<string, unknown>>, name: string, fallback:
   const value = Number(raw);
   if (Number.isFinite(value) && value > 0 && value <= 1) return value;
   log("warn", "config var is not a number in (0, 1]; using the default", { var: name, fallback });
+  return fallback;
+}
+
+function nonNegativeInt(env: Partial<Record<string, unknown>>, name: string, fallback: number): number {
+  const raw = text(env[name]);
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (Number.isSafeInteger(value) && value >= 0) return value;
+  log("warn", "config var is not a non-negative integer; using the default", { var: name, fallback });
   return fallback;
 }
 

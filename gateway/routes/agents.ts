@@ -1,12 +1,22 @@
-// /agents: the agents' WebSocket entry point (role agent) and the live agent list (role admin).
+// /agents: the agents' WebSocket entry point (role agent) and the live agent list over every pool
+// (role admin).
 import { eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { z } from "zod";
+import type { AgentsResponse, PoolSummary } from "../../schema/agents-api.ts";
 import { agents } from "../../schema/db.ts";
+import {
+  DEFAULT_POOL,
+  HubHeader,
+  type HubMetrics,
+  type HubSnapshot,
+  RequestOutcome,
+} from "../../schema/hub.ts";
+import { readConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
-import { DEFAULT_POOL, HubHeader } from "../hub/dispatch.ts";
-import { poolHub } from "../inference/hub-client.ts";
+import { emptyMetrics } from "../hub/hub-metrics.ts";
+import { observePools, poolHub } from "../inference/hub-client.ts";
 import { auth } from "../middleware/auth/index.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -19,7 +29,8 @@ export const agentRoutes = new Hono<AppEnv>()
         headers: { Upgrade: "websocket" },
       });
     }
-    const agentId = c.get("caller").sub;
+    const caller = c.get("caller");
+    const agentId = caller.sub;
     const nameParam = c.req.query("name");
     const name = nameParam === undefined ? undefined : AgentName.safeParse(nameParam);
     if (name?.success === false) {
@@ -29,14 +40,19 @@ export const agentRoutes = new Hono<AppEnv>()
     const db = drizzle(c.env.DB);
     const row = await db.select().from(agents).where(eq(agents.id, agentId)).get();
     if (row?.revokedAt != null) throw new GatewayError("AGENT_REVOKED", "this agent has been revoked");
-    const displayName = name?.data ?? agentId;
     const pool = row?.pool ?? DEFAULT_POOL;
+    const pools = readConfig(c.env).pools;
+    if (!pools.byName.has(pool)) {
+      throw new GatewayError("POOL_NOT_CONFIGURED", `this agent's pool "${pool}" is not configured`);
+    }
+    const displayName = name?.data ?? agentId;
     await db
       .insert(agents)
       .values({ id: agentId, name: displayName, pool })
       .onConflictDoUpdate({ target: agents.id, set: { name: displayName } });
 
-    return poolHub(c.env, pool).fetch("https://hub/connect", {
+    const hub = poolHub(c.env, pool, pools);
+    return hub.fetch("https://hub/connect", {
       headers: {
         Upgrade: "websocket",
         [HubHeader.agentId]: agentId,
@@ -46,16 +62,71 @@ export const agentRoutes = new Hono<AppEnv>()
     });
   })
   .get("/", auth({ role: "admin" }), async (c) => {
-    const snapshot = await poolHub(c.env).snapshot();
-    return c.json({
-      pool: DEFAULT_POOL,
-      agents: snapshot.agents,
-      summary: {
-        connected: snapshot.agents.length,
-        ready: snapshot.agents.filter((a) => a.ready).length,
-        models: snapshot.models.map((m) => m.id),
-        queue: snapshot.queue,
-        metrics: snapshot.metrics,
-      },
-    });
+    const observed = await observePools(c.env);
+    const pools = observed.map(({ pool, snapshot }) => ({
+      pool: pool.name,
+      locationHint: pool.locationHint ?? null,
+      reachable: snapshot !== null,
+      ...poolSummary(snapshot),
+    }));
+    const body = {
+      agents: observed.flatMap((o) => o.snapshot?.agents ?? []),
+      summary: sumPools(pools),
+      pools,
+    } satisfies AgentsResponse;
+    return c.json(body, 200, { "Cache-Control": "no-store" });
   });
+
+/** What one pool reports in /agents (zeros for a pool whose hub did not answer). */
+function poolSummary(snapshot: HubSnapshot | null): PoolSummary {
+  if (snapshot === null) {
+    return { connected: 0, ready: 0, models: [], queue: { total: 0, byModel: {} }, metrics: emptyMetrics() };
+  }
+  return {
+    connected: snapshot.agents.length,
+    ready: snapshot.agents.filter((a) => a.ready).length,
+    models: snapshot.models.map((m) => m.id),
+    queue: snapshot.queue,
+    metrics: snapshot.metrics,
+  };
+}
+
+/** The pools' summaries added up: counts summed (per model too), models merged. */
+function sumPools(pools: readonly PoolSummary[]): PoolSummary {
+  const total = poolSummary(null);
+  const models = new Set<string>();
+  for (const pool of pools) {
+    total.connected += pool.connected;
+    total.ready += pool.ready;
+    for (const model of pool.models) models.add(model);
+    total.queue.total += pool.queue.total;
+    addCounts(total.queue.byModel, pool.queue.byModel);
+    addMetrics(total.metrics, pool.metrics);
+  }
+  total.models = [...models].sort();
+  return total;
+}
+
+function addMetrics(into: HubMetrics, from: HubMetrics): void {
+  addOutcomes(into.requests, from.requests);
+  into.retries += from.retries;
+  into.fallbacks += from.fallbacks;
+  addCounts(into.tokens, from.tokens);
+  for (const [model, counts] of Object.entries(from.byModel)) {
+    const sum = into.byModel[model] ?? {
+      requests: emptyMetrics().requests,
+      tokens: { prompt: 0, completion: 0 },
+    };
+    into.byModel[model] = sum;
+    addOutcomes(sum.requests, counts.requests);
+    addCounts(sum.tokens, counts.tokens);
+  }
+}
+
+function addOutcomes(into: HubMetrics["requests"], from: HubMetrics["requests"]): void {
+  for (const outcome of RequestOutcome.options) into[outcome] += from[outcome] ?? 0;
+}
+
+function addCounts<K extends string>(into: Record<K, number>, from: Record<K, number>): void {
+  for (const key of Object.keys(from) as K[]) into[key] = (into[key] ?? 0) + from[key];
+}

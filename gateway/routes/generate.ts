@@ -4,7 +4,7 @@
 import { Hono } from "hono";
 import { GenerateRequest } from "../../schema/api.ts";
 import { readConfig } from "../config.ts";
-import { dispatchToHub } from "../inference/hub-client.ts";
+import { dispatchToHub, poolOrder } from "../inference/hub-client.ts";
 import { samplingParams } from "../inference/openai.ts";
 import { requestTimeoutMs, TIMEOUT_HEADER } from "../inference/request-options.ts";
 import { auth } from "../middleware/auth/index.ts";
@@ -19,20 +19,27 @@ export const generateRoutes = new Hono<AppEnv>().post(
     const body = c.get("body");
     const requestId = c.get("requestId");
     const receivedAt = Date.now();
-    const timeoutMs = requestTimeoutMs(c.req.header(TIMEOUT_HEADER), readConfig(c.env).requestTimeoutMaxMs);
-    return dispatchToHub(c.env, {
-      requestId,
-      model: body.model,
-      timeoutMs,
-      prompt: body.prompt,
-      params: samplingParams({
-        maxTokens: body.max_tokens,
-        temperature: body.temperature,
-        topP: body.top_p,
-        seed: body.seed,
-        stop: body.stop,
-      }),
-      response: { api: "generate", stream: body.stream, includeUsage: false, requestId, receivedAt },
-    });
+    const config = readConfig(c.env);
+    const timeoutMs = requestTimeoutMs(c.req.header(TIMEOUT_HEADER), config.requestTimeoutMaxMs);
+    // Without a model: DEFAULT_MODEL's pools, or (none set) the default pool, whose hub picks one.
+    const pools = poolOrder(config.pools, body.model ?? config.defaultModel, requestId);
+    return dispatchToHub(
+      c.env,
+      {
+        requestId,
+        model: body.model,
+        timeoutMs,
+        prompt: body.prompt,
+        params: samplingParams({
+          maxTokens: body.max_tokens,
+          temperature: body.temperature,
+          topP: body.top_p,
+          seed: body.seed,
+          stop: body.stop,
+        }),
+        response: { api: "generate", stream: body.stream, includeUsage: false, requestId, receivedAt },
+      },
+      pools,
+    );
   },
 );

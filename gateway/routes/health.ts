@@ -1,44 +1,84 @@
 // GET /health (liveness, always 200, reports what is degraded) and GET /ready (200 only when D1
-// answers and at least one agent serves a model). Neither needs a token.
+// answers and at least one pool has an agent serving a model). Neither needs a token, so both are
+// answered from a short-lived observation instead of costing a D1 query and a hub RPC each.
 import { Hono } from "hono";
-import type { z } from "zod";
-import type { HealthResponse } from "../../schema/api.ts";
+import type { HealthResponse, ReadyResponse } from "../../schema/api.ts";
 import { readConfig } from "../config.ts";
-import type { HubSnapshot } from "../hub/dispatch.ts";
-import { poolHub } from "../inference/hub-client.ts";
+import { observePools, type PoolObservation } from "../inference/hub-client.ts";
 import { describeError, log } from "../log.ts";
 import type { AppEnv } from "../types.ts";
 
 const NO_STORE = { "Cache-Control": "no-store" };
+/** A hub slower than this to report counts as not answering: a probe must not hang. */
+const HUB_PROBE_TIMEOUT_MS = 5_000;
 
 export const healthRoutes = new Hono<AppEnv>()
   .get("/health", async (c) => {
-    const [d1, hub] = await Promise.all([checkD1(c.env), hubSnapshot(c.env)]);
-    const body: z.infer<typeof HealthResponse> = {
-      status: d1 === "ok" && hub !== null ? "ok" : "degraded",
+    const { d1, pools } = await observeFleet(c.env);
+    const body = {
+      status: d1 === "ok" && pools.every((p) => p.snapshot !== null) ? "ok" : "degraded",
       version: readConfig(c.env).version,
       d1,
-      agentsConnected: hub?.agents.filter((a) => a.ready).length ?? 0,
-    };
+      agentsConnected: pools.reduce((n, p) => n + (p.snapshot?.agents.filter((a) => a.ready).length ?? 0), 0),
+    } satisfies HealthResponse;
     return c.json(body, 200, NO_STORE);
   })
   .get("/ready", async (c) => {
-    const [d1, hub] = await Promise.all([checkD1(c.env), hubSnapshot(c.env)]);
-    const models = hub?.models.map((m) => m.id) ?? [];
+    const { d1, pools } = await observeFleet(c.env);
+    const perPool = pools.map((p) => ({
+      pool: p.pool.name,
+      reachable: p.snapshot !== null,
+      models: p.snapshot?.models.map((m) => m.id) ?? [],
+    }));
+    const models = [...new Set(perPool.flatMap((p) => p.models))].sort();
     const reason =
       d1 !== "ok"
         ? "D1 is not answering"
-        : hub === null
-          ? "the agent pool is not answering"
+        : perPool.every((p) => !p.reachable)
+          ? "no agent pool is answering"
           : models.length === 0
             ? "no connected agent serves a model"
             : undefined;
-    return c.json(
-      { ready: reason === undefined, reason, d1, models },
-      reason === undefined ? 200 : 503,
-      NO_STORE,
-    );
+    const body = { ready: reason === undefined, reason, d1, models, pools: perPool } satisfies ReadyResponse;
+    return c.json(body, reason === undefined ? 200 : 503, NO_STORE);
   });
+
+interface FleetObservation {
+  d1: "ok" | "error";
+  pools: PoolObservation[];
+}
+
+/**
+ * The last observation of D1 and the hubs, and when it was taken. A per-isolate cache of
+ * observations, not state (STYLE.md keeps state out of Workers): each isolate looks for itself, an
+ * answer is at most HEALTH_CACHE_MS old, and nothing is decided from it but a probe's reply — the
+ * same exception as the verified-token cache. Single flight: while one observation is under way,
+ * every probe waits for it, so a burst costs one D1 query and one RPC per pool per isolate.
+ */
+let lastObservation: { startedAt: number; settled: boolean; value: Promise<FleetObservation> } | undefined;
+
+function observeFleet(env: Env): Promise<FleetObservation> {
+  const ttlMs = readConfig(env).healthCacheMs;
+  if (ttlMs === 0) return takeObservation(env);
+  const now = Date.now();
+  const last = lastObservation;
+  if (last !== undefined && (!last.settled || now - last.startedAt < ttlMs)) return last.value;
+  const entry = { startedAt: now, settled: false, value: takeObservation(env) };
+  void entry.value.then(() => {
+    entry.settled = true;
+  });
+  lastObservation = entry;
+  return entry.value;
+}
+
+/** Never rejects: a failing dependency is part of what is observed. */
+async function takeObservation(env: Env): Promise<FleetObservation> {
+  const [d1, pools] = await Promise.all([
+    checkD1(env),
+    observePools(env, { timeoutMs: HUB_PROBE_TIMEOUT_MS }),
+  ]);
+  return { d1, pools };
+}
 
 async function checkD1(env: Env): Promise<"ok" | "error"> {
   try {
@@ -47,14 +87,5 @@ async function checkD1(env: Env): Promise<"ok" | "error"> {
   } catch (err) {
     log("error", "D1 health check failed", describeError(err));
     return "error";
-  }
-}
-
-async function hubSnapshot(env: Env): Promise<HubSnapshot | null> {
-  try {
-    return await poolHub(env).snapshot();
-  } catch (err) {
-    log("error", "hub health check failed", describeError(err));
-    return null;
   }
 }

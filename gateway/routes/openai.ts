@@ -4,7 +4,8 @@
 import { Hono } from "hono";
 import { ChatCompletionRequest } from "../../schema/api.ts";
 import { readConfig } from "../config.ts";
-import { dispatchToHub, poolHub } from "../inference/hub-client.ts";
+import { GatewayError } from "../errors.ts";
+import { dispatchToHub, observePools, poolOrder } from "../inference/hub-client.ts";
 import { chatMessages, chatParams } from "../inference/openai.ts";
 import { requestTimeoutMs, TIMEOUT_HEADER } from "../inference/request-options.ts";
 import { auth } from "../middleware/auth/index.ts";
@@ -15,31 +16,48 @@ export const openaiRoutes = new Hono<AppEnv>()
   .post("/chat/completions", auth({ role: "user" }), jsonBody(ChatCompletionRequest), async (c) => {
     const body = c.get("body");
     const requestId = c.get("requestId");
-    const timeoutMs = requestTimeoutMs(c.req.header(TIMEOUT_HEADER), readConfig(c.env).requestTimeoutMaxMs);
-    return dispatchToHub(c.env, {
-      requestId,
-      model: body.model,
-      messages: chatMessages(body),
-      params: chatParams(body),
-      timeoutMs,
-      response: {
-        api: "chat",
-        stream: body.stream === true,
-        includeUsage: body.stream === true && body.stream_options?.include_usage === true,
+    const config = readConfig(c.env);
+    const timeoutMs = requestTimeoutMs(c.req.header(TIMEOUT_HEADER), config.requestTimeoutMaxMs);
+    return dispatchToHub(
+      c.env,
+      {
         requestId,
-        receivedAt: Date.now(),
+        model: body.model,
+        messages: chatMessages(body),
+        params: chatParams(body),
+        timeoutMs,
+        response: {
+          api: "chat",
+          stream: body.stream === true,
+          includeUsage: body.stream === true && body.stream_options?.include_usage === true,
+          requestId,
+          receivedAt: Date.now(),
+        },
       },
-    });
+      poolOrder(config.pools, body.model, requestId),
+    );
   })
   .get("/models", auth({ role: "user" }), async (c) => {
-    const { models } = await poolHub(c.env).snapshot();
+    const observed = await observePools(c.env);
+    if (observed.every((o) => o.snapshot === null)) {
+      throw new GatewayError("UPSTREAM_ERROR", "no agent pool is answering");
+    }
+    // A model several pools serve is listed once, as old as its oldest sighting.
+    const firstSeen = new Map<string, number>();
+    for (const { snapshot } of observed) {
+      for (const m of snapshot?.models ?? []) {
+        firstSeen.set(m.id, Math.min(m.firstSeenAt, firstSeen.get(m.id) ?? Number.POSITIVE_INFINITY));
+      }
+    }
     return c.json({
       object: "list",
-      data: models.map((m) => ({
-        id: m.id,
-        object: "model",
-        created: Math.floor(m.firstSeenAt / 1000),
-        owned_by: "orchard",
-      })),
+      data: [...firstSeen]
+        .sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([id, firstSeenAt]) => ({
+          id,
+          object: "model",
+          created: Math.floor(firstSeenAt / 1000),
+          owned_by: "orchard",
+        })),
     });
   });

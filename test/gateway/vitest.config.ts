@@ -24,6 +24,14 @@ export const testBindings = {
   BREAKER_COOLDOWN_MS: "2000",
   STREAM_BUFFER_MAX_BYTES: "65536",
   MODEL_FALLBACKS: JSON.stringify({ "fb-primary": ["fb-unknown", "fb-secondary"] }),
+  // Two pools, so every test runs against a gateway that covers more than one. Models not listed
+  // here (every other test's) go to the default pool; pools.test.ts uses the listed ones.
+  POOLS: JSON.stringify({
+    "lab-a": { locationHint: "wnam", models: ["lab-a-model", "shared-model"] },
+    default: { models: ["shared-model"] },
+  }),
+  // Tests watch /health and /ready change at once; health-cache.test.ts sets its own TTL.
+  HEALTH_CACHE_MS: "0",
 };
 
 export default defineConfig(async () => ({
