@@ -1,5 +1,5 @@
 // /agents: the agents' WebSocket entry point (role agent) and the live agent list over every pool
-// (role admin).
+// (role admin); revoking and restoring an agent are in agent-revocation.ts, mounted here.
 import { eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
@@ -13,12 +13,14 @@ import {
   type HubSnapshot,
   RequestOutcome,
 } from "../../schema/hub.ts";
+import { CloseCode } from "../../schema/protocol.ts";
 import { readConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
 import { emptyMetrics } from "../hub/hub-metrics.ts";
 import { observePools, poolHub } from "../inference/hub-client.ts";
 import { auth } from "../middleware/auth/index.ts";
 import type { AppEnv } from "../types.ts";
+import { agentRevocationRoutes } from "./agent-revocation.ts";
 
 const AgentName = z.string().trim().min(1).max(128);
 
@@ -52,14 +54,26 @@ export const agentRoutes = new Hono<AppEnv>()
       .onConflictDoUpdate({ target: agents.id, set: { name: displayName } });
 
     const hub = poolHub(c.env, pool, pools);
-    return hub.fetch("https://hub/connect", {
+    const upgrade = await hub.fetch("https://hub/connect", {
       headers: {
         Upgrade: "websocket",
         [HubHeader.agentId]: agentId,
         [HubHeader.agentName]: displayName,
         [HubHeader.pool]: pool,
+        [HubHeader.tokenExp]: String(caller.exp),
       },
     });
+    // A revoke that landed between the check above and the hub accepting the socket found nothing
+    // to close: look again now that the socket is live (a revoke after this read closes it itself).
+    if (upgrade.status === 101) {
+      const now = await db
+        .select({ revokedAt: agents.revokedAt })
+        .from(agents)
+        .where(eq(agents.id, agentId))
+        .get();
+      if (now?.revokedAt != null) await hub.disconnectAgent(agentId, CloseCode.REVOKED, "agent revoked");
+    }
+    return upgrade;
   })
   .get("/", auth({ role: "admin" }), async (c) => {
     const observed = await observePools(c.env);
@@ -75,7 +89,8 @@ export const agentRoutes = new Hono<AppEnv>()
       pools,
     } satisfies AgentsResponse;
     return c.json(body, 200, { "Cache-Control": "no-store" });
-  });
+  })
+  .route("/", agentRevocationRoutes);
 
 /** What one pool reports in /agents (zeros for a pool whose hub did not answer). */
 function poolSummary(snapshot: HubSnapshot | null): PoolSummary {
