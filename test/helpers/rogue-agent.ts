@@ -20,6 +20,9 @@ import {
   type WelcomeFrame,
 } from "../../schema/protocol.ts";
 
+/** PROTOCOL.md, `chunk`: the most characters of text one token may carry. */
+const MAX_CHARS_PER_TOKEN = 256;
+
 export type RogueBehaviour =
   | { kind: "never-answers" }
   | {
@@ -34,6 +37,11 @@ export type RogueBehaviour =
       firstChunkAfterMs?: number;
       /** Text of every chunk. Default "slow ". */
       text?: string;
+      /**
+       * Tokens each chunk claims. Default: the fewest that may carry its text (PROTOCOL.md: at most
+       * 256 characters per token), so the stream breaks no output limit before max_tokens.
+       */
+      tokensPerChunk?: number;
       /** Chunks before `done`; default: until cancelled. */
       chunks?: number;
     }
@@ -57,6 +65,7 @@ interface Stream {
   id: string;
   timer: NodeJS.Timeout | undefined;
   chunksSent: number;
+  tokensSent: number;
   bytesSent: number;
   ended: "done" | "cancelled" | "closed" | undefined;
 }
@@ -223,7 +232,7 @@ export class RogueAgent {
             type: "done",
             id: cancel.id,
             finishReason: "cancelled",
-            usage: { promptTokens: 1, completionTokens: stream.chunksSent },
+            usage: { promptTokens: 1, completionTokens: stream.tokensSent },
             timings: { firstTokenMs: 0, totalMs: 0 },
           });
         }
@@ -254,7 +263,14 @@ export class RogueAgent {
 
   private onGenerate(frame: GenerateFrame): void {
     this.generates.push(frame);
-    const stream: Stream = { id: frame.id, timer: undefined, chunksSent: 0, bytesSent: 0, ended: undefined };
+    const stream: Stream = {
+      id: frame.id,
+      timer: undefined,
+      chunksSent: 0,
+      tokensSent: 0,
+      bytesSent: 0,
+      ended: undefined,
+    };
     this.streams.set(frame.id, stream);
     const b = this.options.behaviour;
     switch (b.kind) {
@@ -268,6 +284,7 @@ export class RogueAgent {
         return;
       case "slow": {
         const text = b.text ?? "slow ";
+        const tokens = b.tokensPerChunk ?? Math.max(1, Math.ceil(text.length / MAX_CHARS_PER_TOKEN));
         const tick = () => {
           if (stream.ended !== undefined) return;
           if (b.chunks !== undefined && stream.chunksSent >= b.chunks) {
@@ -275,14 +292,15 @@ export class RogueAgent {
               type: "done",
               id: frame.id,
               finishReason: "stop",
-              usage: { promptTokens: 1, completionTokens: stream.chunksSent },
+              usage: { promptTokens: 1, completionTokens: stream.tokensSent },
               timings: { firstTokenMs: 0, totalMs: 0 },
             });
             this.endStream(stream, "done");
             return;
           }
-          this.send({ type: "chunk", id: frame.id, text, tokens: 1 });
+          this.send({ type: "chunk", id: frame.id, text, tokens });
           stream.chunksSent += 1;
+          stream.tokensSent += tokens;
           stream.bytesSent += Buffer.byteLength(text);
           stream.timer = setTimeout(tick, b.intervalMs);
         };
