@@ -49,7 +49,7 @@ export interface GatewayConfig {
 export interface PoolConfig {
   name: string;
   /** Where the pool's Durable Object is created (near its lab's agents), if configured. */
-  locationHint: DurableObjectLocationHint | undefined;
+  locationHint: LocationHint | undefined;
   /** Models listed for this pool in POOLS. */
   models: readonly string[];
 }
@@ -146,8 +146,12 @@ export const PoolsVar = z.record(
   z.strictObject({ locationHint: z.string().optional(), models: z.array(ModelName).max(1024).optional() }),
 );
 
-/** The location hints Durable Objects accept (workers-types' DurableObjectLocationHint). */
-const LOCATION_HINTS: ReadonlySet<string> = new Set<DurableObjectLocationHint>([
+/**
+ * The location hints Durable Objects accept. Declared here rather than taken from workers-types'
+ * global DurableObjectLocationHint, because Node code (the bench) imports this module too; poolHub()
+ * (inference/hub-client.ts) assigns one to the other, so the compiler keeps the two in step.
+ */
+export const LOCATION_HINTS = [
   "wnam",
   "enam",
   "sam",
@@ -159,7 +163,10 @@ const LOCATION_HINTS: ReadonlySet<string> = new Set<DurableObjectLocationHint>([
   "oc",
   "afr",
   "me",
-]);
+] as const;
+export type LocationHint = (typeof LOCATION_HINTS)[number];
+const isLocationHint = (hint: string): hint is LocationHint =>
+  (LOCATION_HINTS as readonly string[]).includes(hint);
 
 /** Like parsedFallbacks: a per-isolate cache of a pure function of the var. */
 let parsedPools: { raw: string | undefined; value: Pools } | undefined;
@@ -194,10 +201,9 @@ function parsePools(value: string | undefined): Pools {
   ]);
   const byModel = new Map<string, string[]>();
   for (const [name, pool] of entries) {
-    let locationHint: DurableObjectLocationHint | undefined;
+    let locationHint: LocationHint | undefined;
     if (pool.locationHint !== undefined) {
-      if (LOCATION_HINTS.has(pool.locationHint))
-        locationHint = pool.locationHint as DurableObjectLocationHint;
+      if (isLocationHint(pool.locationHint)) locationHint = pool.locationHint;
       else
         log("warn", "POOLS: unknown locationHint; ignoring it", {
           pool: name,

@@ -121,10 +121,11 @@ export class AgentHub extends DurableObject<Env> {
    */
   disconnectAgent(agentId: string, code: CloseCode, reason: string): boolean {
     const agent = this.#sockets.get(agentId);
-    const sockets = this.ctx.getWebSockets(agentId);
-    for (const ws of sockets) closeQuietly(ws, code, reason);
+    // getWebSockets() still lists sockets whose close the peer has not answered: only open ones count.
+    const open = this.ctx.getWebSockets(agentId).filter((ws) => ws.readyState === WebSocket.OPEN);
+    for (const ws of open) closeQuietly(ws, code, reason);
     if (agent) this.#closeAgent(agent, code, reason);
-    return agent !== undefined || sockets.length > 0;
+    return agent !== undefined || open.length > 0;
   }
 
   #connect(request: Request): Response {

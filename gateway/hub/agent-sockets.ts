@@ -13,10 +13,6 @@ import {
   capsStorageKey,
 } from "./agent-connection.ts";
 
-/** WebSocket readyStates of a socket that is closing or closed (workerd has no static constants). */
-const CLOSING = 2;
-const CLOSED = 3;
-
 export type Adoption = { agent: AgentConnection } | { agent: null; code: CloseCode; reason: string };
 
 export class AgentSockets {
@@ -75,7 +71,7 @@ export class AgentSockets {
    * and say hello), or a newer connection of the same agent is in the table (SUPERSEDED).
    */
   async adopt(ws: WebSocket, now: number): Promise<Adoption> {
-    if (ws.readyState === CLOSING || ws.readyState === CLOSED) {
+    if (ws.readyState === WebSocket.CLOSING || ws.readyState === WebSocket.CLOSED) {
       return { agent: null, code: CloseCode.GOING_AWAY, reason: "closing" };
     }
     const attachment = ws.deserializeAttachment() as AgentAttachment | null;

@@ -10,7 +10,7 @@
 // minimum number of calls. Its toJSON()/initialState would have covered persistence; the rest
 // would have been fought around. opossum is Node-only (EventEmitter, setTimeout-driven reset).
 import { z } from "zod";
-import type { BreakerState as BreakerStates } from "../../schema/api.ts";
+import { BreakerState as BreakerStates } from "../../schema/api.ts";
 
 /** The public states (schema/api.ts is their one definition). */
 export type BreakerState = z.infer<typeof BreakerStates>;
@@ -49,7 +49,7 @@ export const BreakerRecord = z.object({
   agentId: z.string().min(1),
   model: z.string().min(1).nullable(),
   /** "half_open" is never stored: it is derived from openedAt + cooldown. */
-  state: z.enum(["closed", "open"]),
+  state: BreakerStates.exclude(["half_open"]),
   /** [bucket start, successes, failures]. */
   buckets: z.array(Bucket).max(BUCKETS),
   openedAt: z.number().nullable(),

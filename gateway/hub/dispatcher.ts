@@ -10,7 +10,7 @@
 import type { ErrorCode } from "../../schema/api.ts";
 import type { DispatchRequest, RequestOutcome } from "../../schema/hub.ts";
 import type { ModelId } from "../../schema/model-id.ts";
-import type { ChunkFrame, CloseCode, DoneFrame, ErrorFrame, GatewayFrame } from "../../schema/protocol.ts";
+import type { ChunkFrame, DoneFrame, ErrorFrame } from "../../schema/protocol.ts";
 import { CloseCode as Close } from "../../schema/protocol.ts";
 import { log } from "../log.ts";
 import { AgentChoice } from "./agent-choice.ts";
@@ -21,7 +21,6 @@ import type { AttemptOutcome } from "./circuit-breaker.ts";
 import type { CircuitBreakers } from "./circuit-breakers.ts";
 import { overdue } from "./deadlines.ts";
 import type { DispatcherConfig, DispatcherHost } from "./dispatcher-host.ts";
-import type { HubCounters } from "./hub-metrics.ts";
 import { errorResponse } from "./hub-response.ts";
 import { InferenceJob, outputLimitViolation } from "./inference-job.ts";
 import { resolveModel } from "./model-resolution.ts";

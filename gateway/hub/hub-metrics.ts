@@ -1,7 +1,7 @@
 // The pool's request counters (outcomes, retries, fallbacks, tokens; in all and per model). They
 // live in the hub, which sees every request, and reach Durable Object storage on a flush cycle
 // (the AgentHub's alarm), so an eviction or a redeploy loses at most one flush interval of counts.
-import { HubMetrics, type RequestOutcome } from "../../schema/hub.ts";
+import { HubMetrics, RequestOutcome } from "../../schema/hub.ts";
 import { describeError, log } from "../log.ts";
 
 /** Models counted one by one; beyond this, further models are counted under OTHER_MODELS. */
@@ -23,6 +23,29 @@ function emptyOutcomes(): Record<RequestOutcome, number> {
     no_agent: 0,
     model_not_found: 0,
   };
+}
+
+/**
+ * Adds `from`'s counts into `into` (a restore onto counts taken before it, or the pools of
+ * GET /agents summed). Per-model counts are merged by model, unbounded: callers sum bounded inputs.
+ */
+export function addMetrics(into: HubMetrics, from: HubMetrics): void {
+  addOutcomes(into.requests, from.requests);
+  into.retries += from.retries;
+  into.fallbacks += from.fallbacks;
+  into.tokens.prompt += from.tokens.prompt;
+  into.tokens.completion += from.tokens.completion;
+  for (const [model, counts] of Object.entries(from.byModel)) {
+    const sum = into.byModel[model] ?? { requests: emptyOutcomes(), tokens: { prompt: 0, completion: 0 } };
+    into.byModel[model] = sum;
+    addOutcomes(sum.requests, counts.requests);
+    sum.tokens.prompt += counts.tokens.prompt;
+    sum.tokens.completion += counts.tokens.completion;
+  }
+}
+
+function addOutcomes(into: Record<RequestOutcome, number>, from: Record<RequestOutcome, number>): void {
+  for (const outcome of RequestOutcome.options) into[outcome] += from[outcome] ?? 0;
 }
 
 export function emptyMetrics(): HubMetrics {
@@ -104,21 +127,7 @@ export class HubCounters {
     }
     const current = this.#metrics;
     this.#metrics = parsed.data;
-    for (const [outcome, n] of Object.entries(current.requests) as [RequestOutcome, number][]) {
-      this.#metrics.requests[outcome] += n;
-    }
-    this.#metrics.retries += current.retries;
-    this.#metrics.fallbacks += current.fallbacks;
-    this.#metrics.tokens.prompt += current.tokens.prompt;
-    this.#metrics.tokens.completion += current.tokens.completion;
-    for (const [model, counts] of Object.entries(current.byModel)) {
-      const into = this.#model(model);
-      for (const [outcome, n] of Object.entries(counts.requests) as [RequestOutcome, number][]) {
-        into.requests[outcome] += n;
-      }
-      into.tokens.prompt += counts.tokens.prompt;
-      into.tokens.completion += counts.tokens.completion;
-    }
+    addMetrics(this.#metrics, current);
   }
 
   #model(model: string): ModelCounts {

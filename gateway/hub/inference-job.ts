@@ -4,7 +4,7 @@
 // (with a bound on what an unread stream holds), or the whole JSON answer once the agent is done.
 
 import type { ErrorCode } from "../../schema/api.ts";
-import { type DispatchErrorBody, type DispatchRequest, HubHeader } from "../../schema/hub.ts";
+import { type DispatchRequest, HubHeader } from "../../schema/hub.ts";
 import type { ModelId } from "../../schema/model-id.ts";
 import type { ChunkFrame, DoneFrame, GenerateFrame } from "../../schema/protocol.ts";
 import { completionBody, contentType, type StreamRenderer, streamRenderer } from "../render/render.ts";

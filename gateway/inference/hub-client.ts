@@ -13,7 +13,9 @@ import { describeError, log } from "../log.ts";
 export function poolHub(env: Env, pool: string = DEFAULT_POOL, pools?: Pools): DurableObjectStub<AgentHub> {
   const locationHint = (pools ?? readConfig(env).pools).byName.get(pool)?.locationHint;
   const namespace = env.AGENT_HUB as DurableObjectNamespace<AgentHub>;
-  return locationHint === undefined ? namespace.getByName(pool) : namespace.getByName(pool, { locationHint });
+  // LocationHint (config.ts) must stay assignable to the runtime's own list.
+  const hint: DurableObjectLocationHint | undefined = locationHint;
+  return hint === undefined ? namespace.getByName(pool) : namespace.getByName(pool, { locationHint: hint });
 }
 
 /**

@@ -6,17 +6,11 @@ import { Hono } from "hono";
 import { z } from "zod";
 import type { AgentsResponse, PoolSummary } from "../../schema/agents-api.ts";
 import { agents } from "../../schema/db.ts";
-import {
-  DEFAULT_POOL,
-  HubHeader,
-  type HubMetrics,
-  type HubSnapshot,
-  RequestOutcome,
-} from "../../schema/hub.ts";
+import { DEFAULT_POOL, HubHeader, type HubSnapshot } from "../../schema/hub.ts";
 import { CloseCode } from "../../schema/protocol.ts";
 import { readConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
-import { emptyMetrics } from "../hub/hub-metrics.ts";
+import { addMetrics, emptyMetrics } from "../hub/hub-metrics.ts";
 import { observePools, poolHub } from "../inference/hub-client.ts";
 import { auth } from "../middleware/auth/index.ts";
 import type { AppEnv } from "../types.ts";
@@ -120,26 +114,6 @@ function sumPools(pools: readonly PoolSummary[]): PoolSummary {
   }
   total.models = [...models].sort();
   return total;
-}
-
-function addMetrics(into: HubMetrics, from: HubMetrics): void {
-  addOutcomes(into.requests, from.requests);
-  into.retries += from.retries;
-  into.fallbacks += from.fallbacks;
-  addCounts(into.tokens, from.tokens);
-  for (const [model, counts] of Object.entries(from.byModel)) {
-    const sum = into.byModel[model] ?? {
-      requests: emptyMetrics().requests,
-      tokens: { prompt: 0, completion: 0 },
-    };
-    into.byModel[model] = sum;
-    addOutcomes(sum.requests, counts.requests);
-    addCounts(sum.tokens, counts.tokens);
-  }
-}
-
-function addOutcomes(into: HubMetrics["requests"], from: HubMetrics["requests"]): void {
-  for (const outcome of RequestOutcome.options) into[outcome] += from[outcome] ?? 0;
 }
 
 function addCounts<K extends string>(into: Record<K, number>, from: Record<K, number>): void {

@@ -1,8 +1,9 @@
 // Mints HS256 JWTs the gateway accepts (development and tests; production uses your IdP or this).
 import { SignJWT } from "jose";
+import { Role } from "../../schema/api.ts";
 
-export type Role = "user" | "admin" | "agent";
-export const ROLES: readonly Role[] = ["user", "admin", "agent"];
+export type { Role } from "../../schema/api.ts";
+export const ROLES: readonly Role[] = Role.options;
 
 /** Parses "90s", "30m", "1h", "7d" (or plain seconds) into seconds; undefined when malformed. */
 export function parseTtl(ttl: string): number | undefined {

@@ -3,12 +3,13 @@
 import { env, exports } from "cloudflare:workers";
 import { SignJWT } from "jose";
 import { afterEach } from "vitest";
+import type { Role } from "../../schema/api.ts";
 import type { AgentFrame, GatewayFrame, HelloFrame } from "../../schema/protocol.ts";
 import { PROTOCOL_VERSION } from "../../schema/protocol.ts";
 
 export const BASE = "https://gateway.test";
 
-export type Role = "user" | "admin" | "agent";
+export type { Role } from "../../schema/api.ts";
 
 export interface TokenOptions {
   sub?: string;
