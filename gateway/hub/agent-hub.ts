@@ -259,7 +259,7 @@ export class AgentHub extends DurableObject<Env> {
     const now = Date.now();
     agent.applyHello(hello, decision, now);
     this.#sockets.persist(agent);
-    this.#state.knownModels.announce(agent.models, now);
+    this.#state.announceModels(agent.models, now);
     const welcome: WelcomeFrame = {
       type: "welcome",
       protocol: decision.protocol,
@@ -355,7 +355,7 @@ export class AgentHub extends DurableObject<Env> {
   #updateModels(agent: AgentConnection, models: AgentCapabilities["models"]): void {
     agent.setModels(models);
     this.#sockets.persist(agent);
-    this.#state.knownModels.announce(agent.models, Date.now());
+    this.#state.announceModels(agent.models, Date.now());
     this.#scheduleNextAlarm();
     this.#dispatcher.pump();
   }

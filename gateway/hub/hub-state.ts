@@ -16,6 +16,7 @@ const RESTORE_RETRY_MAX_MS = 30_000;
 export class HubState {
   readonly breakers: CircuitBreakers;
   readonly counters: HubCounters;
+  /** Read through this; announce() new models with announceModels(), which persists them. */
   readonly knownModels = new KnownModels();
   readonly #storage: HubStorage;
   #flushedAt = 0;
@@ -68,6 +69,12 @@ export class HubState {
       this.#retryMs = Math.min(this.#retryMs * 2, RESTORE_RETRY_MAX_MS);
       return null;
     }
+  }
+
+  /** Agents announced these models: a model seen for the first time is written at once. */
+  announceModels(models: Iterable<string>, now: number): void {
+    const first = this.knownModels.announce(models, now);
+    if (Object.keys(first.puts).length > 0) this.#storage.write(first.puts, [], "known models");
   }
 
   /** Whether a failed restore is due to be tried again at `now`. */

@@ -1,6 +1,8 @@
 // Models this pool has seen agents announce, with when: what tells a model nobody serves right now
 // (503 NO_AGENT_AVAILABLE) from one nobody ever served (404 MODEL_NOT_FOUND). Bounded in count and
-// age, and persisted one key per model on the hub's flush cycle (never the whole list per change).
+// age, and persisted one key per model (never the whole list per change): a model seen for the
+// first time at once, as a restart right after would otherwise turn its 503s into 404s; later
+// sightings on the hub's flush cycle.
 
 /** Most models remembered; the least recently announced is forgotten first. */
 export const MAX_KNOWN_MODELS = 512;
@@ -41,18 +43,27 @@ export class KnownModels {
     return this.#models.size;
   }
 
-  /** Agents announced these models now. */
-  announce(models: Iterable<string>, now: number): void {
+  /**
+   * Agents announced these models now. Returns the writes for models seen for the first time
+   * (to be persisted at once); later sightings wait for flush().
+   */
+  announce(models: Iterable<string>, now: number): KnownModelWrites {
+    const first: Record<string, KnownModel> = {};
     for (const model of models) {
       const known = this.#models.get(model);
       this.#models.delete(model);
       this.#models.set(model, { firstSeenAt: known?.firstSeenAt ?? now, lastSeenAt: now });
       this.#deleted.delete(model);
-      if (known === undefined || now - (this.#persistedAt.get(model) ?? 0) >= LAST_SEEN_PERSIST_MS) {
+      if (known === undefined) {
+        first[KNOWN_MODEL_KEY_PREFIX + model] = { firstSeenAt: now, lastSeenAt: now };
+        this.#persistedAt.set(model, now);
+        this.#dirty.delete(model);
+      } else if (now - (this.#persistedAt.get(model) ?? 0) >= LAST_SEEN_PERSIST_MS) {
         this.#dirty.add(model);
       }
     }
     this.#evict(now);
+    return { puts: first, deletes: [] };
   }
 
   get dirty(): boolean {

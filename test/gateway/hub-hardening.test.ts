@@ -273,6 +273,19 @@ describe("protocol versions N-1..N and capabilities", () => {
 });
 
 describe("state kept across an eviction", () => {
+  it("a model first seen just before an eviction is still known after it: 503, not 404", async () => {
+    const model = uniqueId("just-seen");
+    const agent = await serving(model);
+    // No flush cycle in between: the first sighting must already be in storage.
+    await abortAllDurableObjects();
+    const afterAbort = await agentsView();
+    expect(afterAbort.agents.map((a) => a.id)).not.toContain(agent.id);
+    agent.close();
+    const response = await postJson("/generate", { prompt: "x", model });
+    expect(response.status).toBe(503);
+    expect(await response.json()).toMatchObject({ error: { code: "NO_AGENT_AVAILABLE" } });
+  });
+
   it("request counters per model survive; the model list is stored per model, not as one list", async () => {
     const model = uniqueId("counted");
     const agent = await serving(model);

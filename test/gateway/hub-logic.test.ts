@@ -47,13 +47,15 @@ describe("nextAlarm", () => {
 });
 
 describe("KnownModels", () => {
-  it("persists a new model once and its last-seen time at most hourly", () => {
+  it("persists a new model at once, and its last-seen time at most hourly on the flush cycle", () => {
     const models = new KnownModels();
-    models.announce(["a"], 0);
-    expect(models.flush(0)).toEqual({
+    // At once: a restart before the next flush must not turn the model's 503s into 404s.
+    expect(models.announce(["a"], 0)).toEqual({
       puts: { [`${KNOWN_MODEL_KEY_PREFIX}a`]: { firstSeenAt: 0, lastSeenAt: 0 } },
       deletes: [],
     });
+    expect(models.announce(["a"], 10)).toEqual({ puts: {}, deletes: [] });
+    expect(models.flush(10)).toEqual({ puts: {}, deletes: [] });
     models.announce(["a"], 60_000);
     expect(models.dirty).toBe(false);
     models.announce(["a"], 3_600_000);
@@ -69,10 +71,10 @@ describe("KnownModels", () => {
     expect(models.has("m0")).toBe(false);
     expect(models.has("m9")).toBe(false);
     expect(models.has("m10")).toBe(true);
-    // Forgotten before their first flush: nothing to delete, nothing written for them.
+    // Each was written when first seen; the forgotten ones are deleted on the next flush.
     const writes = models.flush(1_000);
-    expect(Object.keys(writes.puts)).toHaveLength(MAX_KNOWN_MODELS);
-    expect(writes.puts[`${KNOWN_MODEL_KEY_PREFIX}m0`]).toBeUndefined();
+    expect(writes.puts).toEqual({});
+    expect(writes.deletes).toEqual(Array.from({ length: 10 }, (_, i) => `${KNOWN_MODEL_KEY_PREFIX}m${i}`));
   });
 
   it("forgets a model nobody announced for KNOWN_MODEL_TTL_MS, and deletes its stored key", () => {
