@@ -6,7 +6,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import { breakerKey } from "../../gateway/hub/circuit-breakers.ts";
 import { AgentHub } from "../../gateway/index.ts";
-import type { AgentSummary, HubMetrics } from "../../schema/hub.ts";
+import type { AgentSummary, DispatchRequest, HubMetrics } from "../../schema/hub.ts";
 import { CloseCode } from "../../schema/protocol.ts";
 import {
   bearer,
@@ -19,6 +19,7 @@ import {
   trackedAgents,
   uniqueId,
   waitFor,
+  waitForNoAgents,
 } from "./helpers.ts";
 
 const { adopt, serving } = trackedAgents();
@@ -273,17 +274,31 @@ describe("protocol versions N-1..N and capabilities", () => {
 });
 
 describe("state kept across an eviction", () => {
-  it("a model first seen just before an eviction is still known after it: 503, not 404", async () => {
+  it("a model first seen just before a restart is still known after it: 503, not 404", async () => {
     const model = uniqueId("just-seen");
     const agent = await serving(model);
-    // No flush cycle in between: the first sighting must already be in storage.
-    await abortAllDurableObjects();
-    const afterAbort = await agentsView();
-    expect(afterAbort.agents.map((a) => a.id)).not.toContain(agent.id);
     agent.close();
-    const response = await postJson("/generate", { prompt: "x", model });
-    expect(response.status).toBe(503);
-    expect(await response.json()).toMatchObject({ error: { code: "NO_AGENT_AVAILABLE" } });
+    await waitForNoAgents();
+    // A hub woken over the same storage, with no flush cycle since the model was first announced.
+    const status = await runInDurableObject(hub(), async (_instance: AgentHub, state) => {
+      const fresh = new AgentHub(state, env);
+      await state.blockConcurrencyWhile(async () => {});
+      const request: DispatchRequest = {
+        requestId: uniqueId("after-restart"),
+        model,
+        prompt: "x",
+        params: { maxTokens: 1 },
+        response: { api: "generate", stream: false, includeUsage: false, requestId: "r", receivedAt: 0 },
+      };
+      const response = await fresh.fetch(
+        new Request("https://hub/dispatch", { method: "POST", body: JSON.stringify(request) }),
+      );
+      return { status: response.status, body: await response.json() };
+    });
+    expect(status).toEqual({
+      status: 503,
+      body: { code: "NO_AGENT_AVAILABLE", message: `no connected agent can serve "${model}"` },
+    });
   });
 
   it("request counters per model survive; the model list is stored per model, not as one list", async () => {
