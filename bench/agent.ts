@@ -24,6 +24,8 @@ export interface GatewayLink {
   /** ws://…/agents/connect (Orchard) or ws://…/?models=… (bare relay). */
   url: string;
   token: string;
+  /** The newest protocol version to offer (a gateway at an older commit speaks only that). */
+  maxProtocol?: number;
 }
 
 export interface BenchAgentConfig {
@@ -69,7 +71,13 @@ async function createEngine(e: EngineConfig): Promise<Engine> {
   return engine;
 }
 
-function connectAgent(engine: Engine, url: string, token: string, label: string): Promise<Agent> {
+function connectAgent(
+  engine: Engine,
+  url: string,
+  token: string,
+  label: string,
+  maxProtocol?: number,
+): Promise<Agent> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${label}: not welcomed in 30 s`)), 30_000);
     const agent: Agent = new Agent({
@@ -80,6 +88,7 @@ function connectAgent(engine: Engine, url: string, token: string, label: string)
       name: `${cfg.id}-${label}`,
       capacity: cfg.capacity,
       ...(cfg.flushMs === undefined ? {} : { flushMs: cfg.flushMs }),
+      ...(maxProtocol === undefined ? {} : { maxProtocol }),
       logger: benchLogger(() => {
         clearTimeout(timer);
         resolve(agent);
@@ -241,7 +250,9 @@ async function directLlama(e: Extract<EngineConfig, { kind: "llamacpp" }>): Prom
 
 async function main(): Promise<void> {
   const engine = await createEngine(cfg.engine);
-  const agents = await Promise.all(cfg.gateways.map((g) => connectAgent(engine, g.url, g.token, g.label)));
+  const agents = await Promise.all(
+    cfg.gateways.map((g) => connectAgent(engine, g.url, g.token, g.label, g.maxProtocol)),
+  );
   let loopback: LoopbackHub | undefined;
   if (cfg.loopback) {
     loopback = await startLoopbackHub();

@@ -2,7 +2,7 @@
 // the generation runner, the health reporter and drain, and offers start / drain / stop. Each of
 // those lives in its own module; this one only decides how they are put together.
 import { readFileSync } from "node:fs";
-import type { HostFacts } from "../schema/protocol.ts";
+import { type HostFacts, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from "../schema/protocol.ts";
 import { type BackoffOptions, Connection, type ConnectionEnd, ExitCode, type Link } from "./connection.ts";
 import { Drain } from "./drain.ts";
 import type { Engine } from "./engines/engine.ts";
@@ -39,6 +39,11 @@ export interface AgentOptions {
   agentVersion?: string;
   /** Concurrent generations; one more is refused with AGENT_BUSY. Default 4. */
   capacity?: number;
+  /**
+   * The newest protocol version to offer in hello (MIN_PROTOCOL_VERSION..PROTOCOL_VERSION, default
+   * the newest): a gateway older than this agent refuses a version it does not speak.
+   */
+  maxProtocol?: number;
   /** Coalescing window for chunk frames, from the first unflushed piece. Default 16. */
   flushMs?: number;
   /** Flush a chunk as soon as this many bytes are buffered. Default 4096. */
@@ -122,6 +127,7 @@ export class Agent {
         ...(options.name === undefined ? {} : { name: options.name }),
         agentVersion: options.agentVersion ?? AGENT_VERSION,
         capacity,
+        protocol: offeredProtocol(options.maxProtocol),
       },
       gatewayUrl: options.gatewayUrl,
       engine,
@@ -195,4 +201,19 @@ export class Agent {
 function sampler(): () => HostFacts {
   const s = new HostFactsSampler();
   return () => s.sample();
+}
+
+/** The newest protocol version to offer: the given one when it is one this agent speaks. */
+function offeredProtocol(maxProtocol: number | undefined): number {
+  if (maxProtocol === undefined) return PROTOCOL_VERSION;
+  if (
+    !Number.isInteger(maxProtocol) ||
+    maxProtocol < MIN_PROTOCOL_VERSION ||
+    maxProtocol > PROTOCOL_VERSION
+  ) {
+    throw new RangeError(
+      `maxProtocol must be an integer from ${MIN_PROTOCOL_VERSION} to ${PROTOCOL_VERSION}, got ${maxProtocol}`,
+    );
+  }
+  return maxProtocol;
 }

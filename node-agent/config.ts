@@ -8,7 +8,7 @@ import { parseArgs } from "node:util";
 import { decodeJwt } from "jose";
 import { z } from "zod";
 import { isModelId, type ModelId } from "../schema/model-id.ts";
-import { ModelName } from "../schema/protocol.ts";
+import { MIN_PROTOCOL_VERSION, ModelName, PROTOCOL_VERSION } from "../schema/protocol.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 
 export class ConfigError extends Error {
@@ -47,6 +47,8 @@ export interface AgentConfig {
   contextSize?: number;
   cacheDir: string;
   flushMs: number;
+  /** The newest wire protocol version offered in hello (pin it to reach an older gateway). */
+  maxProtocol: number;
   drainTimeoutMs: number;
   backoffBaseMs: number;
   backoffMaxMs: number;
@@ -97,6 +99,11 @@ export const SETTINGS = {
     env: "ORCHARD_FLUSH_MS",
     value: "MS",
     describe: "chunk coalescing window, 0-20 (default: 16)",
+  },
+  "max-protocol": {
+    env: "ORCHARD_MAX_PROTOCOL",
+    value: "N",
+    describe: `newest wire protocol to offer, ${MIN_PROTOCOL_VERSION}-${PROTOCOL_VERSION}, for an older gateway (default: ${PROTOCOL_VERSION})`,
   },
   "drain-timeout-ms": {
     env: "ORCHARD_DRAIN_TIMEOUT_MS",
@@ -180,6 +187,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     nonEmpty.transform(expandHome).default(join(homedir(), ".cache", "orchard")),
   );
   const flushMs = pick("flush-ms", wholeNumber(0, 20).default(16));
+  const maxProtocol = pick(
+    "max-protocol",
+    wholeNumber(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION).default(PROTOCOL_VERSION),
+  );
   const drainTimeoutMs = pick("drain-timeout-ms", wholeNumber(0, 3_600_000).default(30_000));
   const backoffBaseMs = pick("backoff-base-ms", wholeNumber(1, 600_000).default(500));
   const backoffMaxMs = pick("backoff-max-ms", wholeNumber(1, 3_600_000).default(30_000));
@@ -208,6 +219,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     ...(contextSize === undefined ? {} : { contextSize }),
     cacheDir,
     flushMs,
+    maxProtocol,
     drainTimeoutMs,
     backoffBaseMs,
     backoffMaxMs,

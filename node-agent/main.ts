@@ -99,6 +99,7 @@ async function start(args: string[]): Promise<number> {
     name: config.name,
     capacity: config.capacity,
     flushMs: config.flushMs,
+    maxProtocol: config.maxProtocol,
     drainTimeoutMs: config.drainTimeoutMs,
     backoff: { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs },
     logger: log,

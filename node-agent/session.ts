@@ -8,7 +8,6 @@ import {
   type HostFacts,
   knownCapabilities,
   MIN_PROTOCOL_VERSION,
-  PROTOCOL_VERSION,
   parseGatewayFrame,
   type WelcomeFrame,
 } from "../schema/protocol.ts";
@@ -37,7 +36,8 @@ export interface AgentStats {
 
 /** What every session of one agent shares. */
 export interface SessionContext {
-  identity: { agentId: string; name?: string; agentVersion: string; capacity: number };
+  /** `protocol`: the newest version offered in hello (see AgentOptions.maxProtocol). */
+  identity: { agentId: string; name?: string; agentVersion: string; capacity: number; protocol: number };
   gatewayUrl: string;
   engine: Engine;
   table: InFlightTable;
@@ -75,7 +75,7 @@ export class Session {
     }
     sendFrame(this.link, {
       type: "hello",
-      protocol: PROTOCOL_VERSION,
+      protocol: identity.protocol,
       minProtocol: MIN_PROTOCOL_VERSION,
       capabilities: [...AGENT_CAPABILITIES],
       agentId: identity.agentId,
@@ -151,10 +151,10 @@ export class Session {
 
   private onWelcome(frame: WelcomeFrame): void {
     const { log } = this.ctx;
-    if (frame.protocol < MIN_PROTOCOL_VERSION || frame.protocol > PROTOCOL_VERSION) {
+    if (frame.protocol < MIN_PROTOCOL_VERSION || frame.protocol > this.ctx.identity.protocol) {
       log.warn("hub chose a protocol version this agent does not speak", {
         hub: frame.protocol,
-        agent: { min: MIN_PROTOCOL_VERSION, max: PROTOCOL_VERSION },
+        agent: { min: MIN_PROTOCOL_VERSION, max: this.ctx.identity.protocol },
       });
     }
     // A v1 hub sends no capabilities: it uses none. Only what this agent offered can be in use.

@@ -86,8 +86,11 @@ export interface RunningAgent {
 export interface AgentTargets {
   orchard?: RunningWorker;
   relay?: RunningWorker;
-  /** More Orchard-protocol gateways (prototype variants), each with its own Agent instance. */
-  more?: { label: string; worker: RunningWorker }[];
+  /**
+   * More Orchard-protocol gateways (prototype variants, a git ref), each with its own Agent
+   * instance; `protocol` pins the agent's hello to an older gateway's version.
+   */
+  more?: { label: string; worker: RunningWorker; protocol?: number }[];
   /** Model names this agent serves (the relay routes on them too). */
   models: string[];
 }
@@ -119,6 +122,7 @@ export async function startAgent(
       label: extra.label,
       url: `${extra.worker.directOrigin.replace(/^http/, "ws")}/agents/connect`,
       token: await mintToken({ secret, role: "agent", sub: id, ttlSeconds: 24 * 3600 }),
+      ...(extra.protocol === undefined ? {} : { maxProtocol: extra.protocol }),
     });
   }
   const config: BenchAgentConfig = {

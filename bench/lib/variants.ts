@@ -25,6 +25,11 @@ export interface PreparedVariant {
   spec: VariantSpec;
   dir: string;
   configPath: string;
+  /**
+   * The newest agent protocol this gateway copy speaks, when older than this checkout's agent's
+   * (a ref from before protocol v2 refuses a v2 hello): the bench agent then says hello with it.
+   */
+  protocol?: number;
   dispose(): void;
 }
 
@@ -74,10 +79,14 @@ export function prepareFromRef(ref: string): PreparedVariant {
   });
   execFileSync("tar", ["-x", "-C", dir], { input: tar });
   symlinkSync(resolve(REPO_ROOT, "node_modules"), join(dir, "node_modules"));
+  const protocol = /export const PROTOCOL_VERSION = (\d+);/.exec(
+    readFileSync(join(dir, "schema/protocol.ts"), "utf8"),
+  )?.[1];
   return {
     spec: { name: `at ${commit}`, change: `the gateway at ${ref} (${commit})`, patches: [] },
     dir,
     configPath: join(dir, "wrangler.toml"),
+    ...(protocol === undefined ? {} : { protocol: Number(protocol) }),
     dispose: () => rmSync(dir, { recursive: true, force: true }),
   };
 }

@@ -97,7 +97,11 @@ export async function runVariants(
     const models = (syntheticEngine(true) as { models: { name: string }[] }).models.map((m) => m.name);
     const agent = await startAgent("bench-variants", secret, syntheticEngine(true), {
       models,
-      more: [...workers.entries()].map(([label, worker]) => ({ label, worker })),
+      more: [original, ...prepared].map((v) => ({
+        label: v.spec.name,
+        worker: workers.get(v.spec.name) as RunningWorker,
+        ...(v.protocol === undefined ? {} : { protocol: v.protocol }),
+      })),
     });
     try {
       const base = workers.get(baseName) as RunningWorker;

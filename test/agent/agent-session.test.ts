@@ -4,10 +4,17 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism, totalmem } from "node:os";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { AGENT_VERSION } from "../../node-agent/agent.ts";
+import { AGENT_VERSION, Agent } from "../../node-agent/agent.ts";
 import { EngineError } from "../../node-agent/engines/engine.ts";
 import { CancelFrame, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from "../../schema/protocol.ts";
-import { barrier, cleanUp, generate, setup, sleep, TOKEN, text } from "./scripted-hub.ts";
+import { barrier, cleanUp, generate, ScriptedTestEngine, setup, sleep, TOKEN, text } from "./scripted-hub.ts";
+
+const agentDefaults = () => ({
+  engine: new ScriptedTestEngine(),
+  gatewayUrl: "ws://127.0.0.1:1/agents/connect",
+  token: TOKEN,
+  agentId: "mini-01",
+});
 
 afterEach(cleanUp);
 
@@ -56,6 +63,18 @@ describe("Agent session", () => {
       capabilities: ["load"],
     });
     expect(logLines.filter((l) => l.level === "warn")).toEqual([]);
+  });
+
+  it("with maxProtocol pinned to 1 offers only v1, as an older gateway requires, and treats the session as v1", async () => {
+    const { hub, logLines } = await setup({ protocol: 1 }, { maxProtocol: 1 });
+    const conn = await hub.connection(0);
+    expect(conn.of("hello")[0]).toMatchObject({ protocol: 1, minProtocol: 1 });
+    await vi.waitFor(() => expect(logLines.find((l) => l.msg === "connected")).toBeDefined());
+    expect(logLines.find((l) => l.msg === "connected")).toMatchObject({ protocol: 1 });
+    expect(logLines.filter((l) => l.level === "warn")).toEqual([]);
+    expect(() => new Agent({ ...agentDefaults(), maxProtocol: PROTOCOL_VERSION + 1 })).toThrow(
+      /maxProtocol must be an integer from 1 to 2/,
+    );
   });
 
   it("coalesces pieces that come fast into few chunks, sends the first at once, and ends with done", async () => {

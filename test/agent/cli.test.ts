@@ -65,6 +65,8 @@ describe.concurrent("orchard-agent CLI", () => {
       "ORCHARD_GATEWAY_URL",
       "--drain-timeout-ms",
       "--flush-ms",
+      "--max-protocol",
+      "ORCHARD_MAX_PROTOCOL",
     ]) {
       expect(run.stdout).toContain(word);
     }
