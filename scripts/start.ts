@@ -11,6 +11,7 @@ import { createServer } from "node:net";
 import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { type AgentConfig, ConfigError, loadConfig } from "../node-agent/config.ts";
+import { AgentEventsResponse } from "../schema/api.ts";
 import { AgentSupervisor } from "./lib/agent-supervisor.ts";
 import { ensureDevSecret } from "./lib/dev-vars.ts";
 import { type GatewayProcess, GatewayStartError, spawnGateway } from "./lib/gateway-process.ts";
@@ -168,6 +169,7 @@ void gateway.exited.then((exit) => {
   void stop(1);
 });
 
+await restoreIfRevoked(origin);
 say(`Gateway at ${origin}. Starting a node agent (${agentId})...`);
 agent = new AgentSupervisor({
   args: agentArgs,
@@ -223,3 +225,28 @@ Try it:
   More tokens: npm run token -- --role user --sub alice --ttl 1h
 
 Ctrl-C stops everything (the agent drains first); a crashed agent is restarted.`);
+
+/**
+ * The local agent is this stack's own: one revoked while trying POST /agents/{id}/revoke would
+ * otherwise be refused by every later `npm start`. Restored (and the audit log says so), with a line
+ * saying it was; a failure to check is only reported, the agent's own refusal then says the rest.
+ */
+async function restoreIfRevoked(gatewayOrigin: string): Promise<void> {
+  const headers = { Authorization: `Bearer ${adminToken}` };
+  try {
+    const events = await fetch(`${gatewayOrigin}/agents/${agentId}/events?limit=1`, { headers });
+    if (events.status === 404) return; // never connected: nothing to restore
+    if (!events.ok) throw new Error(`GET /agents/${agentId}/events answered ${events.status}`);
+    const body = AgentEventsResponse.parse(await events.json());
+    if (!body.agent.revoked) return;
+    const restored = await fetch(`${gatewayOrigin}/agents/${agentId}/restore`, {
+      method: "POST",
+      headers: { ...headers, "Content-Type": "application/json" },
+      body: JSON.stringify({ reason: "npm start restores its own local agent" }),
+    });
+    if (!restored.ok) throw new Error(`restore answered ${restored.status}`);
+    say(`The local agent ${agentId} was revoked in the local database; npm start restored it.`);
+  } catch (err) {
+    complain(`start: could not check whether ${agentId} is revoked: ${(err as Error).message}`);
+  }
+}

@@ -407,6 +407,47 @@ describe("npm start as a supervisor, started without a terminal", () => {
     await expectAllGone(started, 30_000, stack);
   });
 
+  it("stops when its agent is revoked, and the next npm start restores its own agent", {
+    timeout: 120_000,
+  }, async () => {
+    const first = await startWithoutTerminal();
+    const started = await waitUntilReady(first);
+    const adminToken = /Admin token\s+(\S+)/.exec(first.log())?.[1];
+    expect(adminToken, first.log()).toBeTruthy();
+    const revoke = await fetch(`${first.origin}/agents/local-vm/revoke`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${adminToken}` },
+    });
+    expect(revoke.status).toBe(200);
+    // Revoked is terminal for the agent (exit 3): restarting it would be refused the same way.
+    const exit = await Promise.race([first.exited, sleep(30_000).then(() => "still running")]);
+    expect(exit, first.log()).toEqual({ code: 3, signal: null });
+    expect(first.log()).toContain("a restarted agent would be refused the same way");
+    await expectAllGone(started, 10_000, first);
+
+    // The local agent is npm start's own: the next start restores it instead of stopping again.
+    const second = await startWithoutTerminal();
+    await waitUntilReady(second);
+    expect(second.log()).toContain(
+      "The local agent local-vm was revoked in the local database; npm start restored it.",
+    );
+    const events = await fetch(`${second.origin}/agents/local-vm/events`, {
+      headers: { Authorization: `Bearer ${/Admin token\s+(\S+)/.exec(second.log())?.[1]}` },
+    });
+    const body = (await events.json()) as {
+      agent: { revoked: boolean };
+      events: { action: string; actor: string }[];
+    };
+    expect(body.agent.revoked).toBe(false);
+    expect(body.events.slice(0, 2).map((e) => [e.action, e.actor])).toEqual([
+      ["agent.restore", "local-admin"],
+      ["agent.revoke", "local-admin"],
+    ]);
+    const tree = second.tree();
+    process.kill(-(second.npm.pid as number), "SIGTERM");
+    await expectAllGone(tree, 30_000, second);
+  });
+
   it("stops with the agent's message when a restarted agent finds its configuration bad", {
     timeout: 120_000,
   }, async () => {
