@@ -21,6 +21,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ensureDemoModel } from "../../node-agent/demo-model.ts";
 import { REPO_ROOT } from "../../scripts/lib/local-gateway.ts";
 import type { Exit } from "../../scripts/lib/process-group.ts";
+import { ReferenceEngine } from "../helpers/expected-text.ts";
 
 const CACHE_DIR = join(REPO_ROOT, ".cache/orchard-test");
 
@@ -252,6 +253,11 @@ afterEach(async () => {
 describe("npm start", () => {
   it("serves a completion with the printed token, stops on Ctrl-C, and starts again", async () => {
     const port = await freePort();
+    // The demo model is deterministic at temperature 0: the same engine in this process says what
+    // the agent must answer.
+    const reference = await ReferenceEngine.start(await ensureDemoModel(CACHE_DIR));
+    const expected = await reference.answer({ messages: [{ role: "user", content: "Hello" }], maxTokens: 8 });
+    await reference.close();
     for (const round of [1, 2]) {
       const { child, ready, output } = startStack(port);
       const banner = await ready;
@@ -265,11 +271,12 @@ describe("npm start", () => {
           model: "demo-random-weights",
           messages: [{ role: "user", content: "Hello" }],
           max_tokens: 8,
+          temperature: 0,
         }),
       });
       expect(res.status).toBe(200);
       const body = (await res.json()) as { choices: Array<{ message: { content: string } }> };
-      expect(body.choices[0]?.message.content.length).toBeGreaterThan(0);
+      expect(body.choices[0]?.message.content).toBe(expected.text);
       const started = processTree(child.pid as number);
       expect(started.some((p) => p.args.includes("node-agent/main.ts"))).toBe(true);
       expect(await stopWithCtrlC(child)).toBe(0);
