@@ -27,12 +27,14 @@ export class AgentChoice {
 
   /** The agent to send `job` (or, with null, any request) for `model` to now, or null. */
   pick(model: ModelId, job: Attempted | null, now: number): AgentConnection | null {
-    return pickAgent(this.ready(), model, this.exclusions(model, job, now).pick);
+    const ready = this.ready();
+    return pickAgent(ready, model, this.exclusions(model, job, now, ready).pick);
   }
 
   /** Whether some agent other than the excluded ones could ever take the request. */
   anyCandidate(model: ModelId, job: Attempted | null, now: number): boolean {
-    return hasCandidate(this.ready(), model, this.exclusions(model, job, now).exist);
+    const ready = this.ready();
+    return hasCandidate(ready, model, this.exclusions(model, job, now, ready).exist);
   }
 
   /**
@@ -42,10 +44,9 @@ export class AgentChoice {
    * while another agent serves the model. `exist`: open breakers and, while another agent serves
    * the model, the agents already tried.
    */
-  exclusions(model: ModelId, job: Attempted | null, now: number): Exclusions {
+  exclusions(model: ModelId, job: Attempted | null, now: number, ready = this.ready()): Exclusions {
     const open = new Set<string>();
     const blocked = new Set<string>();
-    const ready = this.ready();
     for (const agent of ready) {
       if (!agent.models.has(model)) continue;
       if (this.breakers.isOpen(agent.id, model, now)) open.add(agent.id);

@@ -16,8 +16,7 @@ const RESTORE_RETRY_MAX_MS = 30_000;
 export class HubState {
   readonly breakers: CircuitBreakers;
   readonly counters: HubCounters;
-  /** Read through this; announce() new models with announceModels(), which persists them. */
-  readonly knownModels = new KnownModels();
+  readonly #knownModels = new KnownModels();
   readonly #storage: HubStorage;
   #flushedAt = 0;
   /** False until stored state was read: counters are not written over what storage holds. */
@@ -53,7 +52,7 @@ export class HubState {
       const now = Date.now();
       const restored = this.breakers.restore(stored.breakers, now);
       if (restored > 0) log("info", "circuit breakers restored", { count: restored });
-      this.knownModels.restore(stored.knownModels, stored.legacyKnownModels, now);
+      this.#knownModels.restore(stored.knownModels, stored.legacyKnownModels, now);
       if (stored.legacyKnownModels !== undefined) this.#storage.dropLegacyKnownModels();
       this.counters.restore(stored.metrics);
       this.#restored = true;
@@ -71,9 +70,17 @@ export class HubState {
     }
   }
 
+  /**
+   * The known models, to read. Writes go through announceModels(), which persists a first sighting
+   * at once; announcing on the list itself would skip that.
+   */
+  get knownModels(): Pick<KnownModels, "has" | "firstSeenAt"> {
+    return this.#knownModels;
+  }
+
   /** Agents announced these models: a model seen for the first time is written at once. */
   announceModels(models: Iterable<string>, now: number): void {
-    const first = this.knownModels.announce(models, now);
+    const first = this.#knownModels.announce(models, now);
     if (Object.keys(first.puts).length > 0) this.#storage.write(first.puts, [], "known models");
   }
 
@@ -84,7 +91,7 @@ export class HubState {
 
   /** When this state next needs the hub awake (a flush, a restore retry), or null. */
   nextDue(): number | null {
-    const dirty = this.breakers.dirty || this.counters.dirty || this.knownModels.dirty;
+    const dirty = this.breakers.dirty || this.counters.dirty || this.#knownModels.dirty;
     const flushAt = dirty ? this.#flushedAt + FLUSH_INTERVAL_MS : null;
     if (flushAt === null) return this.#retryAt;
     return this.#retryAt === null ? flushAt : Math.min(flushAt, this.#retryAt);
@@ -95,7 +102,7 @@ export class HubState {
     if (now < this.#flushedAt + FLUSH_INTERVAL_MS) return;
     this.#flushedAt = now;
     this.#persistBreakers(this.breakers.flush(now, connected));
-    const models = this.knownModels.flush(now);
+    const models = this.#knownModels.flush(now);
     if (Object.keys(models.puts).length > 0 || models.deletes.length > 0) {
       this.#storage.write(models.puts, models.deletes, "known models");
     }
