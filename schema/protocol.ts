@@ -1,6 +1,7 @@
 // WebSocket frames between a node agent and its pool's AgentHub, validated with zod on both ends.
 // PROTOCOL.md beside this file describes the order of frames and what each close code means.
 import { z } from "zod";
+import { ArtifactRef, ModelParameters, ModelSource, Sha256 } from "./registry.ts";
 
 /**
  * The newest protocol version this build speaks. A hub accepts agents speaking any version from
@@ -29,8 +30,11 @@ export function negotiateProtocol(peer: { protocol: number; minProtocol?: number
  * - `structured_output`: the agent enforces a JSON schema while generating (grammar or format).
  * - `duplicate_answer`: a `generate` whose id is still winding down is answered with an `error`
  *   DUPLICATE_REQUEST instead of being ignored (always on from protocol v2).
+ * - `artifacts`: `load` frames may carry a registry source (an artifact to fetch through the
+ *   gateway, a path, an Ollama tag); the agent verifies, caches and loads it, answers `loaded` or
+ *   `load_failed`, and reports the artifacts it holds in `health`.
  */
-export const Capability = z.enum(["load", "structured_output", "duplicate_answer"]);
+export const Capability = z.enum(["load", "structured_output", "duplicate_answer", "artifacts"]);
 export type Capability = z.infer<typeof Capability>;
 const capabilityList = z.array(z.string().min(1).max(64)).max(32);
 
@@ -115,6 +119,8 @@ export const ModelInfo = z.object({
   engine: EngineName,
   contextLength: z.number().int().positive().optional(),
   loaded: z.boolean().default(true),
+  /** Memory the loaded model takes (weights + context), when the engine knows it. */
+  footprintBytes: z.number().int().nonnegative().optional(),
 });
 export type ModelInfo = z.infer<typeof ModelInfo>;
 
@@ -181,6 +187,14 @@ export const HealthFrame = z.object({
   tokensPerSecond: z.number().nonnegative(),
   models: z.array(ModelInfo).max(256).optional(),
   host: HostFacts,
+  /** With `artifacts`: what the agent's cache holds, and its disk budget. */
+  cache: z
+    .object({
+      budgetBytes: z.number().int().nonnegative(),
+      usedBytes: z.number().int().nonnegative(),
+      artifacts: z.array(z.object({ model: modelName, sha256: Sha256, size: z.number().int().nonnegative() })).max(256),
+    })
+    .optional(),
 });
 
 export const ChunkFrame = z.object({
@@ -229,6 +243,23 @@ export const ErrorFrame = z.object({
 
 export const LoadedFrame = z.object({ type: z.literal("loaded"), model: ModelInfo });
 export const UnloadedFrame = z.object({ type: z.literal("unloaded"), model: modelName });
+/** Stable codes for a load that did not happen (with `artifacts`). */
+export const LoadFailureCode = z.enum([
+  "ARTIFACT_HASH_MISMATCH",
+  "ARTIFACT_DOWNLOAD_FAILED",
+  "SOURCE_UNSUPPORTED",
+  "INSUFFICIENT_MEMORY",
+  "DISK_BUDGET_EXCEEDED",
+  "MODEL_LOAD_FAILED",
+]);
+export type LoadFailureCode = z.infer<typeof LoadFailureCode>;
+/** With `artifacts`: a `load` failed; the hub records it and retries with backoff. */
+export const LoadFailedFrame = z.object({
+  type: z.literal("load_failed"),
+  model: modelName,
+  code: LoadFailureCode,
+  message: z.string().max(2000),
+});
 export const DrainingFrame = z.object({
   type: z.literal("draining"),
   /** How long the agent will keep finishing in-flight work before it closes. */
@@ -243,6 +274,7 @@ export const AgentFrame = z.discriminatedUnion("type", [
   ErrorFrame,
   LoadedFrame,
   UnloadedFrame,
+  LoadFailedFrame,
   DrainingFrame,
 ]);
 export type AgentFrame = z.infer<typeof AgentFrame>;
@@ -295,7 +327,16 @@ export const CancelFrame = z.object({
   reason: z.enum(["client_disconnected", "deadline", "hub_shutdown", "superseded", "slow_consumer"]),
 });
 
-export const LoadFrame = z.object({ type: z.literal("load"), model: modelName });
+export const LoadFrame = z.object({
+  type: z.literal("load"),
+  model: modelName,
+  /** With `artifacts`: where the weights come from; absent means one of the agent's own models. */
+  source: ModelSource.optional(),
+  /** With `artifacts` and source kind "artifact": what to fetch and the hash to verify. */
+  artifact: ArtifactRef.optional(),
+  parameters: ModelParameters.optional(),
+});
+export type LoadFrame = z.infer<typeof LoadFrame>;
 export const UnloadFrame = z.object({ type: z.literal("unload"), model: modelName });
 
 export const GatewayFrame = z.discriminatedUnion("type", [
