@@ -31,6 +31,39 @@ export const STATUS_BY_CODE = {
   UNSUPPORTED_PARAMETER: 400,
   // Only ever seen mid-stream (the stream's error event): the caller stopped reading.
   SLOW_CONSUMER: 408,
+  // The model registry (/models).
+  // A registry name outside REGISTRY_NAME_PATTERN.
+  INVALID_MODEL_NAME: 400,
+  // A version that is not semver.
+  INVALID_VERSION: 400,
+  // A path's model id is not name:version or name@alias.
+  INVALID_MODEL_ID: 400,
+  INVALID_ALIAS: 400,
+  INVALID_TAG: 400,
+  // Metrics that are not finite numbers.
+  INVALID_METRICS: 400,
+  INVALID_TIME: 400,
+  // Registry metadata over its documented limits.
+  METADATA_TOO_LARGE: 400,
+  // A registration whose parent version does not exist.
+  PARENT_NOT_FOUND: 400,
+  VERSION_NOT_FOUND: 404,
+  ALIAS_NOT_FOUND: 404,
+  // Versions are immutable: a second registration of one is refused.
+  VERSION_EXISTS: 409,
+  VERSION_ARCHIVED: 409,
+  // Archiving the active version: deactivate or roll back first.
+  VERSION_ACTIVE: 409,
+  NO_PREVIOUS_VERSION: 409,
+  // Too few agents loaded the version before the activation's timeout.
+  ACTIVATION_NOT_READY: 503,
+  SOURCE_NOT_ARTIFACT: 409,
+  ARTIFACT_EXISTS: 409,
+  ARTIFACT_NOT_FOUND: 404,
+  ARTIFACT_SIZE_MISMATCH: 400,
+  ARTIFACT_HASH_MISMATCH: 400,
+  ARTIFACT_TOO_LARGE: 413,
+  RANGE_NOT_SATISFIABLE: 416,
   INTERNAL: 500,
 } as const satisfies Record<ErrorCode, ContentfulStatusCode>;
 

@@ -1,6 +1,7 @@
 // D1 tables (drizzle). Migrations in ./migrations are generated from this file by drizzle-kit.
 import { sql } from "drizzle-orm";
-import { index, integer, sqliteTable, text } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import type { ModelParameters, ModelSource, Placement, VersionStatus } from "./registry.ts";
 
 /**
  * Node agents known to the gateway. A row is created on an agent's first connection; an admin
@@ -49,3 +50,144 @@ export const auditLog = sqliteTable(
   (t) => [index("audit_log_target_idx").on(t.target, t.at), index("audit_log_at_idx").on(t.at)],
 );
 export type AuditLogRow = typeof auditLog.$inferSelect;
+
+// ---- the model registry (issue 9) ----
+
+/**
+ * A model name and the two versions that matter for serving it by name: the active one and the
+ * one before it (rollback's target). Created by the first registration of any of its versions.
+ */
+export const models = sqliteTable("models", {
+  name: text("name").primaryKey(),
+  activeVersion: text("active_version"),
+  previousVersion: text("previous_version"),
+  description: text("description"),
+  createdAt: integer("created_at", { mode: "timestamp_ms" }).notNull(),
+  updatedAt: integer("updated_at", { mode: "timestamp_ms" }).notNull(),
+});
+export type ModelRow = typeof models.$inferSelect;
+
+/**
+ * One registered version: immutable once inserted except for its lifecycle (status, placement,
+ * prepare_until while an activation prepares it, and the artifact once uploaded). UNIQUE(name,
+ * version) is what makes a concurrent second registration of a version fail (409 VERSION_EXISTS).
+ */
+export const modelVersions = sqliteTable(
+  "model_versions",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    name: text("name").notNull(),
+    version: text("version").notNull(),
+    status: text("status").$type<VersionStatus>().notNull().default("registered"),
+    description: text("description"),
+    modelType: text("model_type"),
+    framework: text("framework"),
+    modelPath: text("model_path"),
+    source: text("source", { mode: "json" }).$type<ModelSource>().notNull(),
+    sha256: text("sha256"),
+    size: integer("size"),
+    parameters: text("parameters", { mode: "json" }).$type<ModelParameters>().notNull(),
+    /** The model id (`name:version`) this version derives from, if any. */
+    parent: text("parent"),
+    /** Model ids (or free-form references) it needs: tokenizer, base model, adapters. */
+    dependencies: text("dependencies", { mode: "json" }).$type<string[]>().notNull(),
+    /** The metrics declared at registration (the specification's `performance_metrics`). */
+    performanceMetrics: text("performance_metrics", { mode: "json" }).$type<Record<string, number>>().notNull(),
+    placement: text("placement", { mode: "json" }).$type<Placement>(),
+    /** Epoch ms until which an activation prepares this version (hubs load it ahead of the switch). */
+    prepareUntil: integer("prepare_until"),
+    /** The R2 key of the uploaded artifact; set once, when its hash and size were verified. */
+    artifactKey: text("artifact_key"),
+    artifactStoredAt: integer("artifact_stored_at", { mode: "timestamp_ms" }),
+    createdAt: integer("created_at", { mode: "timestamp_ms" }).notNull(),
+    createdBy: text("created_by").notNull(),
+  },
+  (t) => [uniqueIndex("model_versions_name_version_idx").on(t.name, t.version)],
+);
+export type ModelVersionRow = typeof modelVersions.$inferSelect;
+
+/** Tags of a model (version '') or of one version. */
+export const modelTags = sqliteTable(
+  "model_tags",
+  {
+    name: text("name").notNull(),
+    /** '' for a tag of the model itself. */
+    version: text("version").notNull().default(""),
+    tag: text("tag").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.name, t.version, t.tag] })],
+);
+
+/** `name@alias` -> version. */
+export const modelAliases = sqliteTable(
+  "model_aliases",
+  {
+    name: text("name").notNull(),
+    alias: text("alias").notNull(),
+    version: text("version").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.name, t.alias] })],
+);
+
+/** What happens to a model, as model_events.kind. */
+export const MODEL_EVENT_KINDS = [
+  "registered",
+  "artifact_uploaded",
+  "artifact_refused",
+  "activation_started",
+  "activation_failed",
+  "activated",
+  "deactivated",
+  "rolled_back",
+  "deployed",
+  "metrics_recorded",
+  "tags_changed",
+  "alias_set",
+  "alias_removed",
+  "deprecated",
+  "archived",
+  "load_failed",
+] as const;
+export type ModelEventKind = (typeof MODEL_EVENT_KINDS)[number];
+
+/**
+ * Append-only history of the registry (the migration adds triggers refusing UPDATE and DELETE).
+ * Every registry change writes one, so max(id) is the registry's revision: the routing table's.
+ */
+export const modelEvents = sqliteTable(
+  "model_events",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    name: text("name").notNull(),
+    version: text("version"),
+    kind: text("kind").$type<ModelEventKind>().notNull(),
+    /** The token's `sub`, or `agent:<id>` for what a hub recorded on an agent's behalf. */
+    actor: text("actor").notNull(),
+    at: integer("at", { mode: "timestamp_ms" }).notNull(),
+    requestId: text("request_id"),
+    detail: text("detail", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
+  },
+  (t) => [index("model_events_name_idx").on(t.name, t.id)],
+);
+export type ModelEventRow = typeof modelEvents.$inferSelect;
+
+/** Metric history per version: declared at registration, evaluations posted later, live windows. */
+export const modelMetrics = sqliteTable(
+  "model_metrics",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    modelId: text("model_id").notNull(),
+    name: text("name").notNull(),
+    version: text("version").notNull(),
+    source: text("source").$type<"declared" | "evaluation" | "live">().notNull(),
+    /** An evaluation's own name for where its figures come from (POST .../metrics `source`). */
+    label: text("label"),
+    recordedAt: integer("recorded_at", { mode: "timestamp_ms" }).notNull(),
+    pool: text("pool"),
+    windowStart: integer("window_start", { mode: "timestamp_ms" }),
+    windowEnd: integer("window_end", { mode: "timestamp_ms" }),
+    metrics: text("metrics", { mode: "json" }).$type<Record<string, number | null>>().notNull(),
+  },
+  (t) => [index("model_metrics_version_idx").on(t.name, t.version, t.recordedAt)],
+);
+export type ModelMetricsRow = typeof modelMetrics.$inferSelect;

@@ -4,8 +4,11 @@
 // Worker -> hub contract. HTTP bodies of /models live in registry-api.ts.
 import { z } from "zod";
 
-/** Model names in the registry: lower-case letters, digits and . _ - /, starting with a letter or digit. */
-export const REGISTRY_NAME_PATTERN = /^[a-z0-9][a-z0-9._/-]{0,63}$/;
+/**
+ * Model names in the registry: lower-case letters, digits and . _ -, starting with a letter or
+ * digit. No '/': a name is one path segment of /models/{name}/{version}, so routes read one way.
+ */
+export const REGISTRY_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 /** Semver 2.0.0 (no leading zeros, optional pre-release and build). */
 export const SEMVER_PATTERN =
   /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$/;
