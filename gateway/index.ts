@@ -8,6 +8,7 @@ import { agentRoutes } from "./routes/agents.ts";
 import { circuitBreakerRoutes } from "./routes/circuit-breakers.ts";
 import { generateRoutes } from "./routes/generate.ts";
 import { healthRoutes } from "./routes/health.ts";
+import { modelRoutes } from "./routes/models.ts";
 import { openaiRoutes } from "./routes/openai.ts";
 import type { AppEnv } from "./types.ts";
 
@@ -20,6 +21,7 @@ const app = new Hono<AppEnv>()
   .route("/agents", agentRoutes)
   .route("/circuit-breaker", circuitBreakerRoutes)
   .route("/generate", generateRoutes)
+  .route("/models", modelRoutes)
   .route("/v1", openaiRoutes);
 
 app.onError(errorHandler());
