@@ -92,7 +92,9 @@ export const modelVersions = sqliteTable(
     /** Model ids (or free-form references) it needs: tokenizer, base model, adapters. */
     dependencies: text("dependencies", { mode: "json" }).$type<string[]>().notNull(),
     /** The metrics declared at registration (the specification's `performance_metrics`). */
-    performanceMetrics: text("performance_metrics", { mode: "json" }).$type<Record<string, number>>().notNull(),
+    performanceMetrics: text("performance_metrics", { mode: "json" })
+      .$type<Record<string, number>>()
+      .notNull(),
     placement: text("placement", { mode: "json" }).$type<Placement>(),
     /** Epoch ms until which an activation prepares this version (hubs load it ahead of the switch). */
     prepareUntil: integer("prepare_until"),
