@@ -19,6 +19,7 @@ import { killAllChildren, spawnTs } from "./lib/children.ts";
 import { type Bench, syntheticEngine } from "./lib/context.ts";
 import { ForeignLoadMonitor, formatFacts, machineFacts } from "./lib/facts.ts";
 import { cpuTimeMs, descendantsOf } from "./lib/procs.ts";
+import { routeThroughRegistry } from "./lib/registry-routing.ts";
 import { newSecret, type RunningAgent, startAgent, startOrchard, startRelay } from "./lib/stack.ts";
 import { num, type TargetCheck, table, targetsTable } from "./lib/table.ts";
 import type { MicroCase } from "./micro/run.ts";
@@ -107,6 +108,10 @@ async function main(): Promise<void> {
       )
     : undefined;
   log("agents connected");
+  // Requests by name resolve through the registry's routing table, as in production.
+  const servedModels = [...new Set([...models(true), ...models(false), ...(llama ? [DEMO_MODEL_NAME] : [])])];
+  const routing = await routeThroughRegistry(orchard.directOrigin, secret, servedModels);
+  log(`requests by name: ${routing} (${servedModels.join(", ")})`);
 
   const bench: Bench = {
     relay,
