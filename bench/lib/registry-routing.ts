@@ -29,7 +29,8 @@ export async function routeThroughRegistry(
       const body = await res.text();
       if (res.ok) break;
       // A route this build does not have is NOT_FOUND; a version not registered yet names itself.
-      if (res.status === 404 && res.headers.get("x-error-code") === "NOT_FOUND") return "no registry in this build";
+      if (res.status === 404 && res.headers.get("x-error-code") === "NOT_FOUND")
+        return "no registry in this build";
       if (Date.now() > deadline) {
         throw new Error(`could not activate ${model}:${AGENT_LOCAL_VERSION}: ${res.status} ${body}`);
       }

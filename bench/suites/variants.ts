@@ -6,9 +6,9 @@ import { mintToken } from "../../scripts/lib/token.ts";
 import { type Bench, MODEL_1, measureHttp, requestSpec, syntheticEngine } from "../lib/context.ts";
 import { LoadClient } from "../lib/http-client.ts";
 import { cpuTimeMs } from "../lib/procs.ts";
+import { routeThroughRegistry } from "../lib/registry-routing.ts";
 import { type RunningWorker, startAgent, startOrchard } from "../lib/stack.ts";
 import { type Spread, spread, summarize } from "../lib/stats.ts";
-import { routeThroughRegistry } from "../lib/registry-routing.ts";
 import { cell, table } from "../lib/table.ts";
 import {
   combinedVariant,
@@ -107,7 +107,9 @@ export async function runVariants(
     try {
       // Each copy routes by name the way its build does: through the registry when it has one.
       for (const [name, worker] of workers) {
-        bench.log(`  ${name}: requests by name: ${await routeThroughRegistry(worker.directOrigin, secret, models)}`);
+        bench.log(
+          `  ${name}: requests by name: ${await routeThroughRegistry(worker.directOrigin, secret, models)}`,
+        );
       }
       const base = workers.get(baseName) as RunningWorker;
       const warmBase: Bench = { ...bench, orchard: base };
