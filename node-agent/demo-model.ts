@@ -3,7 +3,7 @@
 // Format facts: ../../shared/notes/tiny-gguf.md. No GGUF library writes tensors, so this is by hand.
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { formatModelId } from "../schema/model-id.ts";
 import type { ModelSpec } from "./config.ts";
 
@@ -13,6 +13,24 @@ export const DEMO_MODEL_NAME = "demo-random-weights";
 export const DEMO_MODEL_FILE = "demo-random-weights-v1.gguf";
 
 const SEED = 0x0c4a_2d17;
+/**
+ * Variants are the same architecture and vocabulary with other seeded weights, so a registry test
+ * can serve two versions of one model whose greedy text differs. Variant 1 is the original model;
+ * its bytes (and sha256, pinned in demo-model.test.ts) never change.
+ */
+export const DEMO_MODEL_VARIANTS = [1, 2] as const;
+export type DemoModelVariant = (typeof DEMO_MODEL_VARIANTS)[number];
+const VARIANT_SEEDS: Record<DemoModelVariant, number> = { 1: SEED, 2: 0x5eed_0002 };
+
+export interface DemoModelOptions {
+  /** Default 1, the model the agent serves when none is configured. */
+  variant?: DemoModelVariant;
+}
+
+/** The file a variant is cached as: `demo-random-weights-v1.gguf`, `demo-random-weights-v1-variant2.gguf`. */
+export function demoModelFile(variant: DemoModelVariant = 1): string {
+  return variant === 1 ? DEMO_MODEL_FILE : DEMO_MODEL_FILE.replace(/\.gguf$/, `-variant${variant}.gguf`);
+}
 const N_EMBD = 64;
 const N_HEAD = 4;
 const N_HEAD_KV = 4;
@@ -120,8 +138,8 @@ interface TensorSpec {
   fill: (data: Float32Array) => void;
 }
 
-function buildTensors(vocab: Vocab): TensorSpec[] {
-  const random = prng(SEED);
+function buildTensors(vocab: Vocab, seed: number): TensorSpec[] {
+  const random = prng(seed);
   const nVocab = vocab.tokens.length;
   const nEmbdKv = (N_EMBD / N_HEAD) * N_HEAD_KV;
   /** Uniform weights with unit-variance outputs for unit-variance inputs, times gain. */
@@ -278,13 +296,20 @@ function writeMeta(w: ByteWriter, key: string, v: MetaValue) {
   }
 }
 
-/** The demo model's GGUF bytes. Deterministic: every call returns the same bytes. */
-export function generateDemoModel(): Uint8Array {
+/** The demo model's GGUF bytes. Deterministic: every call for one variant returns the same bytes. */
+export function generateDemoModel(options: DemoModelOptions = {}): Uint8Array {
+  const variant = options.variant ?? 1;
+  const seed = VARIANT_SEEDS[variant];
+  if (seed === undefined)
+    throw new RangeError(`no demo model variant ${variant} (variants: ${DEMO_MODEL_VARIANTS.join(", ")})`);
   const vocab = buildVocab();
-  const tensors = buildTensors(vocab);
+  const tensors = buildTensors(vocab, seed);
   const metadata: Array<[string, MetaValue]> = [
     ["general.architecture", { type: "str", value: "llama" }],
-    ["general.name", { type: "str", value: DEMO_MODEL_NAME }],
+    [
+      "general.name",
+      { type: "str", value: variant === 1 ? DEMO_MODEL_NAME : `${DEMO_MODEL_NAME}-variant${variant}` },
+    ],
     [
       "general.description",
       { type: "str", value: "Random weights: writes meaningless printable text. For tests and demos only." },
@@ -354,20 +379,27 @@ export function generateDemoModel(): Uint8Array {
   return out;
 }
 
-/**
- * Writes the demo model to `<cacheDir>/demo-random-weights-v1.gguf` unless it is already there, and
- * returns its path. An existing file is compared byte for byte (it is small), so a damaged or stale
- * copy of the same size is replaced too. Writes a temporary file and renames it, so a concurrent
- * reader never sees half a model.
- */
 /** The demo model as the agent serves it, generated into `cacheDir` first if need be. */
 export async function demoModelSpec(cacheDir: string): Promise<ModelSpec> {
   return { name: formatModelId(DEMO_MODEL_NAME), path: await ensureDemoModel(cacheDir) };
 }
 
-export async function ensureDemoModel(cacheDir: string): Promise<string> {
-  const path = join(cacheDir, DEMO_MODEL_FILE);
-  const bytes = generateDemoModel();
+/**
+ * Writes the demo model to `<cacheDir>/demo-random-weights-v1.gguf` (or the variant's file, see
+ * demoModelFile) unless it is already there, and returns its path. An existing file is compared
+ * byte for byte (it is small), so a damaged or stale copy of the same size is replaced too.
+ */
+export async function ensureDemoModel(cacheDir: string, options: DemoModelOptions = {}): Promise<string> {
+  return writeDemoModel(join(cacheDir, demoModelFile(options.variant)), options);
+}
+
+/**
+ * Writes a demo model variant to `path` unless that file already holds exactly its bytes. Writes a
+ * temporary file and renames it, so a concurrent reader never sees half a model.
+ */
+export async function writeDemoModel(path: string, options: DemoModelOptions = {}): Promise<string> {
+  const cacheDir = dirname(path);
+  const bytes = generateDemoModel(options);
   const existing = await stat(path).catch(() => undefined);
   if (
     existing?.isFile() &&

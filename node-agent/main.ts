@@ -1,5 +1,10 @@
-// The orchard-agent CLI: `start` runs the node agent, `doctor` checks a setup, `help` lists flags.
+// The orchard-agent CLI: `start` runs the node agent, `doctor` checks a setup, `demo-model` writes a
+// demo model variant (e.g. to register as a second version), `help` lists flags.
 // Exit codes: 0 ok/drained, 1 failure, 2 bad configuration, 3 token refused, 4 hub refused for good.
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
 import { Agent } from "./agent.ts";
 import { type AgentConfig, ConfigError, loadConfig, settingsHelp, tokenExpiry } from "./config.ts";
 import { ExitCode } from "./connection.ts";
@@ -15,6 +20,9 @@ Usage:
 Commands:
   start    connect to the gateway and serve generations until SIGINT/SIGTERM (drains first)
   doctor   check configuration, model files, the engine and the gateway; exit 1 if anything is wrong
+  demo-model [--variant N] --out FILE
+           write demo model variant N (default 1; 2 is a second deterministic variant whose greedy
+           text differs) to FILE and print {"path","size","sha256"} as one JSON line
   help     show this text
 
 Flags (each also read from the environment variable in brackets; a flag wins):
@@ -31,6 +39,8 @@ async function main(argv: string[]): Promise<number> {
       return start(args);
     case "doctor":
       return runDoctor(args);
+    case "demo-model":
+      return demoModel(args);
     case undefined:
     case "help":
     case "--help":
@@ -38,7 +48,9 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(USAGE);
       return ExitCode.OK;
     default:
-      process.stderr.write(`orchard-agent: unknown command "${command}" (commands: start, doctor, help)\n`);
+      process.stderr.write(
+        `orchard-agent: unknown command "${command}" (commands: start, doctor, demo-model, help)\n`,
+      );
       return ExitCode.CONFIG;
   }
 }
@@ -62,6 +74,38 @@ async function createEngine(config: AgentConfig, log: Logger): Promise<Engine> {
   });
   for (const model of models) await engine.load(model.name);
   return engine;
+}
+
+/** `demo-model [--variant N] --out FILE`: writes a demo variant and prints its path, size and sha256. */
+async function demoModel(args: string[]): Promise<number> {
+  const { DEMO_MODEL_VARIANTS, writeDemoModel } = await import("./demo-model.ts");
+  let values: { variant?: string; out?: string };
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: { variant: { type: "string" }, out: { type: "string" } },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    process.stderr.write(`orchard-agent demo-model: ${errorMessage(err).split("\n")[0]}\n`);
+    return ExitCode.CONFIG;
+  }
+  const variant = Number(values.variant ?? "1");
+  const known = DEMO_MODEL_VARIANTS as readonly number[];
+  if (!known.includes(variant)) {
+    process.stderr.write(`orchard-agent demo-model: --variant must be one of ${known.join(", ")}\n`);
+    return ExitCode.CONFIG;
+  }
+  if (!values.out) {
+    process.stderr.write("orchard-agent demo-model: --out FILE is required\n");
+    return ExitCode.CONFIG;
+  }
+  const path = await writeDemoModel(resolve(values.out), { variant: variant as 1 | 2 });
+  const bytes = await readFile(path);
+  const sha256 = createHash("sha256").update(bytes).digest("hex");
+  process.stdout.write(`${JSON.stringify({ path, size: bytes.length, sha256, variant })}\n`);
+  return ExitCode.OK;
 }
 
 async function start(args: string[]): Promise<number> {

@@ -120,8 +120,23 @@ describe.concurrent("orchard-agent CLI", () => {
     const run = await runCli(["serve"]);
     expect(run.code).toBe(2);
     expect(run.stderr).toContain('unknown command "serve"');
-    expect(run.stderr).toBe('orchard-agent: unknown command "serve" (commands: start, doctor, help)\n');
+    expect(run.stderr).toBe('orchard-agent: unknown command "serve" (commands: start, doctor, demo-model, help)\n');
     expect(run.stdout).toBe("");
+  });
+
+  it("demo-model writes variant 2 and prints its path, size and sha256; a bad variant exits 2", async () => {
+    const out = join(cacheDir, "cli-variant2.gguf");
+    const run = await runCli(["demo-model", "--variant", "2", "--out", out]);
+    expect(run.code).toBe(0);
+    expect(JSON.parse(run.stdout)).toEqual({
+      path: out,
+      size: 610080,
+      sha256: "21929a18a6192f7688baca94b6133a2212f6e8b9bf0777d9158071fc1edb15d5",
+      variant: 2,
+    });
+    const bad = await runCli(["demo-model", "--variant", "3", "--out", out]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--variant must be one of 1, 2");
   });
 
   /** A stand-in gateway: /health answers 200; /agents/connect without an upgrade answers like the real route. */

@@ -9,12 +9,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   DEMO_MODEL_FILE,
   DEMO_MODEL_NAME,
+  demoModelFile,
   ensureDemoModel,
   generateDemoModel,
 } from "../../node-agent/demo-model.ts";
 
 /** Changing the generator changes this hash: then also bump the version in DEMO_MODEL_FILE. */
 const DEMO_MODEL_SHA256 = "dafc5b9d1257cc686e33042ea17e492f7d85801398bd15fb880b8344e9ec4e6d";
+/** Variant 2, the registry's second version in e2e tests; pinned for the same reason. */
+const DEMO_VARIANT2_SHA256 = "21929a18a6192f7688baca94b6133a2212f6e8b9bf0777d9158071fc1edb15d5";
+const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
 
 let dir: string;
 beforeAll(async () => {
@@ -154,6 +158,27 @@ describe("generateDemoModel", () => {
   });
 });
 
+describe("demo model variant 2", () => {
+  it("is deterministic, as large as variant 1, and other bytes", () => {
+    const first = generateDemoModel({ variant: 2 });
+    expect(sha256(first)).toBe(DEMO_VARIANT2_SHA256);
+    expect(sha256(generateDemoModel({ variant: 2 }))).toBe(DEMO_VARIANT2_SHA256);
+    expect(sha256(generateDemoModel({ variant: 1 }))).toBe(DEMO_MODEL_SHA256);
+    expect(first.length).toBe(generateDemoModel().length);
+    expect(DEMO_VARIANT2_SHA256).not.toBe(DEMO_MODEL_SHA256);
+    expect(() => generateDemoModel({ variant: 3 as 2 })).toThrow(/no demo model variant 3/);
+  });
+
+  it("is cached under its own file name beside variant 1", async () => {
+    const cache = join(dir, "variants");
+    const v2 = await ensureDemoModel(cache, { variant: 2 });
+    expect(v2).toBe(join(cache, demoModelFile(2)));
+    expect(await ensureDemoModel(cache)).toBe(join(cache, DEMO_MODEL_FILE));
+    expect(sha256(await readFile(v2))).toBe(DEMO_VARIANT2_SHA256);
+    expect((await readdir(cache)).sort()).toEqual([DEMO_MODEL_FILE, demoModelFile(2)].sort());
+  });
+});
+
 describe("ensureDemoModel", () => {
   it("writes the model once, atomically, and leaves a correct file alone", async () => {
     const cache = join(dir, "cache", "nested");
@@ -226,6 +251,33 @@ describe("the demo model in llama.cpp", () => {
       await context.dispose();
     }
   }
+
+  it("variant 2 writes other greedy text than variant 1 for the same prompt", async () => {
+    const v2 = await llama.loadModel({ modelPath: await ensureDemoModel(dir, { variant: 2 }) });
+    try {
+      const greedy = async (m: LlamaModel) => {
+        const context = await m.createContext({ contextSize: 256 });
+        try {
+          const out: Token[] = [];
+          const prompt = [m.tokens.bos as Token, ...m.tokenize("Once upon a time")];
+          for await (const token of context.getSequence().evaluate(prompt, { temperature: 0 })) {
+            out.push(token);
+            if (out.length >= 32) break;
+          }
+          return m.detokenize(out);
+        } finally {
+          await context.dispose();
+        }
+      };
+      const one = await greedy(model);
+      const two = await greedy(v2);
+      expect(two.length).toBeGreaterThan(0);
+      expect(two).toMatch(/^[\x20-\x7e\t\n]*$/);
+      expect(two).not.toBe(one);
+    } finally {
+      await v2.dispose();
+    }
+  });
 
   it("only ever writes printable ASCII, tabs and newlines, even at the far end of its context", async () => {
     const printable = /^[\x20-\x7e\t\n]*$/;
