@@ -1,0 +1,178 @@
+// Activation, rollback, deactivation, deprecation and archiving in workerd: the codes, the events,
+// concurrent activations serialized with the last one recorded as the final state, and an
+// activation that no agent can make ready answering 503 with nothing switched.
+import { describe, expect, it } from "vitest";
+import { call, expectError, modelName, register, registerInstant } from "./registry-helpers.ts";
+
+const kindsOf = (events: { kind: string }[]) => events.map((e) => e.kind);
+
+describe("POST /models/:model_id/activate", () => {
+  it("switches the active version, keeps the one before as previous, and is a no-op when active already", async () => {
+    const name = modelName();
+    await registerInstant(name, "1.0.0");
+    await registerInstant(name, "1.1.0");
+    const first = await call("POST", `/models/${name}:1.0.0/activate`);
+    expect(first.status).toBe(200);
+    expect(first.body).toEqual({ model_id: `${name}:1.0.0`, previous: null, loaded_on: [], noop: false });
+    const second = await call("POST", `/models/${name}:1.1.0/activate`, { timeout_ms: 1000 });
+    expect(second.body).toMatchObject({ model_id: `${name}:1.1.0`, previous: "1.0.0", noop: false });
+    const again = await call("POST", `/models/${name}:1.1.0/activate`);
+    expect(again.body).toMatchObject({ previous: "1.0.0", noop: true });
+    const model = await call("GET", `/models/${name}`);
+    expect(model.body).toMatchObject({ active_version: "1.1.0", previous_version: "1.0.0" });
+    const statuses = Object.fromEntries(
+      model.body.versions_list.map((v: { version: string; status: string }) => [v.version, v.status]),
+    );
+    expect(statuses).toEqual({ "1.1.0": "active", "1.0.0": "registered" });
+    const v = await call("GET", `/models/${name}/1.1.0`);
+    expect(kindsOf(v.body.events)).toEqual(["registered", "activation_started", "activated"]);
+    expect(v.body.events[2].detail).toMatchObject({ from: "1.0.0", to: "1.1.0", loadedOn: [] });
+  });
+
+  it("answers 503 ACTIVATION_NOT_READY when too few agents load it in time, and switches nothing", async () => {
+    const name = modelName();
+    await registerInstant(name, "1.0.0");
+    await register(name, "2.0.0");
+    await call("POST", `/models/${name}:1.0.0/activate`);
+    const started = Date.now();
+    const answer = await expectError(
+      call("POST", `/models/${name}:2.0.0/activate`, { timeout_ms: 400, placement: { replicas: 2 } }),
+      503,
+      "ACTIVATION_NOT_READY",
+    );
+    expect(Date.now() - started).toBeGreaterThanOrEqual(350);
+    expect(answer.body.error.message).toContain("0 of 2 agents");
+    const model = await call("GET", `/models/${name}`);
+    expect(model.body).toMatchObject({ active_version: "1.0.0", previous_version: null });
+    const v = await call("GET", `/models/${name}/2.0.0`);
+    expect(v.body.status).toBe("registered");
+    expect(kindsOf(v.body.events)).toEqual(["registered", "activation_started", "activation_failed"]);
+    expect(v.body.events[2].detail).toMatchObject({ outcome: "not_ready", required: 2, loaded: [] });
+    expect(v.body.placement).toEqual({ replicas: 2 });
+  });
+
+  it("refuses archived versions (409 VERSION_ARCHIVED) and bad bodies", async () => {
+    const name = modelName();
+    await registerInstant(name, "1.0.0");
+    await call("POST", `/models/${name}:1.0.0/archive`);
+    await expectError(call("POST", `/models/${name}:1.0.0/activate`), 409, "VERSION_ARCHIVED");
+    await expectError(
+      call("POST", `/models/${name}:1.0.0/activate`, { timeout_ms: 600_001 }),
+      400,
+      "INVALID_REQUEST",
+    );
+    await expectError(
+      call("POST", `/models/${name}:1.0.0/activate`, { placement: { replicas: -1 } }),
+      400,
+      "INVALID_REQUEST",
+    );
+  });
+
+  it("serializes 10 concurrent activations: every one recorded, the last recorded is the final state", async () => {
+    const name = modelName();
+    const versions = Array.from({ length: 10 }, (_, i) => `1.0.${i}`);
+    for (const v of versions) await registerInstant(name, v);
+    const answers = await Promise.all(versions.map((v) => call("POST", `/models/${name}:${v}/activate`)));
+    expect(answers.map((a) => a.status)).toEqual(versions.map(() => 200));
+    const { body } = await call("GET", `/models/${name}/lineage`);
+    const activated = body.events.filter((e: { kind: string }) => e.kind === "activated");
+    // Ten different versions: every activation switched, and every switch is recorded.
+    expect(answers.filter((a) => a.body.noop)).toHaveLength(0);
+    expect(activated).toHaveLength(10);
+    expect(new Set(activated.map((e: { detail: { to: string } }) => e.detail.to))).toEqual(new Set(versions));
+    const last = activated[activated.length - 1];
+    const model = await call("GET", `/models/${name}`);
+    expect(model.body.active_version).toBe(last.detail.to);
+    // Each switch records the version it replaced: the chain of from -> to is unbroken.
+    for (let i = 1; i < activated.length; i++)
+      expect(activated[i].detail.from).toBe(activated[i - 1].detail.to);
+    const previous = activated.length > 1 ? activated[activated.length - 2].detail.to : null;
+    expect(model.body.previous_version).toBe(previous);
+    const active = model.body.versions_list.filter((v: { status: string }) => v.status === "active");
+    expect(active.map((v: { version: string }) => v.version)).toEqual([last.detail.to]);
+  });
+});
+
+describe("POST /models/:name/rollback and /deactivate", () => {
+  it("returns to the previous version at once; 409 NO_PREVIOUS_VERSION without one", async () => {
+    const name = modelName();
+    await registerInstant(name, "1.0.0");
+    await registerInstant(name, "2.0.0");
+    await expectError(call("POST", `/models/${name}/rollback`), 409, "NO_PREVIOUS_VERSION");
+    await call("POST", `/models/${name}:1.0.0/activate`);
+    await expectError(call("POST", `/models/${name}/rollback`), 409, "NO_PREVIOUS_VERSION");
+    await call("POST", `/models/${name}:2.0.0/activate`);
+    const back = await call("POST", `/models/${name}/rollback`);
+    expect(back.body).toEqual({ name, active: "1.0.0", previous: "2.0.0" });
+    const forth = await call("POST", `/models/${name}/rollback`);
+    expect(forth.body).toEqual({ name, active: "2.0.0", previous: "1.0.0" });
+    const { body } = await call("GET", `/models/${name}/lineage`);
+    const rolled = body.events.filter((e: { kind: string }) => e.kind === "rolled_back");
+    expect(rolled.map((e: { detail: unknown }) => e.detail)).toEqual([
+      { from: "2.0.0", to: "1.0.0" },
+      { from: "1.0.0", to: "2.0.0" },
+    ]);
+    await expectError(call("POST", "/models/nobody/rollback"), 404, "MODEL_NOT_FOUND");
+  });
+
+  it("refuses to roll back to an archived version (409 VERSION_ARCHIVED)", async () => {
+    const name = modelName();
+    await registerInstant(name, "1.0.0");
+    await registerInstant(name, "2.0.0");
+    await call("POST", `/models/${name}:1.0.0/activate`);
+    await call("POST", `/models/${name}:2.0.0/activate`);
+    expect((await call("POST", `/models/${name}:1.0.0/archive`)).status).toBe(200);
+    await expectError(call("POST", `/models/${name}/rollback`), 409, "VERSION_ARCHIVED");
+  });
+
+  it("deactivates: nothing serves the name, the active one becomes previous; twice is a no-op", async () => {
+    const name = modelName();
+    await registerInstant(name, "1.0.0");
+    await call("POST", `/models/${name}:1.0.0/activate`);
+    expect((await call("POST", `/models/${name}/deactivate`)).body).toEqual({
+      name,
+      active: null,
+      previous: "1.0.0",
+      noop: false,
+    });
+    expect((await call("POST", `/models/${name}/deactivate`)).body.noop).toBe(true);
+    const model = await call("GET", `/models/${name}`);
+    expect(model.body).toMatchObject({
+      active_version: null,
+      previous_version: "1.0.0",
+      status: "registered",
+    });
+    expect((await call("POST", `/models/${name}/rollback`)).body).toEqual({
+      name,
+      active: "1.0.0",
+      previous: null,
+    });
+  });
+});
+
+describe("POST /models/:model_id/deprecate and /archive", () => {
+  it("deprecates and archives; the active version is neither (409 VERSION_ACTIVE)", async () => {
+    const name = modelName();
+    await registerInstant(name, "1.0.0");
+    await registerInstant(name, "2.0.0");
+    await call("POST", `/models/${name}:2.0.0/activate`);
+    await expectError(call("POST", `/models/${name}:2.0.0/archive`), 409, "VERSION_ACTIVE");
+    await expectError(call("POST", `/models/${name}:2.0.0/deprecate`), 409, "VERSION_ACTIVE");
+    expect((await call("POST", `/models/${name}:1.0.0/deprecate`)).body).toEqual({
+      model_id: `${name}:1.0.0`,
+      status: "deprecated",
+      noop: false,
+    });
+    expect((await call("POST", `/models/${name}:1.0.0/deprecate`)).body.noop).toBe(true);
+    expect((await call("POST", `/models/${name}:1.0.0/archive`)).body.status).toBe("archived");
+    await expectError(call("POST", `/models/${name}:1.0.0/deprecate`), 409, "VERSION_ARCHIVED");
+    await expectError(
+      call("PUT", `/models/${name}/aliases/old`, { version: "1.0.0" }),
+      409,
+      "VERSION_ARCHIVED",
+    );
+    const v = await call("GET", `/models/${name}/1.0.0`);
+    expect(kindsOf(v.body.events)).toEqual(["registered", "deprecated", "archived"]);
+    await expectError(call("POST", `/models/${name}:9.0.0/archive`), 404, "VERSION_NOT_FOUND");
+  });
+});
