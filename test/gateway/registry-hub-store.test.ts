@@ -64,13 +64,14 @@ describe("registerAgentLocalVersions", () => {
   it("registers announced models once, bare names as AGENT_LOCAL_VERSION served by their bare name", async () => {
     const bare = modelName("local");
     const versioned = modelName("local");
+    const bareModel = { name: bare, version: null, servedAs: bare, agentId: "mini-1" };
     const announced = [
-      { name: bare, version: null, servedAs: bare, agentId: "mini-1" },
+      bareModel,
       { name: versioned, version: "1.2.0", servedAs: `${versioned}:1.2.0`, agentId: "mini-1" },
     ];
     expect(await registerAgentLocalVersions(env.DB, announced)).toBe(true);
     expect(await registerAgentLocalVersions(env.DB, announced)).toBe(false);
-    expect(await registerAgentLocalVersions(env.DB, [{ ...announced[0]!, agentId: "mini-2" }])).toBe(false);
+    expect(await registerAgentLocalVersions(env.DB, [{ ...bareModel, agentId: "mini-2" }])).toBe(false);
     const table = await loadRoutingTable(env.DB);
     expect(table.models[bare]?.versions[AGENT_LOCAL_VERSION]).toMatchObject({
       servedAs: bare,
