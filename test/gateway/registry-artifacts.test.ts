@@ -132,7 +132,7 @@ describe("PUT /models/:model_id/artifact", () => {
       body: bytes,
     });
     const ctx = createExecutionContext();
-    const response = await worker.fetch(request, { ...env, ARTIFACT_MAX_BYTES: "1024" } as Env, ctx);
+    const response = await worker.fetch(request, { ...env, ARTIFACT_MAX_BYTES: "1024" } as unknown as Env, ctx);
     await waitOnExecutionContext(ctx);
     expect(response.status).toBe(413);
     expect(((await response.json()) as { error: { code: string } }).error.code).toBe("ARTIFACT_TOO_LARGE");
