@@ -58,6 +58,13 @@ export async function activate(
     return { model_id: modelId, previous: model.previousVersion, loaded_on: [], noop: true };
   }
   const placement = body.placement ?? row.placement ?? defaultPlacement(row.source);
+  const configured = readConfig(env).pools.byName;
+  const unknownPool = placement.pools?.find((pool) => !configured.has(pool));
+  if (unknownPool !== undefined) {
+    throw new GatewayError("INVALID_REQUEST", `placement.pools: "${unknownPool}" is not a configured pool`, {
+      param: "placement.pools",
+    });
+  }
   const timeoutMs = body.timeout_ms ?? RegistryLimits.defaultActivationTimeoutMs;
   const deadline = Date.now() + timeoutMs;
   const version = { name: row.name, version: row.version };

@@ -68,6 +68,18 @@ describe("POST /models/:model_id/activate", () => {
     );
   });
 
+  it("refuses a placement in a pool this gateway does not configure, before preparing anything", async () => {
+    const name = modelName();
+    await register(name, "1.0.0");
+    await expectError(
+      call("POST", `/models/${name}:1.0.0/activate`, { placement: { replicas: 1, pools: ["nowhere"] } }),
+      400,
+      "INVALID_REQUEST",
+    );
+    const v = await call("GET", `/models/${name}/1.0.0`);
+    expect(kindsOf(v.body.events)).toEqual(["registered"]);
+  });
+
   it("serializes 10 concurrent activations: every one recorded, the last recorded is the final state", async () => {
     const name = modelName();
     const versions = Array.from({ length: 10 }, (_, i) => `1.0.${i}`);
