@@ -92,26 +92,17 @@ describe("POST /models/register", () => {
   it("records source, sha256, size, parameters, parent and dependencies", async () => {
     const name = modelName();
     await register(name, "1.0.0");
-    const sha256 = "a".repeat(64);
-    await register(name, "1.1.0", {
-      model_path: undefined,
+    const recorded = {
       source: { kind: "artifact", format: "gguf" },
-      sha256,
+      sha256: "a".repeat(64),
       size: 1234,
       parameters: { contextLength: 4096, quantization: "q4_k_m", engines: ["llamacpp"] },
       parent: `${name}:1.0.0`,
       dependencies: ["tokenizer-x:1.0.0"],
-    });
+    };
+    await register(name, "1.1.0", { model_path: undefined, ...recorded });
     const v = await call("GET", `/models/${name}/1.1.0`, undefined, { role: "user" });
-    expect(v.body).toMatchObject({
-      source: { kind: "artifact", format: "gguf" },
-      sha256,
-      size: 1234,
-      parameters: { contextLength: 4096, quantization: "q4_k_m", engines: ["llamacpp"] },
-      parent: `${name}:1.0.0`,
-      dependencies: ["tokenizer-x:1.0.0"],
-      artifact: null,
-    });
+    expect(v.body).toMatchObject({ ...recorded, artifact: null });
   });
 
   it("lets exactly one of 20 concurrent registrations of a version win; the rest are 409", async () => {
