@@ -10,7 +10,7 @@ import { type Actor, type Db, eventInsert, findVersion, isUniqueViolation, model
  * version) decides between concurrent registrations of one version: one batch commits, every
  * other fails on the constraint and answers 409 VERSION_EXISTS, having written nothing.
  */
-export async function registerVersion(db: Db, body: RegisterRequest, actor: Actor): Promise<ModelVersionRow> {
+export async function registerVersion(db: Db, body: RegisterRequest, actor: Actor) {
   const parent = body.parent === undefined ? null : `${body.parent.name}:${body.parent.version}`;
   if (body.parent !== undefined) {
     try {
@@ -77,7 +77,15 @@ export async function registerVersion(db: Db, body: RegisterRequest, actor: Acto
     }
     throw err;
   }
-  return { ...version, id: 0, prepareUntil: null, artifactKey: null, artifactStoredAt: null };
+  return {
+    model_id: modelId,
+    name: body.name,
+    version: body.version,
+    status: version.status,
+    source: body.source,
+    tags: body.tags,
+    created_at: now.toISOString(),
+  };
 }
 
 /** Appends an evaluation's figures to the version's metric history, with a metrics_recorded event. */

@@ -63,20 +63,9 @@ export const modelRoutes = new Hono<AppEnv>()
   .route("/", modelArtifactRoutes)
   .route("/", modelLifecycleRoutes)
   .post("/register", admin, registryBody(RegisterRequest), async (c) => {
-    const row = await registerVersion(registryDb(c.env.DB), c.get("body"), actorOf(c));
+    const registered = await registerVersion(registryDb(c.env.DB), c.get("body"), actorOf(c));
     await publishRoutingTable(c.env);
-    return c.json(
-      {
-        model_id: `${row.name}:${row.version}`,
-        name: row.name,
-        version: row.version,
-        status: row.status,
-        source: row.source,
-        tags: c.get("body").tags,
-        created_at: row.createdAt.toISOString(),
-      },
-      201,
-    );
+    return c.json(registered, 201);
   })
   .get("/", user, async (c) =>
     c.json({ models: await listModels(registryDb(c.env.DB), readConfig(c.env).pools) }),
