@@ -8,6 +8,7 @@ import type {
   SamplingParams,
   Usage,
 } from "../../schema/protocol.ts";
+import type { ModelParameters } from "../../schema/registry.ts";
 
 export interface GenerationRequest {
   /**
@@ -41,12 +42,32 @@ export interface Generation extends AsyncIterable<GenerationPiece> {
   readonly result: Promise<GenerationResult>;
 }
 
+/** A model the engine was not configured with, loaded at runtime (a registry version). */
+export interface LoadSpec {
+  /** The weights: a file the engine can read (a GGUF for llama.cpp). */
+  path: string;
+  parameters?: ModelParameters;
+}
+
+export interface UnloadOptions {
+  /**
+   * Wait for the generations running on the model to end, refusing new ones meanwhile, instead of
+   * failing them with a retryable ENGINE_ERROR. The hub's unload frames use this.
+   */
+  whenIdle?: boolean;
+}
+
 export interface Engine {
   readonly name: EngineName;
   /** Models this engine can serve now. */
   listModels(): Promise<ModelInfo[]>;
-  load(model: ModelId): Promise<ModelInfo>;
-  unload(model: ModelId): Promise<void>;
+  /**
+   * Without a spec: one of the engine's configured models. With one: serve `model` from
+   * `spec.path` from now on (the same id and path again is a no-op that answers the same info).
+   */
+  load(model: ModelId, spec?: LoadSpec): Promise<ModelInfo>;
+  /** A model loaded with a spec is forgotten afterwards; a configured one stays listed, unloaded. */
+  unload(model: ModelId, options?: UnloadOptions): Promise<void>;
   generate(request: GenerationRequest, signal: AbortSignal): Generation;
   /** Release every native resource; the engine is unusable afterwards. */
   close(): Promise<void>;

@@ -120,7 +120,9 @@ describe.concurrent("orchard-agent CLI", () => {
     const run = await runCli(["serve"]);
     expect(run.code).toBe(2);
     expect(run.stderr).toContain('unknown command "serve"');
-    expect(run.stderr).toBe('orchard-agent: unknown command "serve" (commands: start, doctor, demo-model, help)\n');
+    expect(run.stderr).toBe(
+      'orchard-agent: unknown command "serve" (commands: start, doctor, demo-model, help)\n',
+    );
     expect(run.stdout).toBe("");
   });
 

@@ -105,7 +105,16 @@ describe("models", () => {
     expect(before.map((m) => m.name)).toEqual([MODEL, "garbage", "truncated", "headless", "missing"]);
     expect(before.every((m) => m.engine === "llamacpp")).toBe(true);
     const info = await engine.load(MODEL);
-    expect(info).toEqual({ name: MODEL, engine: "llamacpp", contextLength: 1024, loaded: true });
+    expect(info).toEqual({
+      name: MODEL,
+      engine: "llamacpp",
+      contextLength: 1024,
+      loaded: true,
+      footprintBytes: expect.any(Number),
+    });
+    // Weights (~0.6 MB) plus four 1024-token contexts: more than the file, well under 100 MB.
+    expect(info.footprintBytes).toBeGreaterThan(600_000);
+    expect(info.footprintBytes).toBeLessThan(100_000_000);
     const after = await engine.listModels();
     expect(after.find((m) => m.name === MODEL)).toEqual(info);
     expect(after.find((m) => m.name === "garbage")?.loaded).toBe(false);
@@ -133,6 +142,7 @@ describe("models", () => {
         engine: "llamacpp",
         contextLength: 1024,
         loaded: true,
+        footprintBytes: expect.any(Number),
       });
       // Ids match exactly: choosing a version for a bare name is the hub's job, not the agent's.
       await expect(versioned.load("demo")).rejects.toMatchObject({ code: "MODEL_NOT_FOUND" });

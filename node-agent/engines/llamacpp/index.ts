@@ -1,5 +1,6 @@
 // The llama.cpp engine: GGUF models through node-llama-cpp, loaded on demand and shared by
-// concurrent requests, each generation on its own context sequence. What the engine does per
+// concurrent requests, each generation on its own context sequence. Besides its configured models
+// it loads registry versions at runtime from a given file (load with a LoadSpec). What the engine does per
 // request lives beside it: GGUF checks (gguf.ts), prompt building (prompt.ts), the generation loop
 // (decode.ts) and the sequence pool (sequence-pool.ts).
 import { availableParallelism } from "node:os";
@@ -13,6 +14,8 @@ import {
   type GenerationPiece,
   type GenerationRequest,
   type GenerationResult,
+  type LoadSpec,
+  type UnloadOptions,
 } from "../engine.ts";
 import { streamGeneration } from "../pieces.ts";
 import { checkRequest } from "../request.ts";
@@ -68,19 +71,35 @@ function sharedLlama(options: LlamaOptions): Promise<Llama> {
   return llama;
 }
 
+interface ModelConfig {
+  name: ModelId;
+  path: string;
+  /** Tokens per context for this model (the registry's contextLength); else the engine's. */
+  contextSize?: number;
+  /** Loaded with a LoadSpec (a registry version), not configured: forgotten once unloaded. */
+  runtime: boolean;
+}
+
 interface LoadedModel {
   name: ModelId;
+  path: string;
   model: LlamaModel;
   chatWrapper: ChatWrapper;
   contextSize: number;
   pool: SequencePool;
+  /** Weights plus `capacity` contexts, as node-llama-cpp estimates them (see footprint()). */
+  footprintBytes: number | undefined;
   /** Stops every generation in flight on this model, with the error they should fail with. */
   halts: Set<AbortController>;
+  /** Called whenever a generation on this model ends (unload whenIdle waits on them). */
+  idle: Set<() => void>;
 }
 
 export class LlamaCppEngine implements Engine {
   readonly name = "llamacpp";
-  private readonly configs = new Map<ModelId, { name: ModelId; path: string }>();
+  private readonly configs = new Map<ModelId, ModelConfig>();
+  /** Models an unload whenIdle is waiting on: new generations are refused. */
+  private readonly unloading = new Set<ModelId>();
   /** Loads in progress or done, so concurrent requests share one. */
   private readonly loaded = new Map<ModelId, Promise<LoadedModel>>();
   private readonly ready = new Map<ModelId, LoadedModel>();
@@ -96,7 +115,7 @@ export class LlamaCppEngine implements Engine {
     for (const { name, path } of options.models) {
       if (!isModelId(name)) throw new Error(`invalid model name "${name}"`);
       if (this.configs.has(name)) throw new Error(`model "${name}" is configured twice`);
-      this.configs.set(name, { name, path });
+      this.configs.set(name, { name, path, runtime: false });
     }
     this.capacity = positiveInt("capacity", options.capacity ?? 4);
     this.contextSize = positiveInt("contextSize", options.contextSize ?? DEFAULT_CONTEXT_SIZE);
@@ -119,18 +138,62 @@ export class LlamaCppEngine implements Engine {
   }
 
   /** Takes plain text as well as a ModelId: bench and doctor name models from their own config. */
-  async load(model: string): Promise<ModelInfo> {
-    return this.info(await this.ensureLoaded(model));
+  async load(model: string, spec?: LoadSpec): Promise<ModelInfo> {
+    if (!spec) return this.info(await this.ensureLoaded(model));
+    if (!isModelId(model)) throw new EngineError("MODEL_LOAD_FAILED", `"${model}" is not a model id`);
+    if (this.unloading.has(model)) {
+      throw new EngineError(
+        "MODEL_LOAD_FAILED",
+        `model "${model}" is being unloaded; load it again afterwards`,
+        true,
+      );
+    }
+    const known = this.configs.get(model);
+    if (known && known.path !== spec.path) {
+      if (this.loaded.has(model)) {
+        throw new EngineError(
+          "MODEL_LOAD_FAILED",
+          `model "${model}" is already loaded from ${known.path}; unload it before loading it from ${spec.path}`,
+        );
+      }
+    }
+    const contextLength = spec.parameters?.contextLength;
+    if (!known || known.path !== spec.path) {
+      this.configs.set(model, {
+        name: model,
+        path: spec.path,
+        ...(contextLength === undefined ? {} : { contextSize: contextLength }),
+        runtime: true,
+      });
+    }
+    try {
+      return this.info(await this.ensureLoaded(model));
+    } catch (err) {
+      // A registry version that did not load is not one this engine serves.
+      if (!known && this.configs.get(model)?.runtime && !this.loaded.has(model)) this.configs.delete(model);
+      throw err;
+    }
   }
 
-  /** Generations still running on the model fail with a retryable ENGINE_ERROR. */
-  async unload(model: string): Promise<void> {
+  /**
+   * By default generations still running on the model fail with a retryable ENGINE_ERROR; with
+   * whenIdle they finish first while new ones are refused with MODEL_NOT_FOUND.
+   */
+  async unload(model: string, options: UnloadOptions = {}): Promise<void> {
     const config = this.config(model);
     if (!config) throw new EngineError("MODEL_NOT_FOUND", `no model named "${model}"`);
-    await this.release(
-      config.name,
-      new EngineError("ENGINE_ERROR", `model "${config.name}" was unloaded`, true),
-    );
+    const { name } = config;
+    if (options.whenIdle) {
+      this.unloading.add(name);
+      try {
+        const loaded = await this.loaded.get(name)?.catch(() => undefined);
+        if (loaded) await whenIdle(loaded);
+      } finally {
+        this.unloading.delete(name);
+      }
+    }
+    await this.release(name, new EngineError("ENGINE_ERROR", `model "${name}" was unloaded`, true));
+    if (this.configs.get(name)?.runtime) this.configs.delete(name);
   }
 
   async close(): Promise<void> {
@@ -180,10 +243,11 @@ export class LlamaCppEngine implements Engine {
       }
     } finally {
       loaded.halts.delete(halt);
+      for (const idle of loaded.idle) idle();
     }
   }
 
-  private config(model: string): { name: ModelId; path: string } | undefined {
+  private config(model: string): ModelConfig | undefined {
     return isModelId(model) ? this.configs.get(model) : undefined;
   }
 
@@ -193,6 +257,8 @@ export class LlamaCppEngine implements Engine {
     const { name } = config;
     if (this.closed)
       return Promise.reject(new EngineError("ENGINE_ERROR", "the llama.cpp engine is closed", true));
+    if (this.unloading.has(name))
+      return Promise.reject(new EngineError("MODEL_NOT_FOUND", `model "${name}" is being unloaded`, true));
     let loading = this.loaded.get(name);
     if (!loading) {
       const attempt = this.loadModel(config);
@@ -211,7 +277,7 @@ export class LlamaCppEngine implements Engine {
     return loading;
   }
 
-  private async loadModel(config: { name: ModelId; path: string }): Promise<LoadedModel> {
+  private async loadModel(config: ModelConfig): Promise<LoadedModel> {
     await checkGguf(config.path);
     const llama = await this.getLlama();
     let model: LlamaModel;
@@ -224,7 +290,7 @@ export class LlamaCppEngine implements Engine {
     }
     try {
       const pool = await SequencePool.create(model, {
-        contextSize: Math.min(this.contextSize, model.trainContextSize),
+        contextSize: Math.min(config.contextSize ?? this.contextSize, model.trainContextSize),
         capacity: this.capacity,
         threads: this.threads,
         shared: this.sharedContext,
@@ -232,7 +298,17 @@ export class LlamaCppEngine implements Engine {
       const chatWrapper = chatWrapperFor(model);
       // llama.cpp may round the size up; the size it made is the one to enforce and report.
       const contextSize = pool.contextSize;
-      return { name: config.name, model, chatWrapper, contextSize, pool, halts: new Set() };
+      return {
+        name: config.name,
+        path: config.path,
+        model,
+        chatWrapper,
+        contextSize,
+        pool,
+        footprintBytes: await this.footprint(model, contextSize),
+        halts: new Set(),
+        idle: new Set(),
+      };
     } catch (err) {
       await model.dispose();
       throw new EngineError("MODEL_LOAD_FAILED", `no context for "${config.name}"`, true, { cause: err });
@@ -259,9 +335,47 @@ export class LlamaCppEngine implements Engine {
     await loaded.model.dispose();
   }
 
-  private info(loaded: LoadedModel): ModelInfo {
-    return { name: loaded.name, engine: this.name, contextLength: loaded.contextSize, loaded: true };
+  /**
+   * Memory the model takes at most: its weights in memory (LlamaModel.size) plus `capacity`
+   * contexts of its size (one context per generation, created as demand grows), each as
+   * node-llama-cpp's GGUF insights estimate it (KV cache and compute graph, CPU and GPU together).
+   */
+  private async footprint(model: LlamaModel, contextSize: number): Promise<number | undefined> {
+    try {
+      const context = await model.fileInsights.estimateContextResourceRequirementsV2({
+        contextSize,
+        modelGpuLayers: model.gpuLayers,
+        sequences: this.sharedContext ? this.capacity : 1,
+      });
+      const contexts = this.sharedContext ? 1 : this.capacity;
+      return Math.round(model.size + contexts * (context.cpuRam + context.gpuVram));
+    } catch {
+      return undefined; // an estimate is optional in ModelInfo; the load itself worked
+    }
   }
+
+  private info(loaded: LoadedModel): ModelInfo {
+    return {
+      name: loaded.name,
+      engine: this.name,
+      contextLength: loaded.contextSize,
+      loaded: true,
+      ...(loaded.footprintBytes === undefined ? {} : { footprintBytes: loaded.footprintBytes }),
+    };
+  }
+}
+
+/** Resolves once no generation runs on the model. */
+function whenIdle(loaded: LoadedModel): Promise<void> {
+  return new Promise((resolve) => {
+    const check = () => {
+      if (loaded.halts.size > 0) return;
+      loaded.idle.delete(check);
+      resolve();
+    };
+    loaded.idle.add(check);
+    check();
+  });
 }
 
 function positiveInt(name: string, value: number): number {
