@@ -1,7 +1,13 @@
 // Activation, rollback, deactivation, deprecation and archiving in workerd: the codes, the events,
 // concurrent activations serialized with the last one recorded as the final state, and an
 // activation that no agent can make ready answering 503 with nothing switched.
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import worker from "../../gateway/index.ts";
+import type { PlacementEntry } from "../../gateway/registry/publish.ts";
+import type { RoutingTable } from "../../schema/registry.ts";
+import { BASE, bearer } from "./helpers.ts";
 import { call, expectError, modelName, register, registerInstant } from "./registry-helpers.ts";
 
 const kindsOf = (events: { kind: string }[]) => events.map((e) => e.kind);
@@ -186,5 +192,105 @@ describe("POST /models/:model_id/deprecate and /archive", () => {
     const v = await call("GET", `/models/${name}/1.0.0`);
     expect(kindsOf(v.body.events)).toEqual(["registered", "deprecated", "archived"]);
     await expectError(call("POST", `/models/${name}:9.0.0/archive`), 404, "VERSION_NOT_FOUND");
+  });
+});
+
+/** Hubs that answer the registry's two RPCs from a script, in place of AGENT_HUB (the real ones land with the hub's issue). */
+function scriptedHubs(placement: (pool: string, poll: number) => Record<string, PlacementEntry>) {
+  const pushes: { pool: string; table: RoutingTable }[] = [];
+  const polls = new Map<string, number>();
+  const namespace = {
+    getByName: (pool: string) => ({
+      applyRoutingTable: async (table: RoutingTable) => {
+        pushes.push({ pool, table });
+        return { revision: table.revision };
+      },
+      placementStatus: async () => {
+        const poll = polls.get(pool) ?? 0;
+        polls.set(pool, poll + 1);
+        return placement(pool, poll);
+      },
+    }),
+  };
+  return { env: { ...env, AGENT_HUB: namespace } as unknown as Env, pushes };
+}
+
+async function activateWith(hubEnv: Env, modelId: string, body: unknown) {
+  const request = new Request(`${BASE}/models/${modelId}/activate`, {
+    method: "POST",
+    headers: { ...(await bearer({ role: "admin", sub: "ops-alice" })), "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const ctx = createExecutionContext();
+  const response = await worker.fetch(request, hubEnv, ctx);
+  await waitOnExecutionContext(ctx);
+  return {
+    status: response.status,
+    body: (await response.json()) as Record<string, unknown> & { error?: { code: string; message: string } },
+  };
+}
+
+describe("activation against hubs that report placement", () => {
+  it("waits until enough agents over the pools hold the version, then switches and pushes the table", async () => {
+    const name = modelName();
+    await register(name, "1.0.0");
+    const servedAs = `${name}:1.0.0`;
+    const hubs = scriptedHubs((pool, poll) => {
+      if (pool === "default") return { [servedAs]: { loaded: ["mini-1"], loading: [], failed: [] } };
+      return {
+        [servedAs]: { loaded: poll >= 2 ? ["mini-2"] : [], loading: poll >= 2 ? [] : ["mini-2"], failed: [] },
+      };
+    });
+    const answer = await activateWith(hubs.env, servedAs, { placement: { replicas: 2 }, timeout_ms: 5000 });
+    expect(answer.status).toBe(200);
+    expect(answer.body).toEqual({
+      model_id: servedAs,
+      previous: null,
+      loaded_on: ["mini-1", "mini-2"],
+      noop: false,
+    });
+    // Pushed to both pools while preparing, then again with the version active.
+    const pools = new Set(hubs.pushes.map((p) => p.pool));
+    expect(pools).toEqual(new Set(["default", "lab-a"]));
+    expect(hubs.pushes[0]?.table.preparing[servedAs]).toEqual({ replicas: 2 });
+    const last = hubs.pushes[hubs.pushes.length - 1]?.table;
+    expect(last?.models[name]?.active).toBe("1.0.0");
+    expect(last?.preparing[servedAs]).toBeUndefined();
+    const v = await call("GET", `/models/${name}/1.0.0`);
+    expect(v.body.events.at(-1)).toMatchObject({
+      kind: "activated",
+      detail: { loadedOn: ["mini-1", "mini-2"] },
+    });
+  });
+
+  it("answers 503 naming what loaded and what failed when the placement is not met in time", async () => {
+    const name = modelName();
+    await register(name, "1.0.0");
+    const servedAs = `${name}:1.0.0`;
+    const hubs = scriptedHubs((pool) =>
+      pool === "lab-a"
+        ? {
+            [servedAs]: {
+              loaded: [],
+              loading: [],
+              failed: [{ agentId: "mini-9", code: "OUT_OF_MEMORY", message: "no room", at: Date.now() }],
+            },
+          }
+        : {},
+    );
+    const answer = await activateWith(hubs.env, servedAs, {
+      placement: { replicas: 1, pools: ["lab-a"] },
+      timeout_ms: 300,
+    });
+    expect(answer.status).toBe(503);
+    expect(answer.body.error?.code).toBe("ACTIVATION_NOT_READY");
+    expect(answer.body.error?.message).toContain("mini-9 (OUT_OF_MEMORY)");
+    const model = await call("GET", `/models/${name}`);
+    expect(model.body.active_version).toBeNull();
+    const v = await call("GET", `/models/${name}/1.0.0`);
+    expect(v.body.events.at(-1)).toMatchObject({
+      kind: "activation_failed",
+      detail: { outcome: "not_ready", failed: [expect.objectContaining({ agentId: "mini-9" })] },
+    });
   });
 });
