@@ -122,6 +122,31 @@ describe("PUT /models/:model_id/artifact", () => {
     expect((await env.ARTIFACTS.list({ prefix: `models/${name}/` })).objects).toEqual([]);
   });
 
+  it("refuses a body that ends before its Content-Length, keeping nothing (artifact_refused)", async () => {
+    const name = modelName();
+    const bytes = artifactBytes(2000);
+    await registerArtifact(name, "1.0.0", bytes);
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(bytes.slice(0, 1500));
+        controller.close();
+      },
+    });
+    const response = await gatewayFetch(`/models/${name}:1.0.0/artifact`, {
+      method: "PUT",
+      headers: { ...(await bearer({ role: "admin" })), "Content-Length": "2000" },
+      body,
+    });
+    expect(response.status).toBe(400);
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe(
+      "ARTIFACT_SIZE_MISMATCH",
+    );
+    expect((await env.ARTIFACTS.list({ prefix: `models/${name}/` })).objects).toEqual([]);
+    const v = await call("GET", `/models/${name}/1.0.0`);
+    expect(v.body.events.at(-1)).toMatchObject({ kind: "artifact_refused", detail: { reason: "size" } });
+    expect(v.body.artifact).toBeNull();
+  });
+
   it("refuses an artifact over ARTIFACT_MAX_BYTES (413 ARTIFACT_TOO_LARGE)", async () => {
     const name = modelName();
     const bytes = artifactBytes(4096);
@@ -132,7 +157,11 @@ describe("PUT /models/:model_id/artifact", () => {
       body: bytes,
     });
     const ctx = createExecutionContext();
-    const response = await worker.fetch(request, { ...env, ARTIFACT_MAX_BYTES: "1024" } as unknown as Env, ctx);
+    const response = await worker.fetch(
+      request,
+      { ...env, ARTIFACT_MAX_BYTES: "1024" } as unknown as Env,
+      ctx,
+    );
     await waitOnExecutionContext(ctx);
     expect(response.status).toBe(413);
     expect(((await response.json()) as { error: { code: string } }).error.code).toBe("ARTIFACT_TOO_LARGE");
