@@ -263,7 +263,8 @@ export const ModelSummary = z.object({
 
 export const ModelDetail = ModelSummary.extend({
   aliases: z.record(z.string(), z.string()),
-  versions_list: z.array(VersionSummary),
+  /** Newest first by semver precedence (here a list, where GET /models has a count). */
+  versions: z.array(VersionSummary),
 });
 export type ModelDetail = z.infer<typeof ModelDetail>;
 

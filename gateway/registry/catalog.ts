@@ -90,9 +90,8 @@ export async function modelDetail(db: Db, name: string, pools: Pools): Promise<M
     status: active?.status ?? "registered",
     tags: tagsOf(""),
     pools: [...poolsForModel(pools, name)],
-    versions: versions.length,
     aliases: Object.fromEntries(aliasRows.map((a) => [a.alias, a.version])),
-    versions_list: versions,
+    versions,
   };
 }
 

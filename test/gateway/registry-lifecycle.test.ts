@@ -27,7 +27,7 @@ describe("POST /models/:model_id/activate", () => {
     const model = await call("GET", `/models/${name}`);
     expect(model.body).toMatchObject({ active_version: "1.1.0", previous_version: "1.0.0" });
     const statuses = Object.fromEntries(
-      model.body.versions_list.map((v: { version: string; status: string }) => [v.version, v.status]),
+      model.body.versions.map((v: { version: string; status: string }) => [v.version, v.status]),
     );
     expect(statuses).toEqual({ "1.1.0": "active", "1.0.0": "registered" });
     const v = await call("GET", `/models/${name}/1.1.0`);
@@ -106,7 +106,7 @@ describe("POST /models/:model_id/activate", () => {
       expect(activated[i].detail.from).toBe(activated[i - 1].detail.to);
     const previous = activated.length > 1 ? activated[activated.length - 2].detail.to : null;
     expect(model.body.previous_version).toBe(previous);
-    const active = model.body.versions_list.filter((v: { status: string }) => v.status === "active");
+    const active = model.body.versions.filter((v: { status: string }) => v.status === "active");
     expect(active.map((v: { version: string }) => v.version)).toEqual([last.detail.to]);
   });
 });

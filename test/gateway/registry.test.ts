@@ -165,7 +165,7 @@ describe("GET /models, /models/:name, /models/:name/:version", () => {
     const name = modelName();
     for (const v of ["1.2.0", "1.10.0", "1.9.0", "1.10.0-rc.1", "0.1.0"]) await registerInstant(name, v);
     const detail = await call("GET", `/models/${name}`, undefined, { role: "user" });
-    expect(detail.body.versions_list.map((v: { version: string }) => v.version)).toEqual([
+    expect(detail.body.versions.map((v: { version: string }) => v.version)).toEqual([
       "1.10.0",
       "1.10.0-rc.1",
       "1.9.0",
@@ -182,7 +182,7 @@ describe("GET /models, /models/:name, /models/:name/:version", () => {
       aliases: { stable: "1.9.0" },
       tags: ["team-a"],
     });
-    const v19 = after.body.versions_list.find((v: { version: string }) => v.version === "1.9.0");
+    const v19 = after.body.versions.find((v: { version: string }) => v.version === "1.9.0");
     expect(v19).toMatchObject({ status: "active", aliases: ["stable"], model_id: `${name}:1.9.0` });
     const list = await call("GET", "/models", undefined, { role: "user" });
     expect(list.body.models.find((m: { name: string }) => m.name === name)).toMatchObject({
