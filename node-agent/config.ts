@@ -45,7 +45,10 @@ export interface AgentConfig {
   capacity: number;
   threads?: number;
   contextSize?: number;
+  /** The demo model and, in `<cacheDir>/artifacts`, the registry's artifacts. */
   cacheDir: string;
+  /** Disk the artifact cache may take, in bytes. */
+  cacheBudgetBytes: number;
   flushMs: number;
   /** The newest wire protocol version offered in hello (pin it to reach an older gateway). */
   maxProtocol: number;
@@ -93,7 +96,13 @@ export const SETTINGS = {
   "cache-dir": {
     env: "ORCHARD_CACHE_DIR",
     value: "DIR",
-    describe: "cache directory (default: ~/.cache/orchard)",
+    describe:
+      "cache directory: demo model, and registry artifacts in DIR/artifacts (default: ~/.cache/orchard)",
+  },
+  "cache-budget": {
+    env: "ORCHARD_CACHE_BUDGET",
+    value: "BYTES",
+    describe: "disk for registry artifacts; suffix K, M, G, T (powers of 1024), e.g. 20G (default: 50G)",
   },
   "flush-ms": {
     env: "ORCHARD_FLUSH_MS",
@@ -138,6 +147,24 @@ const wholeNumber = (min: number, max: number) =>
     .pipe(z.number().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
 
 const nonEmpty = z.string().trim().min(1, "must not be empty");
+
+const BYTE_UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+
+/** `20G`, `512M`, `1.5T`, `1048576`: bytes, with K/M/G/T (optionally KB, KiB, ...) as powers of 1024. */
+export const byteSize = z.string().transform((text, ctx) => {
+  const match = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text.trim());
+  const bytes = match
+    ? Math.floor(Number(match[1]) * (BYTE_UNITS[(match[2] ?? "").toLowerCase()] ?? 1))
+    : NaN;
+  if (!match || !Number.isSafeInteger(bytes) || bytes < 1024 * 1024) {
+    ctx.addIssue({
+      code: "custom",
+      message: `must be a size of at least 1M, in bytes or with a suffix K, M, G or T (e.g. 20G), got "${text}"`,
+    });
+    return z.NEVER;
+  }
+  return bytes;
+});
 
 interface RawSetting {
   values: string[];
@@ -186,6 +213,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     "cache-dir",
     nonEmpty.transform(expandHome).default(join(homedir(), ".cache", "orchard")),
   );
+  const cacheBudgetBytes = pick("cache-budget", byteSize.default(50 * 1024 ** 3));
   const flushMs = pick("flush-ms", wholeNumber(0, 20).default(16));
   const maxProtocol = pick(
     "max-protocol",
@@ -218,6 +246,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     ...(threads === undefined ? {} : { threads }),
     ...(contextSize === undefined ? {} : { contextSize }),
     cacheDir,
+    cacheBudgetBytes,
     flushMs,
     maxProtocol,
     drainTimeoutMs,

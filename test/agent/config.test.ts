@@ -49,6 +49,7 @@ describe("loadConfig", () => {
       useDemoModel: true,
       capacity: 4,
       cacheDir: join(homedir(), ".cache", "orchard"),
+      cacheBudgetBytes: 50 * 1024 ** 3,
       flushMs: 16,
       maxProtocol: 2,
       drainTimeoutMs: 30_000,
@@ -85,6 +86,7 @@ describe("loadConfig", () => {
       ORCHARD_CAPACITY: "8",
       ORCHARD_THREADS: "2",
       ORCHARD_CACHE_DIR: "~/orchard-cache",
+      ORCHARD_CACHE_BUDGET: "20G",
       ORCHARD_FLUSH_MS: "5",
       ORCHARD_MAX_PROTOCOL: "1",
       ORCHARD_DRAIN_TIMEOUT_MS: "1000",
@@ -98,6 +100,7 @@ describe("loadConfig", () => {
       capacity: 2,
       threads: 2,
       cacheDir: join(homedir(), "orchard-cache"),
+      cacheBudgetBytes: 20 * 1024 ** 3,
       flushMs: 5,
       maxProtocol: 1,
       drainTimeoutMs: 1000,
@@ -121,6 +124,17 @@ describe("loadConfig", () => {
       { name: "tiny:1.2.0", path: modelA },
     ]);
     expect(config.useDemoModel).toBe(false);
+  });
+
+  it.each([
+    ["20G", 20 * 1024 ** 3],
+    ["512M", 512 * 1024 ** 2],
+    ["1.5T", 1.5 * 1024 ** 4],
+    ["64GiB", 64 * 1024 ** 3],
+    ["2gb", 2 * 1024 ** 3],
+    ["1048576", 1024 * 1024],
+  ])("reads --cache-budget %s as %d bytes", (value, bytes) => {
+    expect(loadConfig([...base, "--cache-budget", value], {}).cacheBudgetBytes).toBe(bytes);
   });
 
   it("accepts an --id equal to the token's subject", () => {
@@ -158,6 +172,9 @@ describe("loadConfig errors name the setting", () => {
     ["protocol from the future", [...base, "--max-protocol", "3"], {}, "--max-protocol", /at most 2/],
     ["protocol from before v1", base, { ORCHARD_MAX_PROTOCOL: "0" }, "ORCHARD_MAX_PROTOCOL", /at least 1/],
     ["engine", [...base, "--engine", "mlx"], {}, "--engine", /auto or llamacpp/],
+    ["cache budget words", [...base, "--cache-budget", "lots"], {}, "--cache-budget", /suffix K, M, G or T/],
+    ["cache budget tiny", [...base, "--cache-budget", "100K"], {}, "--cache-budget", /at least 1M/],
+    ["cache budget unit", base, { ORCHARD_CACHE_BUDGET: "5P" }, "ORCHARD_CACHE_BUDGET", /e\.g\. 20G/],
     ["log level", [...base, "--log-level", "loud"], {}, "--log-level", /one of/],
     [
       "backoff",
