@@ -3,6 +3,7 @@
 // those lives in its own module; this one only decides how they are put together.
 import { readFileSync } from "node:fs";
 import { type HostFacts, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from "../schema/protocol.ts";
+import { ArtifactCache, type ArtifactCacheOptions } from "./artifacts/artifact-cache.ts";
 import { type BackoffOptions, Connection, type ConnectionEnd, ExitCode, type Link } from "./connection.ts";
 import { Drain } from "./drain.ts";
 import type { Engine } from "./engines/engine.ts";
@@ -11,7 +12,8 @@ import { HostFactsSampler } from "./health.ts";
 import { HealthReporter } from "./health-reporter.ts";
 import { InFlightTable } from "./in-flight.ts";
 import { type Logger, silentLogger } from "./log.ts";
-import { type AgentStats, Session, type SessionContext } from "./session.ts";
+import { gatewayHttpUrlOf, RegistryLoads } from "./registry-loads.ts";
+import { type AgentStats, offeredCapabilities, Session, type SessionContext } from "./session.ts";
 
 /** Kept importable from here: it used to live in this module. */
 export { ChunkCoalescer } from "./chunk-coalescer.ts";
@@ -59,6 +61,19 @@ export interface AgentOptions {
   /** Drop and redial a socket the hub has not welcomed this long after it opened. Default 10000. */
   welcomeTimeoutMs?: number;
   logger?: Logger;
+  /**
+   * The registry's artifact cache; without it the agent does not offer `artifacts` (it still
+   * loads its own models on `load`).
+   */
+  artifacts?: {
+    dir: string;
+    budgetBytes: number;
+    /** http(s)://host[/prefix] artifact paths are appended to. Default: derived from gatewayUrl. */
+    gatewayHttpUrl?: string;
+    /** Free memory in bytes; a load needs 1.2 x the weights. Default os.freemem. */
+    freeMemoryBytes?: () => number;
+    download?: ArtifactCacheOptions["download"];
+  };
   /** Host facts for hello/health. Default: HostFactsSampler. */
   hostFacts?: () => HostFacts;
   random?: () => number;
@@ -93,6 +108,24 @@ export class Agent {
     const log = options.logger ?? silentLogger;
     const capacity = options.capacity ?? 4;
     const hostFacts = options.hostFacts ?? sampler();
+    const artifacts = options.artifacts;
+    const cache = artifacts
+      ? new ArtifactCache({
+          dir: artifacts.dir,
+          budgetBytes: artifacts.budgetBytes,
+          inUse: () => loads.inUse(),
+          log,
+          ...(artifacts.download ? { download: artifacts.download } : {}),
+        })
+      : undefined;
+    const loads = new RegistryLoads({
+      engine,
+      ...(cache ? { cache } : {}),
+      gatewayHttpUrl: artifacts?.gatewayHttpUrl ?? gatewayHttpUrlOf(options.gatewayUrl),
+      token: options.token,
+      ...(artifacts?.freeMemoryBytes ? { freeMemoryBytes: artifacts.freeMemoryBytes } : {}),
+      log,
+    });
     this.table = new InFlightTable(capacity);
     this.health = new HealthReporter({ engine, hostFacts, inFlight: () => this.table.size });
     this.connection = new Connection(
@@ -131,6 +164,8 @@ export class Agent {
       },
       gatewayUrl: options.gatewayUrl,
       engine,
+      loads,
+      capabilities: offeredCapabilities(cache !== undefined),
       table: this.table,
       runner: new GenerationRunner({
         engine,

@@ -1,7 +1,9 @@
 // The periodic `health` frame: in-flight count, tokens per second since the previous report, the
-// engine's models and the host's facts, every healthIntervalMs from the hub's `welcome` on.
+// engine's models and the host's facts (and, with `artifacts`, the artifact cache), every
+// healthIntervalMs from the hub's `welcome` on.
 import type { HostFacts } from "../schema/protocol.ts";
 import { sendFrame } from "./agent-frames.ts";
+import type { CacheReport } from "./artifacts/artifact-cache.ts";
 import type { Link } from "./connection.ts";
 import type { Engine } from "./engines/engine.ts";
 
@@ -22,12 +24,15 @@ export class HealthReporter {
     this.tokens += count;
   }
 
-  /** Reports on `link` every `intervalMs`, counting tokens afresh; replaces any earlier schedule. */
-  start(link: Link, intervalMs: number): void {
+  /**
+   * Reports on `link` every `intervalMs`, counting tokens afresh; replaces any earlier schedule.
+   * `cache`: what to report as health.cache (only when the hub agreed to `artifacts`).
+   */
+  start(link: Link, intervalMs: number, cache?: () => Promise<CacheReport> | undefined): void {
     this.stop();
     this.tokens = 0;
     this.since = performance.now();
-    this.timer = setInterval(() => void this.report(link), intervalMs);
+    this.timer = setInterval(() => void this.report(link, cache), intervalMs);
   }
 
   stop(): void {
@@ -35,7 +40,7 @@ export class HealthReporter {
     this.timer = undefined;
   }
 
-  private async report(link: Link): Promise<void> {
+  private async report(link: Link, cacheReport?: () => Promise<CacheReport> | undefined): Promise<void> {
     const now = performance.now();
     const seconds = (now - this.since) / 1000;
     const tokensPerSecond = seconds > 0 ? Math.round((this.tokens / seconds) * 100) / 100 : 0;
@@ -45,6 +50,7 @@ export class HealthReporter {
       (list) => list.slice(0, 256),
       () => undefined, // models are optional in health; a failing engine must not stop the report
     );
+    const cache = await Promise.resolve(cacheReport?.()).catch(() => undefined); // optional too
     sendFrame(link, {
       type: "health",
       inFlight: this.options.inFlight(),
@@ -52,6 +58,7 @@ export class HealthReporter {
       tokensPerSecond,
       ...(models ? { models } : {}),
       host: this.options.hostFacts(),
+      ...(cache ? { cache } : {}),
     });
   }
 }

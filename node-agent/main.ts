@@ -3,7 +3,7 @@
 // Exit codes: 0 ok/drained, 1 failure, 2 bad configuration, 3 token refused, 4 hub refused for good.
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { Agent } from "./agent.ts";
 import { type AgentConfig, ConfigError, loadConfig, settingsHelp, tokenExpiry } from "./config.ts";
@@ -146,6 +146,11 @@ async function start(args: string[]): Promise<number> {
     maxProtocol: config.maxProtocol,
     drainTimeoutMs: config.drainTimeoutMs,
     backoff: { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs },
+    artifacts: {
+      dir: join(config.cacheDir, "artifacts"),
+      budgetBytes: config.cacheBudgetBytes,
+      gatewayHttpUrl: config.gatewayHttpUrl,
+    },
     logger: log,
   });
 

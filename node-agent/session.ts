@@ -1,12 +1,13 @@
 // One link's session: says hello with the agent's protocol range and capabilities, keeps what the
 // hub's welcome negotiated, and turns the hub's frames into work — a generate admitted to the
-// in-flight table or refused with a stable code, cancel, load and unload.
+// in-flight table or refused with a stable code, cancel, load and unload (registry-loads.ts).
 import { isModelId, type ModelId } from "../schema/model-id.ts";
 import {
   type Capability,
   type GenerateFrame,
   type HostFacts,
   knownCapabilities,
+  type LoadFrame,
   MIN_PROTOCOL_VERSION,
   parseGatewayFrame,
   type WelcomeFrame,
@@ -19,9 +20,18 @@ import type { GenerationRunner } from "./generation-runner.ts";
 import type { HealthReporter } from "./health-reporter.ts";
 import type { InFlightTable } from "./in-flight.ts";
 import { errorMessage, type Logger } from "./log.ts";
+import type { RegistryLoads } from "./registry-loads.ts";
 
-/** What this agent offers in hello. llama.cpp cannot enforce a JSON schema yet: no structured_output. */
-export const AGENT_CAPABILITIES: readonly Capability[] = ["load", "duplicate_answer"];
+/**
+ * What this agent can offer in hello. llama.cpp cannot enforce a JSON schema yet: no
+ * structured_output. `artifacts` only with an artifact cache (see offeredCapabilities).
+ */
+export const AGENT_CAPABILITIES: readonly Capability[] = ["load", "duplicate_answer", "artifacts"];
+
+/** The capabilities an agent offers: all it has, less `artifacts` when it has no artifact cache. */
+export function offeredCapabilities(hasArtifactCache: boolean): Capability[] {
+  return AGENT_CAPABILITIES.filter((c) => c !== "artifacts" || hasArtifactCache);
+}
 
 export interface AgentStats {
   /** Gateway frames that failed validation and were ignored. */
@@ -40,6 +50,9 @@ export interface SessionContext {
   identity: { agentId: string; name?: string; agentVersion: string; capacity: number; protocol: number };
   gatewayUrl: string;
   engine: Engine;
+  loads: RegistryLoads;
+  /** What hello offers (offeredCapabilities). */
+  capabilities: readonly Capability[];
   table: InFlightTable;
   runner: GenerationRunner;
   health: HealthReporter;
@@ -77,7 +90,7 @@ export class Session {
       type: "hello",
       protocol: identity.protocol,
       minProtocol: MIN_PROTOCOL_VERSION,
-      capabilities: [...AGENT_CAPABILITIES],
+      capabilities: [...this.ctx.capabilities],
       agentId: identity.agentId,
       ...(identity.name ? { name: identity.name.slice(0, 128) } : {}),
       agentVersion: identity.agentVersion,
@@ -122,19 +135,13 @@ export class Session {
         else log.debug("cancel for a request not in flight", { id: frame.id });
         return;
       }
-      case "load": {
-        const id = this.modelId(frame.model, "model load failed");
-        if (!id) return;
-        this.ctx.engine.load(id).then(
-          (model) => sendFrame(this.link, { type: "loaded", model }),
-          (err) => log.warn("model load failed", { model: id, error: errorMessage(err) }),
-        );
+      case "load":
+        this.onLoad(frame);
         return;
-      }
       case "unload": {
         const id = this.modelId(frame.model, "model unload failed");
         if (!id) return;
-        this.ctx.engine.unload(id).then(
+        this.ctx.loads.unload(id).then(
           () => sendFrame(this.link, { type: "unloaded", model: id }),
           (err) => log.warn("model unload failed", { model: id, error: errorMessage(err) }),
         );
@@ -159,11 +166,12 @@ export class Session {
     }
     // A v1 hub sends no capabilities: it uses none. Only what this agent offered can be in use.
     const capabilities = new Set(
-      knownCapabilities(frame.capabilities).filter((c) => AGENT_CAPABILITIES.includes(c)),
+      knownCapabilities(frame.capabilities).filter((c) => this.ctx.capabilities.includes(c)),
     );
     this.negotiated = { protocol: frame.protocol, capabilities };
     this.ctx.welcomed(frame.heartbeatIntervalMs);
-    this.ctx.health.start(this.link, frame.healthIntervalMs);
+    const cache = capabilities.has("artifacts") ? () => this.ctx.loads.cacheReport() : undefined;
+    this.ctx.health.start(this.link, frame.healthIntervalMs, cache);
     log.info("connected", {
       agentId: frame.agentId,
       sessionId: frame.sessionId,
@@ -213,6 +221,38 @@ export class Session {
         table.finish(entry);
         stats.generationsFinished += 1;
       });
+  }
+
+  /**
+   * Loads from the frame's source and answers `loaded`; a failure is logged, and answered with
+   * `load_failed` when the hub agreed to `artifacts` (an older hub knows no such frame).
+   */
+  private onLoad(frame: LoadFrame): void {
+    const { log } = this.ctx;
+    const id = this.modelId(frame.model, "model load failed");
+    if (!id) return;
+    const started = performance.now();
+    void this.ctx.loads.load(id, frame).then((outcome) => {
+      if (outcome.ok) {
+        log.info("model loaded", {
+          model: id,
+          source: frame.source?.kind ?? "agent-local",
+          ms: Math.round(performance.now() - started),
+          footprintBytes: outcome.model.footprintBytes,
+        });
+        sendFrame(this.link, { type: "loaded", model: outcome.model });
+        return;
+      }
+      log.warn("model load failed", { model: id, code: outcome.code, error: outcome.message });
+      if (this.negotiated.capabilities.has("artifacts")) {
+        sendFrame(this.link, {
+          type: "load_failed",
+          model: id,
+          code: outcome.code,
+          message: outcome.message,
+        });
+      }
+    });
   }
 
   private answersDuplicates(): boolean {

@@ -2,6 +2,7 @@
 // the hub's side of the protocol as each test scripts it) and a scripted test engine (a double that
 // yields the pieces a test asks for and records the AbortSignals it was given). Real sockets, real
 // timers, small intervals.
+import { createServer, type RequestListener, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { expect, vi } from "vitest";
 import { type WebSocket, WebSocketServer } from "ws";
@@ -42,6 +43,11 @@ export interface HubOptions {
    * answers; omitted from the frame when the negotiated version is 1 (a v1 hub knows none).
    */
   capabilities?: string[];
+  /**
+   * Answer plain HTTP requests on the hub's port with this (the gateway's routes beside
+   * /agents/connect, e.g. artifact downloads): the agent derives its HTTP base from the hub's URL.
+   */
+  http?: RequestListener;
 }
 
 export class HubConnection {
@@ -88,6 +94,7 @@ export class ScriptedTestHub {
   private constructor(
     server: WebSocketServer,
     readonly options: HubOptions,
+    private readonly httpServer?: Server,
   ) {
     this.server = server;
     server.on("connection", (ws, req) => {
@@ -127,18 +134,26 @@ export class ScriptedTestHub {
   }
 
   static async start(options: HubOptions = {}): Promise<ScriptedTestHub> {
-    const server = new WebSocketServer({
-      port: 0,
-      host: "127.0.0.1",
-      path: "/agents/connect",
-      ...(options.refuseUpgrade ? { verifyClient: (_info, done) => done(false, options.refuseUpgrade) } : {}),
-    });
+    const verify = options.refuseUpgrade
+      ? {
+          verifyClient: (_info: unknown, done: (ok: boolean, code?: number) => void) =>
+            done(false, options.refuseUpgrade),
+        }
+      : {};
+    if (options.http) {
+      const httpServer = createServer(options.http);
+      const server = new WebSocketServer({ server: httpServer, path: "/agents/connect", ...verify });
+      await new Promise<void>((resolve) => httpServer.listen(0, "127.0.0.1", () => resolve()));
+      return new ScriptedTestHub(server, options, httpServer);
+    }
+    const server = new WebSocketServer({ port: 0, host: "127.0.0.1", path: "/agents/connect", ...verify });
     await new Promise<void>((resolve) => server.once("listening", () => resolve()));
     return new ScriptedTestHub(server, options);
   }
 
   get url(): string {
-    return `ws://127.0.0.1:${(this.server.address() as AddressInfo).port}/agents/connect`;
+    const address = (this.httpServer ?? this.server).address() as AddressInfo;
+    return `ws://127.0.0.1:${address.port}/agents/connect`;
   }
 
   async connection(index: number): Promise<HubConnection> {
@@ -155,6 +170,10 @@ export class ScriptedTestHub {
   async close(): Promise<void> {
     for (const client of this.server.clients) client.terminate();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.httpServer) {
+      this.httpServer.closeAllConnections();
+      await new Promise<void>((resolve) => this.httpServer?.close(() => resolve()));
+    }
   }
 }
 
