@@ -70,7 +70,7 @@ export interface AgentOptions {
     budgetBytes: number;
     /** http(s)://host[/prefix] artifact paths are appended to. Default: derived from gatewayUrl. */
     gatewayHttpUrl?: string;
-    /** Free memory in bytes; a load needs 1.2 x the weights. Default os.freemem. */
+    /** Free memory in bytes; a load needs 1.2 x the weights. Default availableMemoryBytes (health.ts). */
     freeMemoryBytes?: () => number;
     download?: ArtifactCacheOptions["download"];
   };

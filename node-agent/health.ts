@@ -1,5 +1,6 @@
 // Samples the host facts an agent reports in `hello` and every `health` frame: memory, CPU busy
 // share since the previous sample, load average, and (on Apple Silicon) the integrated GPU.
+import { execFileSync } from "node:child_process";
 import os from "node:os";
 import type { HostFacts } from "../schema/protocol.ts";
 
@@ -83,4 +84,34 @@ export class HostFactsSampler {
 
 function round2(n: number): number {
   return Math.round(n * 100) / 100;
+}
+
+/**
+ * Memory a model load can count on, in bytes. On macOS os.freemem() counts only pages nobody
+ * holds, a small share of what the OS hands over on demand (file cache, inactive and purgeable
+ * pages), so a load there would seem not to fit on a Mac with room to spare; vm_stat's free,
+ * inactive, speculative and purgeable pages are used instead. Elsewhere (and if vm_stat fails)
+ * os.freemem(), which on Linux is MemAvailable.
+ */
+export function availableMemoryBytes(
+  platform: string = process.platform,
+  vmStat: () => string = () => execFileSync("vm_stat", { encoding: "utf8", timeout: 2_000 }),
+): number {
+  if (platform !== "darwin") return os.freemem();
+  try {
+    return parseVmStat(vmStat()) ?? os.freemem();
+  } catch {
+    return os.freemem();
+  }
+}
+
+/** Reclaimable bytes from `vm_stat` output, or undefined if it does not read as expected. */
+export function parseVmStat(output: string): number | undefined {
+  const pageSize = Number(/page size of (\d+) bytes/.exec(output)?.[1]);
+  if (!Number.isFinite(pageSize) || pageSize <= 0) return undefined;
+  const pages = (label: string) =>
+    Number(new RegExp(`^${label}:\\s+(\\d+)\\.?$`, "m").exec(output)?.[1] ?? 0);
+  const free =
+    pages("Pages free") + pages("Pages inactive") + pages("Pages speculative") + pages("Pages purgeable");
+  return free > 0 ? free * pageSize : undefined;
 }

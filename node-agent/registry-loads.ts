@@ -3,13 +3,13 @@
 // load, checks free memory, and remembers which artifact each loaded or loading model came from so
 // the cache never evicts it.
 import { stat } from "node:fs/promises";
-import { freemem } from "node:os";
 import type { ModelId } from "../schema/model-id.ts";
 import type { LoadFailureCode, LoadFrame, ModelInfo } from "../schema/protocol.ts";
 import type { ArtifactRef, ModelParameters } from "../schema/registry.ts";
 import type { ArtifactCache, CacheReport } from "./artifacts/artifact-cache.ts";
 import { ArtifactError } from "./artifacts/download.ts";
 import type { Engine } from "./engines/engine.ts";
+import { availableMemoryBytes } from "./health.ts";
 import { errorMessage, type Logger } from "./log.ts";
 
 export type LoadOutcome =
@@ -23,7 +23,7 @@ export interface RegistryLoadsOptions {
   /** http(s)://host[/prefix]: artifact paths are appended to it (see artifactUrl). */
   gatewayHttpUrl: string;
   token: string;
-  /** Free memory in bytes now; a load needs 1.2 x the weights' size. Default os.freemem. */
+  /** Free memory in bytes now; a load needs 1.2 x the weights' size. Default availableMemoryBytes. */
   freeMemoryBytes?: () => number;
   log: Logger;
 }
@@ -57,7 +57,7 @@ export class RegistryLoads {
   private readonly freeMemoryBytes: () => number;
 
   constructor(private readonly options: RegistryLoadsOptions) {
-    this.freeMemoryBytes = options.freeMemoryBytes ?? freemem;
+    this.freeMemoryBytes = options.freeMemoryBytes ?? (() => availableMemoryBytes());
   }
 
   get hasCache(): boolean {
