@@ -213,6 +213,14 @@ describe("registry loads with the artifacts capability", () => {
       code: "MODEL_LOAD_FAILED",
       message: expect.stringContaining("no file at"),
     });
+    // The agent's own configured model is never replaced by a registry path.
+    conn.send({ type: "load", model: DEMO_MODEL_NAME, source: { kind: "path", path } });
+    const refused = await conn.waitFor("load_failed", (f) => f.model === DEMO_MODEL_NAME);
+    expect(refused).toMatchObject({
+      code: "MODEL_LOAD_FAILED",
+      message: expect.stringContaining("configured on this agent"),
+    });
+    expect((await generateOn(DEMO_MODEL_NAME)).end.type).toBe("done");
   });
 
   it("answers load_failed SOURCE_UNSUPPORTED for Ollama, Hugging Face and MLX sources, saying why", async () => {

@@ -150,6 +150,12 @@ export class LlamaCppEngine implements Engine {
     }
     const known = this.configs.get(model);
     if (known && known.path !== spec.path) {
+      if (!known.runtime) {
+        throw new EngineError(
+          "MODEL_LOAD_FAILED",
+          `model "${model}" is configured on this agent from ${known.path}; it is not replaced by ${spec.path}`,
+        );
+      }
       if (this.loaded.has(model)) {
         throw new EngineError(
           "MODEL_LOAD_FAILED",
