@@ -43,6 +43,8 @@ export interface GatewayConfig {
   pools: Pools;
   /** How long /health and /ready reuse one observation of D1 and the hubs (0: not at all). */
   healthCacheMs: number;
+  /** How often each hub rolls its live per-version traffic into the registry's history (ms). */
+  liveMetricsFlushMs: number;
 }
 
 /** One agent pool: an AgentHub Durable Object and the agents whose D1 row names it. */
@@ -102,6 +104,7 @@ export function readConfig(bindings: object): GatewayConfig {
     modelFallbacks: modelFallbacks(env.MODEL_FALLBACKS),
     pools: pools(env.POOLS),
     healthCacheMs: nonNegativeInt(env, "HEALTH_CACHE_MS", 2_000),
+    liveMetricsFlushMs: Math.max(1_000, nonNegativeInt(env, "LIVE_METRICS_FLUSH_MS", 60_000)),
   };
 }
 

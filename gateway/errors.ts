@@ -64,6 +64,8 @@ export const STATUS_BY_CODE = {
   ARTIFACT_HASH_MISMATCH: 400,
   ARTIFACT_TOO_LARGE: 413,
   RANGE_NOT_SATISFIABLE: 416,
+  // Inference on a version the registry archived: it is gone for good, not just unavailable.
+  MODEL_ARCHIVED: 410,
   INTERNAL: 500,
 } as const satisfies Record<ErrorCode, ContentfulStatusCode>;
 

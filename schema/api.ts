@@ -62,6 +62,7 @@ export const ErrorCode = z.enum([
   "ARTIFACT_HASH_MISMATCH",
   "ARTIFACT_TOO_LARGE",
   "RANGE_NOT_SATISFIABLE",
+  "MODEL_ARCHIVED",
   "INTERNAL",
 ]);
 export type ErrorCode = z.infer<typeof ErrorCode>;

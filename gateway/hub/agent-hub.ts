@@ -17,6 +17,7 @@ import {
   parseAgentFrame,
   type WelcomeFrame,
 } from "../../schema/protocol.ts";
+import type { RoutingTable } from "../../schema/registry.ts";
 import { type GatewayConfig, readConfig } from "../config.ts";
 import { describeError, log } from "../log.ts";
 import type { AgentCapabilities, AgentConnection } from "./agent-connection.ts";
@@ -28,6 +29,7 @@ import { errorResponse } from "./hub-response.ts";
 import { HubState } from "./hub-state.ts";
 import { livenessVerdict } from "./liveness.ts";
 import { nextAlarm } from "./next-alarm.ts";
+import { type PlacementEntry, RegistryShell } from "./registry-shell.ts";
 
 /** last_seen_at in D1 is refreshed at most this often per agent (on `hello` and `health`). */
 const LAST_SEEN_WRITE_INTERVAL_MS = 60_000;
@@ -39,6 +41,8 @@ export class AgentHub extends DurableObject<Env> {
   readonly #dispatcher: Dispatcher;
   /** Breakers, counters, known models: what survives an eviction or a redeploy. */
   readonly #state: HubState;
+  /** The registry's routing table, placement and live metrics (registry-shell.ts). */
+  readonly #registry: RegistryShell;
   /** The scheduled alarm as we last set it; null when none. */
   #alarmAt: number | null = null;
 
@@ -48,6 +52,22 @@ export class AgentHub extends DurableObject<Env> {
     this.#pool = ctx.id.name ?? DEFAULT_POOL;
     this.#sockets = new AgentSockets(ctx);
     this.#state = new HubState(ctx.storage, this.#config.breaker, () => this.#scheduleNextAlarm());
+    this.#registry = new RegistryShell({
+      pool: this.#pool,
+      db: env.DB,
+      storage: ctx.storage,
+      breakers: this.#state.breakers,
+      flushIntervalMs: this.#config.liveMetricsFlushMs,
+      agents: () => this.#sockets.values(),
+      busyModels: (agentId) => this.#dispatcher.busyModels(agentId),
+      send: (agent, frame) => this.#sendFrame(agent, frame),
+      waitUntil: (promise) => ctx.waitUntil(promise),
+      wakeAt: (at) => this.#ensureAlarm(at),
+      modelsChanged: (agent) => {
+        this.#sockets.persist(agent);
+        this.#dispatcher.pump();
+      },
+    });
     this.#dispatcher = new Dispatcher({
       config: this.#config,
       breakers: this.#state.breakers,
@@ -55,6 +75,8 @@ export class AgentHub extends DurableObject<Env> {
       connections: () => this.#sockets.values(),
       connection: (agentId) => this.#sockets.get(agentId),
       knownModels: () => this.#state.knownModels,
+      routingTable: () => this.#registry.table,
+      finished: (job, outcome, now) => this.#registry.finished(job, outcome, now),
       send: (agent, frame) => this.#sendFrame(agent, frame),
       close: (agent, code, reason) => this.#closeAgent(agent, code, reason),
       wakeAt: (at) => this.#ensureAlarm(at),
@@ -98,6 +120,22 @@ export class AgentHub extends DurableObject<Env> {
       queue: { total: this.#dispatcher.queue.size, byModel: this.#dispatcher.queue.countsByModel() },
       metrics: this.#state.counters.snapshot(),
     };
+  }
+
+  /**
+   * RPC: the registry changed; `table` is its routing table now. A table older than the one held
+   * is ignored. Placement runs at once (loads for a version being prepared are sent now).
+   */
+  applyRoutingTable(table: RoutingTable): { revision: number } {
+    const applied = this.#registry.apply(table, Date.now());
+    this.#dispatcher.pump();
+    this.#scheduleNextAlarm();
+    return applied;
+  }
+
+  /** RPC: per served model id, the agents of this pool that hold it, are loading it, or failed to. */
+  placementStatus(): Record<string, PlacementEntry> {
+    return this.#registry.status();
   }
 
   /** RPC: GET /circuit-breaker/status. */
@@ -203,6 +241,12 @@ export class AgentHub extends DurableObject<Env> {
     this.#alarmAt = null;
     if (this.#state.restoreDue(Date.now())) await this.#state.restore();
     this.runChecks(Date.now());
+    try {
+      await this.#registry.onAlarm(Date.now());
+    } catch (err) {
+      log("error", "registry alarm work failed", describeError(err));
+    }
+    this.#scheduleNextAlarm();
   }
 
   /**
@@ -279,6 +323,8 @@ export class AgentHub extends DurableObject<Env> {
       capacity: agent.capacity,
     });
     this.#touchLastSeen(agent, now);
+    this.#registry.announced(agent);
+    this.#registry.reconcile(now);
     this.#scheduleNextAlarm();
     this.#dispatcher.pump();
   }
@@ -298,8 +344,12 @@ export class AgentHub extends DurableObject<Env> {
       case "loaded": {
         const models = agent.caps?.models.filter((m) => m.name !== frame.model.name) ?? [];
         this.#updateModels(agent, [...models, frame.model]);
+        this.#registry.loaded(agent, frame.model.name, Date.now());
         return;
       }
+      case "load_failed":
+        this.#registry.loadFailed(agent, frame, Date.now());
+        return;
       case "unloaded": {
         // Still listed (the agent can load it again on demand), but no longer resident.
         const models =
@@ -349,6 +399,7 @@ export class AgentHub extends DurableObject<Env> {
     agent.lost = true;
     this.#sockets.forget(agent);
     this.#dispatcher.agentLost(agent, reason);
+    this.#registry.agentLost(agent, Date.now());
     this.#scheduleNextAlarm();
   }
 
@@ -356,6 +407,7 @@ export class AgentHub extends DurableObject<Env> {
     agent.setModels(models);
     this.#sockets.persist(agent);
     this.#state.announceModels(agent.models, Date.now());
+    this.#registry.announced(agent);
     this.#scheduleNextAlarm();
     this.#dispatcher.pump();
   }
@@ -392,6 +444,11 @@ export class AgentHub extends DurableObject<Env> {
         log("error", "an agent socket could not be restored", describeError(err));
       }
     }
+    try {
+      await this.#registry.routing.restore();
+    } catch (err) {
+      log("warn", "stored routing table unreadable; reloading from D1", describeError(err));
+    }
     const storedAlarm = await this.#state.restore();
     if (storedAlarm !== null) this.#alarmAt = storedAlarm;
     this.#scheduleNextAlarm();
@@ -422,5 +479,7 @@ export class AgentHub extends DurableObject<Env> {
       flushAt: this.#state.nextDue(),
     });
     if (at !== null) this.#ensureAlarm(at);
+    const registryAt = this.#registry.nextDue(now);
+    if (registryAt !== null) this.#ensureAlarm(registryAt);
   }
 }

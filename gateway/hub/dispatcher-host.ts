@@ -1,11 +1,15 @@
 // What the Dispatcher needs from the AgentHub that owns it: settings, the pool's breakers,
 // counters and connections, and the I/O (frames, closes, alarms, the clock) it must not do itself.
+
+import type { RequestOutcome } from "../../schema/hub.ts";
 import type { ModelId } from "../../schema/model-id.ts";
 import type { CloseCode, GatewayFrame } from "../../schema/protocol.ts";
+import type { RoutingTable } from "../../schema/registry.ts";
 import type { GatewayConfig } from "../config.ts";
 import type { AgentConnection } from "./agent-connection.ts";
 import type { CircuitBreakers } from "./circuit-breakers.ts";
 import type { HubCounters } from "./hub-metrics.ts";
+import type { InferenceJob } from "./inference-job.ts";
 
 export type DispatcherConfig = Pick<
   GatewayConfig,
@@ -30,6 +34,10 @@ export interface DispatcherHost {
   /** The current connection of an agent id, if any. */
   connection(agentId: string): AgentConnection | undefined;
   knownModels(): { has(model: ModelId): boolean };
+  /** The registry's routing table as the hub holds it now (routing-table.ts). */
+  routingTable(): RoutingTable;
+  /** A request ended (any outcome): live metrics per version. */
+  finished(job: InferenceJob, outcome: RequestOutcome, now: number): void;
   /** Sends a frame; false when the socket failed (the host then reports the agent lost). */
   send(agent: AgentConnection, frame: GatewayFrame): boolean;
   /** Closes an agent that broke the protocol; the host then reports it lost (agentLost()). */

@@ -24,6 +24,7 @@ import type { DispatcherConfig, DispatcherHost } from "./dispatcher-host.ts";
 import { errorResponse } from "./hub-response.ts";
 import { InferenceJob, outputLimitViolation } from "./inference-job.ts";
 import { resolveModel } from "./model-resolution.ts";
+import { publicModelId, type RegistryRoute, routeModel } from "./routing-table.ts";
 import { ewma, modelAvailability, RequestQueue, slotsFor } from "./scheduling.ts";
 import { ServiceTimes } from "./service-times.ts";
 
@@ -55,7 +56,14 @@ export class Dispatcher {
    */
   submit(request: DispatchRequest, callerSignal: AbortSignal): Promise<Response> | Response {
     const now = this.host.now();
-    const resolved = resolveModel(request.model, this.#config, {
+    const table = this.host.routingTable();
+    const route: RegistryRoute =
+      request.model === undefined ? { kind: "unregistered" } : routeModel(table, request.model);
+    if (route.kind === "refused") {
+      this.host.counters.outcome("model_not_found", null);
+      return errorResponse(route.code, route.message);
+    }
+    const resolved = resolveModel(route.kind === "routed" ? route.servedAs : request.model, this.#config, {
       availability: (model) =>
         modelAvailability(model, this.#choice.usable(model, now), this.host.knownModels()),
       servedModels: () => this.#servedModels(now),
@@ -85,6 +93,10 @@ export class Dispatcher {
       },
       { callerGone: (j) => this.callerGone(j), slowConsumer: (j) => this.#slowConsumer(j) },
     );
+    // The version that answers, by its registry id: what X-Orchard-Model and the body name.
+    job.publicModel =
+      route.kind === "routed" && model === route.servedAs ? route.modelId : publicModelId(table, model);
+    job.deprecated = route.kind === "routed" && route.deprecated && model === route.servedAs;
     this.#jobs.set(job.id, job);
     if (job.isFallback) {
       this.host.counters.fallback();
@@ -445,7 +457,15 @@ export class Dispatcher {
     this.queue.remove(job);
     job.agent?.requests.delete(job.id);
     this.host.counters.outcome(outcome, job.model);
+    this.host.finished(job, outcome, this.host.now());
     this.pump();
+  }
+
+  /** Served ids with a request in flight on `agentId` (placement never unloads those). */
+  busyModels(agentId: string): Set<string> {
+    const busy = new Set<string>();
+    for (const job of this.#jobs.values()) if (job.agent?.id === agentId) busy.add(job.model);
+    return busy;
   }
 
   #ready(): AgentConnection[] {

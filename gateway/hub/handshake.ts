@@ -12,7 +12,12 @@ import {
 } from "../../schema/protocol.ts";
 
 /** Capabilities this hub knows how to use. */
-const HUB_CAPABILITIES: ReadonlySet<Capability> = new Set(["load", "structured_output", "duplicate_answer"]);
+const HUB_CAPABILITIES: ReadonlySet<Capability> = new Set([
+  "load",
+  "structured_output",
+  "duplicate_answer",
+  "artifacts",
+]);
 
 export type HelloDecision =
   | { accept: true; protocol: number; capabilities: Capability[] }

@@ -12,6 +12,7 @@ import { HubCounters } from "../../gateway/hub/hub-metrics.ts";
 import { DispatchRequest, isDispatchRequest } from "../../schema/hub.ts";
 import { formatModelId } from "../../schema/model-id.ts";
 import type { CloseCode, GatewayFrame, GenerateFrame } from "../../schema/protocol.ts";
+import { EMPTY_ROUTING_TABLE, type RoutingTable } from "../../schema/registry.ts";
 import { helloFrame } from "./helpers.ts";
 
 const defaults = readConfig({});
@@ -24,6 +25,8 @@ class FakePool {
   wakeAts: number[] = [];
   readonly closed: { agent: AgentConnection; code: CloseCode }[] = [];
   readonly counters = new HubCounters();
+  table: RoutingTable = EMPTY_ROUTING_TABLE;
+  readonly finished: { model: string; outcome: string }[] = [];
   readonly breakers: CircuitBreakers;
   readonly dispatcher: Dispatcher;
 
@@ -36,6 +39,8 @@ class FakePool {
       connections: () => this.agents.values(),
       connection: (id) => this.agents.get(id),
       knownModels: () => this.known,
+      routingTable: () => this.table,
+      finished: (job, outcome) => this.finished.push({ model: job.publicModel, outcome }),
       send: (agent, frame) => {
         this.sent.push({ agent, frame });
         return true;
