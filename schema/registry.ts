@@ -135,4 +135,14 @@ export interface RoutingTable {
   preparing: Record<string, Placement>;
 }
 
+/**
+ * One served model id's placement in one hub (AgentHub RPC placementStatus(), keyed by servedAs):
+ * agents that hold it loaded, are loading it, or failed to load it.
+ */
+export interface PlacementEntry {
+  loaded: string[];
+  loading: string[];
+  failed: { agentId: string; code: string; message: string; at: number }[];
+}
+
 export const EMPTY_ROUTING_TABLE: RoutingTable = { revision: 0, builtAt: 0, models: {}, preparing: {} };

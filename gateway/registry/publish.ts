@@ -1,17 +1,12 @@
 // The registry's side of the hubs: pushing the routing table to every pool's AgentHub after a change,
 // and reading what each hub's agents hold loaded (the activation's readiness check).
-import type { RoutingTable } from "../../schema/registry.ts";
+import type { PlacementEntry, RoutingTable } from "../../schema/registry.ts";
 import { readConfig } from "../config.ts";
 import { poolHub } from "../inference/hub-client.ts";
 import { describeError, log } from "../log.ts";
 import { loadRoutingTable } from "./hub-store.ts";
 
-/** One served model id's placement in one hub: agents that hold it, are loading it, or failed to. */
-export interface PlacementEntry {
-  loaded: string[];
-  loading: string[];
-  failed: { agentId: string; code: string; message: string; at: number }[];
-}
+export type { PlacementEntry };
 
 /** The RPC methods the registry calls on AgentHub (gateway/hub/agent-hub.ts). */
 interface RegistryHub {
