@@ -11,6 +11,8 @@ export const testBindings = {
   JWT_SECRET: "test-secret-for-the-gateway-suite-0123456789",
   JWT_SECRETS: JSON.stringify({ "2026-rotated": "rotated-test-secret-9876543210-abcdefghij" }),
   QUEUE_MAX: "2",
+  // Live per-version metrics reach D1 within a second, so the registry suites can read them back.
+  LIVE_METRICS_FLUSH_MS: "1000",
   QUEUE_TIMEOUT_MS: "1500",
   HELLO_TIMEOUT_MS: "1500",
   // Long enough that test agents, which never ping, are not reaped; heartbeats are tested by

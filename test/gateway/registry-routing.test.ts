@@ -1,0 +1,249 @@
+// The hub's side of the registry with real Durable Objects, WebSockets and D1: agent-local models
+// registered on sight, requests by name / name:version / name@alias routed by the pushed table,
+// deprecated and archived versions, placement sending loads to agents that can fetch artifacts
+// (answered with loaded or load_failed), and live per-version metrics rolled into the history.
+import { describe, expect, it } from "vitest";
+import { publicModelId, routeModel } from "../../gateway/hub/routing-table.ts";
+import { AGENT_LOCAL_VERSION, type RoutedVersion, type RoutingTable } from "../../schema/registry.ts";
+import { postJson, type TestAgent, trackedAgents, uniqueId, waitFor } from "./helpers.ts";
+import { call, modelName, register } from "./registry-helpers.ts";
+
+const agents = trackedAgents();
+
+async function generate(model: string, agent: TestAgent, text = "hi"): Promise<Response> {
+  const pending = postJson("/generate", { model, prompt: "p", max_tokens: 4 });
+  const frame = await agent.next("generate");
+  await agent.chunk(frame.id, text);
+  await agent.done(frame.id);
+  const response = await pending;
+  (response as Response & { servedAs?: string }).servedAs = frame.model;
+  return response;
+}
+
+/** Waits until the hub has registered `name`'s agent-local versions (it does so off the request path). */
+async function registered(name: string, versions: number): Promise<void> {
+  await waitFor(
+    async () => {
+      const answer = await call("GET", `/models/${name}`, undefined, { role: "user" });
+      return answer.status === 200 && answer.body.versions.length >= versions;
+    },
+    5000,
+    `${name}'s agent-local versions to be registered`,
+  );
+}
+
+function version(v: string, fields: Partial<RoutedVersion> = {}): RoutedVersion {
+  return {
+    version: v,
+    status: "registered",
+    servedAs: `m:${v}`,
+    source: { kind: "path", path: "/x" },
+    sha256: null,
+    size: null,
+    parameters: {},
+    placement: null,
+    ...fields,
+  };
+}
+
+describe("routeModel (pure)", () => {
+  const table: RoutingTable = {
+    revision: 3,
+    builtAt: 1,
+    preparing: {},
+    models: {
+      m: {
+        name: "m",
+        active: "2.0.0",
+        previous: "1.0.0",
+        aliases: { stable: "1.0.0", old: "0.9.0" },
+        versions: {
+          "0.9.0": version("0.9.0", { status: "archived" }),
+          "1.0.0": version("1.0.0", { status: "deprecated" }),
+          "2.0.0": version("2.0.0", { status: "active" }),
+        },
+      },
+      local: {
+        name: "local",
+        active: null,
+        previous: null,
+        aliases: {},
+        versions: {
+          [AGENT_LOCAL_VERSION]: version(AGENT_LOCAL_VERSION, {
+            servedAs: "local",
+            source: { kind: "agent-local" },
+          }),
+        },
+      },
+    },
+  };
+
+  it("routes a name, a version, an alias; refuses archived versions and unknown aliases", () => {
+    expect(routeModel(table, "m")).toEqual({
+      kind: "routed",
+      servedAs: "m:2.0.0",
+      modelId: "m:2.0.0",
+      deprecated: false,
+    });
+    expect(routeModel(table, "m:1.0.0")).toEqual({
+      kind: "routed",
+      servedAs: "m:1.0.0",
+      modelId: "m:1.0.0",
+      deprecated: true,
+    });
+    expect(routeModel(table, "m@stable")).toMatchObject({ kind: "routed", servedAs: "m:1.0.0" });
+    expect(routeModel(table, "m:0.9.0")).toMatchObject({ kind: "refused", code: "MODEL_ARCHIVED" });
+    expect(routeModel(table, "m@old")).toMatchObject({ kind: "refused", code: "MODEL_ARCHIVED" });
+    expect(routeModel(table, "m@nope")).toMatchObject({ kind: "refused", code: "MODEL_NOT_FOUND" });
+    // Unknown to the registry: what agents announce decides, as before the registry.
+    expect(routeModel(table, "m:3.0.0")).toEqual({ kind: "unregistered" });
+    expect(routeModel(table, "other")).toEqual({ kind: "unregistered" });
+    expect(routeModel(table, "local")).toEqual({ kind: "unregistered" });
+  });
+
+  it("names a bare agent-local model by the name it is served under, and other versions name:version", () => {
+    expect(publicModelId(table, "local")).toBe("local");
+    expect(publicModelId(table, "m:1.0.0")).toBe("m:1.0.0");
+    expect(publicModelId(table, "unknown:1")).toBe("unknown:1");
+  });
+});
+
+describe("requests routed by the registry", () => {
+  it("registers what agents announce as agent-local versions, and routes by name once one is active", async () => {
+    const name = modelName("rt");
+    const agent = await agents.serving([`${name}:1.0.0`, `${name}:2.0.0`]);
+    await registered(name, 2);
+    const model = await call("GET", `/models/${name}`, undefined, { role: "user" });
+    expect(model.body.versions.map((v: { version: string }) => v.version)).toEqual(["2.0.0", "1.0.0"]);
+    const detail = await call("GET", `/models/${name}/1.0.0`, undefined, { role: "user" });
+    expect(detail.body.source).toEqual({ kind: "agent-local" });
+
+    const activated = await call("POST", `/models/${name}:1.0.0/activate`, {});
+    expect(activated.status, JSON.stringify(activated.body)).toBe(200);
+    const byName = await generate(name, agent);
+    expect(byName.status).toBe(200);
+    expect((byName as Response & { servedAs?: string }).servedAs).toBe(`${name}:1.0.0`);
+    expect(byName.headers.get("X-Orchard-Model")).toBe(`${name}:1.0.0`);
+    expect(await byName.json()).toMatchObject({ model_name: `${name}:1.0.0`, text: "hi" });
+
+    // A switch: the next request by name goes to 2.0.0.
+    expect((await call("POST", `/models/${name}:2.0.0/activate`, {})).status).toBe(200);
+    const after = await generate(name, agent);
+    expect(after.headers.get("X-Orchard-Model")).toBe(`${name}:2.0.0`);
+
+    // An alias resolves like a version.
+    expect((await call("PUT", `/models/${name}/aliases/stable`, { version: "1.0.0" })).status).toBe(200);
+    const aliased = await generate(`${name}@stable`, agent);
+    expect(aliased.headers.get("X-Orchard-Model")).toBe(`${name}:1.0.0`);
+    const unknownAlias = await postJson("/generate", { model: `${name}@nope`, prompt: "p", max_tokens: 4 });
+    expect(unknownAlias.status).toBe(404);
+    expect(unknownAlias.headers.get("X-Error-Code")).toBe("MODEL_NOT_FOUND");
+
+    // Deprecated: still served when pinned, with a Deprecation header.
+    expect((await call("POST", `/models/${name}:1.0.0/deprecate`, {})).status).toBe(200);
+    const pinned = await generate(`${name}:1.0.0`, agent);
+    expect(pinned.status).toBe(200);
+    expect(pinned.headers.get("Deprecation")).toBe("true");
+    expect(after.headers.get("Deprecation")).toBeNull();
+
+    // Archived: refused with its own code, even though an agent still announces it.
+    expect((await call("POST", `/models/${name}:1.0.0/archive`, {})).status).toBe(200);
+    const archived = await postJson("/generate", { model: `${name}:1.0.0`, prompt: "p", max_tokens: 4 });
+    expect(archived.status).toBe(410);
+    expect(archived.headers.get("X-Error-Code")).toBe("MODEL_ARCHIVED");
+  });
+
+  it("rolls the live traffic of each version into its metric history", async () => {
+    const name = modelName("live");
+    const agent = await agents.serving([`${name}:1.0.0`]);
+    await registered(name, 1);
+    for (let i = 0; i < 3; i++) expect((await generate(`${name}:1.0.0`, agent)).status).toBe(200);
+    const failing = postJson("/generate", { model: `${name}:1.0.0`, prompt: "p", max_tokens: 4 });
+    const frame = await agent.next("generate");
+    agent.send({ type: "error", id: frame.id, code: "INVALID_REQUEST", message: "no", retryable: false });
+    expect((await failing).status).toBeGreaterThanOrEqual(400);
+    let live: { metrics: Record<string, number | null> }[] = [];
+    await waitFor(
+      async () => {
+        const detail = await call("GET", `/models/${name}/1.0.0`, undefined, { role: "user" });
+        live = detail.body.live_metrics ?? [];
+        return live.reduce((n, w) => n + Number(w.metrics.requests ?? 0), 0) >= 4;
+      },
+      8000,
+      "live metrics in the version's history",
+    );
+    const requests = live.reduce((n, w) => n + Number(w.metrics.requests ?? 0), 0);
+    const errors = live.reduce((n, w) => n + Number(w.metrics.errors ?? 0), 0);
+    expect({ requests, errors }).toEqual({ requests: 4, errors: 1 });
+    expect(live.some((w) => typeof w.metrics.latency_p50_ms === "number")).toBe(true);
+  });
+});
+
+describe("placement", () => {
+  it("loads an activated version on an agent that can fetch artifacts, then switches; a failed load is reported", async () => {
+    const name = modelName("pl");
+    const sha256 = "a".repeat(64);
+    await register(name, "1.0.0", {
+      source: { kind: "artifact", format: "gguf" },
+      sha256,
+      size: 1000,
+      model_path: undefined,
+    });
+    const agent = agents.adopt(
+      await (await import("./helpers.ts")).TestAgent.ready(
+        {
+          capabilities: ["load", "artifacts"],
+          models: [{ name: uniqueId("own"), engine: "synthetic", loaded: true }],
+        },
+        uniqueId("pl-agent"),
+      ),
+    );
+    const activation = call("POST", `/models/${name}:1.0.0/activate`, {
+      placement: { replicas: 1 },
+      timeout_ms: 5000,
+    });
+    const load = await agent.next("load");
+    expect(load).toMatchObject({
+      model: `${name}:1.0.0`,
+      source: { kind: "artifact", format: "gguf" },
+      artifact: { path: `/models/${name}:1.0.0/artifact`, sha256, size: 1000, format: "gguf" },
+    });
+    agent.send({
+      type: "loaded",
+      model: { name: `${name}:1.0.0`, engine: "llamacpp", loaded: true, footprintBytes: 2000 },
+    });
+    const activated = await activation;
+    expect(activated.status, JSON.stringify(activated.body)).toBe(200);
+    expect(activated.body.loaded_on).toEqual([agent.id]);
+    const byName = await generate(name, agent);
+    expect(byName.headers.get("X-Orchard-Model")).toBe(`${name}:1.0.0`);
+
+    // A second version whose load fails: the activation reports it, nothing switches.
+    await register(name, "2.0.0", {
+      source: { kind: "artifact", format: "gguf" },
+      sha256: "b".repeat(64),
+      size: 1000,
+      model_path: undefined,
+    });
+    const second = call("POST", `/models/${name}:2.0.0/activate`, {
+      placement: { replicas: 1 },
+      timeout_ms: 1500,
+    });
+    const load2 = await agent.next("load");
+    expect(load2.model).toBe(`${name}:2.0.0`);
+    agent.send({
+      type: "load_failed",
+      model: `${name}:2.0.0`,
+      code: "ARTIFACT_HASH_MISMATCH",
+      message: "sha256 differs",
+    });
+    const refused = await second;
+    expect(refused.status).toBe(503);
+    expect(refused.code).toBe("ACTIVATION_NOT_READY");
+    expect(JSON.stringify(refused.body)).toContain("ARTIFACT_HASH_MISMATCH");
+    const still = await generate(name, agent);
+    expect(still.headers.get("X-Orchard-Model")).toBe(`${name}:1.0.0`);
+    const lineage = await call("GET", `/models/${name}/lineage`, undefined, { role: "user" });
+    expect(lineage.body.events.map((e: { kind: string }) => e.kind)).toContain("load_failed");
+  });
+});
