@@ -1,6 +1,7 @@
 // Typed view of the Worker's vars (wrangler.toml [vars]); one place that knows their defaults.
 import { z } from "zod";
 import { DEFAULT_POOL } from "../schema/hub.ts";
+import { isModelId, parseModelId } from "../schema/model-id.ts";
 import { ModelName } from "../schema/protocol.ts";
 import type { BreakerPolicy } from "./hub/circuit-breaker.ts";
 import { log } from "./log.ts";
@@ -63,9 +64,17 @@ export interface Pools {
   byModel: ReadonlyMap<string, readonly string[]>;
 }
 
-/** The pools that serve `model`: those that list it, else the default pool. */
+/**
+ * The pools that serve `model`: those that list it, else those that list its name (a request for
+ * `name:version` or `name@alias` goes where `name` is served), else the default pool.
+ */
 export function poolsForModel(pools: Pools, model: string): readonly string[] {
-  return pools.byModel.get(model) ?? DEFAULT_POOL_ONLY;
+  const listed = pools.byModel.get(model);
+  if (listed !== undefined) return listed;
+  const at = model.lastIndexOf("@");
+  const unaliased = at > 0 ? model.slice(0, at) : model;
+  const name = isModelId(unaliased) ? parseModelId(unaliased).name : unaliased;
+  return pools.byModel.get(name) ?? DEFAULT_POOL_ONLY;
 }
 
 const DEFAULT_POOL_ONLY: readonly string[] = [DEFAULT_POOL];

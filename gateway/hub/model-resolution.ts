@@ -1,8 +1,9 @@
 // Which model answers a request: the one named, the pool's default when none is, or the first
 // servable MODEL_FALLBACKS substitute when no agent can serve the one named. Pure: the dispatcher
-// passes in what the pool looks like now. The registry (versions, deployments, A/B arms) extends
-// this module: a name resolves to a version here, and nowhere else.
-import { isModelId, type ModelId } from "../../schema/model-id.ts";
+// passes in what the pool looks like now. The registry's routing table (routing-table.ts) turns a
+// name, name:version or name@alias into the id agents serve first; a bare name the registry has no
+// active version for resolves here to the name itself or else the highest version agents serve.
+import { isModelId, type ModelId, parseModelId } from "../../schema/model-id.ts";
 import type { ModelAvailability } from "./scheduling.ts";
 
 export interface ModelResolutionConfig {
@@ -42,6 +43,11 @@ export function resolveModel(
   }
   const availability = pool.availability(name);
   if (availability === "servable") return { ok: true, model: name, requested: name, fallback: false };
+  const versioned = highestServedVersion(name, pool.servedModels());
+  if (versioned !== undefined) {
+    // The same model, only announced with versions: not a fallback, so no fallback header.
+    return { ok: true, model: versioned, requested: versioned, fallback: false };
+  }
   for (const fallback of config.modelFallbacks.get(name) ?? []) {
     if (isModelId(fallback) && pool.availability(fallback) === "servable") {
       return { ok: true, model: fallback, requested: name, fallback: true };
@@ -61,4 +67,42 @@ export function resolveModel(
     message: `no connected agent can serve "${name}"`,
     requested: name,
   };
+}
+
+/** For a bare `name`, the highest `name:version` among `served`; undefined for a versioned id. */
+export function highestServedVersion(name: ModelId, served: readonly ModelId[]): ModelId | undefined {
+  if (parseModelId(name).version !== null) return undefined;
+  let best: { id: ModelId; version: string } | undefined;
+  for (const id of served) {
+    const { name: n, version } = parseModelId(id);
+    if (n !== name || version === null) continue;
+    if (best === undefined || compareModelVersions(version, best.version) > 0) best = { id, version };
+  }
+  return best?.id;
+}
+
+/**
+ * Orders model-id versions (model-id.ts: dotted numbers, optional pre-release and build): numeric
+ * parts first (a missing part is 0), then a release above its pre-releases, then pre-release
+ * identifiers numerically where both are numbers. Build metadata is ignored, as in semver.
+ */
+export function compareModelVersions(a: string, b: string): number {
+  const [coreA = "", preA] = a.split("+")[0]?.split(/-(.*)/s) ?? [];
+  const [coreB = "", preB] = b.split("+")[0]?.split(/-(.*)/s) ?? [];
+  const x = coreA.split(".").map(Number);
+  const y = coreB.split(".").map(Number);
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const d = (x[i] ?? 0) - (y[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  if (preA === undefined || preB === undefined) return preA === preB ? 0 : preA === undefined ? 1 : -1;
+  const ia = preA.split(".");
+  const ib = preB.split(".");
+  for (let i = 0; i < Math.min(ia.length, ib.length); i++) {
+    const [p, q] = [ia[i] as string, ib[i] as string];
+    const [np, nq] = [/^\d+$/.test(p), /^\d+$/.test(q)];
+    const d = np && nq ? Number(p) - Number(q) : np !== nq ? (np ? -1 : 1) : p < q ? -1 : p > q ? 1 : 0;
+    if (d !== 0) return d;
+  }
+  return ia.length - ib.length;
 }

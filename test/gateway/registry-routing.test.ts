@@ -3,7 +3,10 @@
 // deprecated and archived versions, placement sending loads to agents that can fetch artifacts
 // (answered with loaded or load_failed), and live per-version metrics rolled into the history.
 import { describe, expect, it } from "vitest";
+import { poolsForModel, readConfig } from "../../gateway/config.ts";
+import { compareModelVersions, resolveModel } from "../../gateway/hub/model-resolution.ts";
 import { publicModelId, routeModel } from "../../gateway/hub/routing-table.ts";
+import { formatModelId, parseModelId } from "../../schema/model-id.ts";
 import { AGENT_LOCAL_VERSION, type RoutedVersion, type RoutingTable } from "../../schema/registry.ts";
 import { postJson, type TestAgent, trackedAgents, uniqueId, waitFor } from "./helpers.ts";
 import { call, modelName, register } from "./registry-helpers.ts";
@@ -245,5 +248,82 @@ describe("placement", () => {
     expect(still.headers.get("X-Orchard-Model")).toBe(`${name}:1.0.0`);
     const lineage = await call("GET", `/models/${name}/lineage`, undefined, { role: "user" });
     expect(lineage.body.events.map((e: { kind: string }) => e.kind)).toContain("load_failed");
+  });
+});
+
+describe("resolveModel without an active version (pure)", () => {
+  const config = { defaultModel: undefined, modelFallbacks: new Map([["gone", ["m"]]]) };
+  const pool = (served: string[]) => ({
+    availability: (model: string) => (served.includes(model) ? ("servable" as const) : ("unknown" as const)),
+    servedModels: () => served.map((id) => formatModelId(parseModelId(id).name, parseModelId(id).version)),
+  });
+
+  it("serves the bare name when an agent serves it, else the highest version agents serve", () => {
+    expect(resolveModel("m", config, pool(["m", "m:2.0.0"]))).toMatchObject({ ok: true, model: "m" });
+    const served = ["m:1.10.0-rc.1", "m:1.10.0", "m:1.9.0", "other:9.0.0"];
+    expect(resolveModel("m", config, pool(served))).toEqual({
+      ok: true,
+      model: "m:1.10.0",
+      requested: "m:1.10.0",
+      fallback: false,
+    });
+    expect(resolveModel("m", config, pool([...served, "m:2.0.0"]))).toMatchObject({ model: "m:2.0.0" });
+    // A pinned version is that version or nothing.
+    expect(resolveModel("m:3.0.0", config, pool(served))).toMatchObject({
+      ok: false,
+      code: "MODEL_NOT_FOUND",
+    });
+    // MODEL_FALLBACKS still apply to what no agent serves.
+    expect(resolveModel("gone", config, pool(["m"]))).toMatchObject({ ok: true, model: "m", fallback: true });
+  });
+
+  it("orders versions as semver does, numeric parts first, releases above their pre-releases", () => {
+    const sorted = [
+      "1.0.0-alpha",
+      "1.0.0-alpha.1",
+      "1.0.0-beta.2",
+      "1.0.0-beta.11",
+      "1.0.0",
+      "1.2",
+      "1.10.0",
+      "2",
+    ];
+    const shuffled = [...sorted].reverse();
+    expect(shuffled.sort(compareModelVersions)).toEqual(sorted);
+    expect(compareModelVersions("1.0.0+build.1", "1.0.0")).toBe(0);
+  });
+});
+
+describe("poolsForModel", () => {
+  const pools = readConfig({ POOLS: JSON.stringify({ "lab-a": { models: ["m"] } }) }).pools;
+
+  it("sends name:version and name@alias where the name is served", () => {
+    expect(poolsForModel(pools, "m")).toEqual(["lab-a"]);
+    expect(poolsForModel(pools, "m:1.0.0")).toEqual(["lab-a"]);
+    expect(poolsForModel(pools, "m@stable")).toEqual(["lab-a"]);
+    expect(poolsForModel(pools, "other:1.0.0")).toEqual(["default"]);
+  });
+});
+
+describe("a switch of the active version", () => {
+  it("lets a request in flight finish on the version it was resolved to", async () => {
+    const name = modelName("sw");
+    const agent = await agents.serving([`${name}:1.0.0`, `${name}:2.0.0`], 2);
+    await registered(name, 2);
+    expect((await call("POST", `/models/${name}:1.0.0/activate`, {})).status).toBe(200);
+    const first = postJson("/generate", { model: name, prompt: "p", max_tokens: 4 });
+    const firstFrame = await agent.next("generate");
+    expect(firstFrame.model).toBe(`${name}:1.0.0`);
+
+    expect((await call("POST", `/models/${name}:2.0.0/activate`, {})).status).toBe(200);
+    const second = await generate(name, agent, "two");
+    expect(second.headers.get("X-Orchard-Model")).toBe(`${name}:2.0.0`);
+
+    await agent.chunk(firstFrame.id, "one");
+    await agent.done(firstFrame.id);
+    const answered = await first;
+    expect(answered.status).toBe(200);
+    expect(answered.headers.get("X-Orchard-Model")).toBe(`${name}:1.0.0`);
+    expect(await answered.json()).toMatchObject({ model_name: `${name}:1.0.0`, text: "one" });
   });
 });
