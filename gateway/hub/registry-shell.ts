@@ -6,7 +6,7 @@
 import type { z } from "zod";
 import type { RequestOutcome } from "../../schema/hub.ts";
 import type { GatewayFrame, LoadFailedFrame } from "../../schema/protocol.ts";
-import type { RoutingTable } from "../../schema/registry.ts";
+import type { PlacementEntry, RoutingTable } from "../../schema/registry.ts";
 import { describeError, log } from "../log.ts";
 import {
   loadRoutingTable,
@@ -20,6 +20,7 @@ import type { InferenceJob } from "./inference-job.ts";
 import { LiveMetrics } from "./live-metrics.ts";
 import {
   desiredPlacement,
+  LOAD_TIMEOUT_MS,
   type LoadFailure,
   loadKey,
   type ObservedAgent,
@@ -30,12 +31,10 @@ import { HubRoutingTable, unregisteredAnnouncements } from "./routing-table.ts";
 
 /** A hub reloads its table from D1 when it has not been pushed or reloaded for this long. */
 export const TABLE_REFRESH_MS = 60_000;
+/** While placement is short of what the table wants (loads pending, no room yet), it looks again this often. */
+export const PLACEMENT_RECHECK_MS = 5_000;
 
-export interface PlacementEntry {
-  loaded: string[];
-  loading: string[];
-  failed: { agentId: string; code: string; message: string; at: number }[];
-}
+export type { PlacementEntry };
 
 export interface RegistryShellHost {
   pool: string;
@@ -59,6 +58,8 @@ export class RegistryShell {
   readonly #failures = new Map<string, LoadFailure>();
   readonly #registrationTried = new Set<string>();
   #refreshing: Promise<void> | null = null;
+  /** When placement should run again (hub clock): soon after a push, every few seconds while short. */
+  #reconcileAt: number | null = null;
 
   constructor(private readonly host: RegistryShellHost) {
     this.routing = new HubRoutingTable(host.storage);
@@ -69,13 +70,21 @@ export class RegistryShell {
     return this.routing.table;
   }
 
-  /** RPC applyRoutingTable: the Worker pushed a table. */
+  /**
+   * RPC applyRoutingTable: the Worker pushed a table. Placement runs on the alarm set for now, not
+   * inside the RPC, so the Worker's push returns as soon as the table is held.
+   */
   apply(table: RoutingTable, now: number): { revision: number } {
     if (this.routing.apply(table, now)) {
       log("info", "routing table applied", { pool: this.host.pool, revision: table.revision });
     }
-    this.reconcile(now);
+    this.#reconcileSoon(now);
     return { revision: this.routing.table.revision };
+  }
+
+  #reconcileSoon(at: number): void {
+    this.#reconcileAt = this.#reconcileAt === null ? at : Math.min(this.#reconcileAt, at);
+    this.host.wakeAt(this.#reconcileAt);
   }
 
   /** A request ended: counted for its version's live metrics. */
@@ -120,6 +129,7 @@ export class RegistryShell {
     // A hub with agents keeps its table fresh; an idle one reloads it when it wakes.
     if ([...this.host.agents()].length > 0) times.push(this.routing.refreshedAt + TABLE_REFRESH_MS);
     for (const failure of this.#failures.values()) if (failure.retryAt > now) times.push(failure.retryAt);
+    if (this.#reconcileAt !== null) times.push(this.#reconcileAt);
     return times.length === 0 ? null : Math.max(now, Math.min(...times));
   }
 
@@ -200,6 +210,8 @@ export class RegistryShell {
 
   /** Runs the reconciler once and carries out what it returns. */
   reconcile(now: number): void {
+    this.#reconcileAt = null;
+    this.#expirePending(now);
     const agents = [...this.host.agents()].filter((a) => a.ready);
     const observed: ObservedAgent[] = agents.map((a) => observe(a, this.host.busyModels(a.id)));
     const actions = planPlacement(this.table, {
@@ -244,6 +256,37 @@ export class RegistryShell {
           this.host.modelsChanged(agent);
         }
       }
+    }
+    if (this.#placementShort(observed)) this.#reconcileSoon(now + PLACEMENT_RECHECK_MS);
+  }
+
+  /**
+   * Whether some wanted version has fewer agents holding it loaded than its replicas ask, while
+   * some agent could load it (a pool without such agents has nothing to look at every 5 s).
+   */
+  #placementShort(observed: readonly ObservedAgent[]): boolean {
+    if (!observed.some((a) => a.usable && a.artifacts)) return false;
+    return desiredPlacement(this.table, this.host.pool).wanted.some(
+      (w) => observed.filter((a) => a.usable && a.loaded.has(w.version.servedAs)).length < w.replicas,
+    );
+  }
+
+  /** A load the agent never answered within LOAD_TIMEOUT_MS is a failure: backed off, then retried. */
+  #expirePending(now: number): void {
+    for (const [key, sentAt] of this.#pending) {
+      if (now - sentAt < LOAD_TIMEOUT_MS) continue;
+      this.#pending.delete(key);
+      const count = (this.#failures.get(key)?.count ?? 0) + 1;
+      const message = `no answer to load within ${LOAD_TIMEOUT_MS} ms`;
+      this.#failures.set(key, {
+        count,
+        retryAt: now + retryDelayMs(count),
+        code: "LOAD_TIMEOUT",
+        message,
+        at: now,
+      });
+      const [agentId, model] = key.split("\u0000") as [string, string];
+      log("warn", "placement: load timed out", { agentId, model, failures: count });
     }
   }
 

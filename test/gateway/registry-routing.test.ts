@@ -2,13 +2,22 @@
 // registered on sight, requests by name / name:version / name@alias routed by the pushed table,
 // deprecated and archived versions, placement sending loads to agents that can fetch artifacts
 // (answered with loaded or load_failed), and live per-version metrics rolled into the history.
+
+import { runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { poolsForModel, readConfig } from "../../gateway/config.ts";
+import type { AgentHub } from "../../gateway/hub/agent-hub.ts";
 import { compareModelVersions, resolveModel } from "../../gateway/hub/model-resolution.ts";
 import { publicModelId, routeModel } from "../../gateway/hub/routing-table.ts";
 import { formatModelId, parseModelId } from "../../schema/model-id.ts";
-import { AGENT_LOCAL_VERSION, type RoutedVersion, type RoutingTable } from "../../schema/registry.ts";
-import { postJson, type TestAgent, trackedAgents, uniqueId, waitFor } from "./helpers.ts";
+import {
+  AGENT_LOCAL_VERSION,
+  EMPTY_ROUTING_TABLE,
+  type RoutedVersion,
+  type RoutingTable,
+} from "../../schema/registry.ts";
+import { postJson, TestAgent, trackedAgents, uniqueId, waitFor } from "./helpers.ts";
 import { call, modelName, register } from "./registry-helpers.ts";
 
 const agents = trackedAgents();
@@ -326,4 +335,82 @@ describe("a switch of the active version", () => {
     expect(answered.headers.get("X-Orchard-Model")).toBe(`${name}:1.0.0`);
     expect(await answered.json()).toMatchObject({ model_name: `${name}:1.0.0`, text: "one" });
   });
+});
+
+describe("AgentHub RPCs applyRoutingTable and placementStatus", () => {
+  it("holds a pushed table, ignores an older one, places, backs off a failed load, and reports it all", async () => {
+    const hub = env.AGENT_HUB.getByName("default");
+    const agent = agents.adopt(
+      await TestAgent.ready({ capabilities: ["load", "artifacts"], models: [] }, uniqueId("rpc-agent")),
+    );
+    // Pushed at the revision the hub holds (not above), so the registry's own pushes and D1 reloads
+    // in later tests still win; the table the hub held is put back at the end.
+    const { revision } = await hub.applyRoutingTable({ ...EMPTY_ROUTING_TABLE, revision: -1 });
+    const original = await runInDurableObject(hub, (_instance: AgentHub, state) =>
+      state.storage.get<RoutingTable>("routing-table"),
+    );
+    const name = modelName("rpc");
+    const id = `${name}:1.0.0`;
+    const sha256 = "c".repeat(64);
+    const table: RoutingTable = {
+      revision,
+      builtAt: Date.now(),
+      preparing: {},
+      models: {
+        [name]: {
+          name,
+          active: "1.0.0",
+          previous: null,
+          aliases: {},
+          versions: {
+            "1.0.0": version("1.0.0", {
+              status: "active",
+              servedAs: id,
+              source: { kind: "artifact", format: "gguf" },
+              sha256,
+              size: 1000,
+              placement: { replicas: 1 },
+            }),
+          },
+        },
+      },
+    };
+    try {
+      expect(await hub.applyRoutingTable(table)).toEqual({ revision });
+      // Earlier tests' active versions may have been offered to this agent on hello: skip those.
+      let load = await agent.next("load");
+      while (load.model !== id) load = await agent.next("load");
+      expect(load).toMatchObject({
+        model: id,
+        artifact: { path: `/models/${id}/artifact`, sha256, size: 1000, format: "gguf" },
+      });
+      expect((await hub.placementStatus())[id]).toEqual({ loaded: [], loading: [agent.id], failed: [] });
+
+      await agent.deliver({ type: "load_failed", model: id, code: "ARTIFACT_DOWNLOAD_FAILED", message: "gone" });
+      const failed = (await hub.placementStatus())[id];
+      expect(failed?.loading).toEqual([]);
+      expect(failed?.failed).toMatchObject([
+        { agentId: agent.id, code: "ARTIFACT_DOWNLOAD_FAILED", message: "gone" },
+      ]);
+      // Backed off: no new load at once; the next comes after LOAD_RETRY_BASE_MS (5 s).
+      expect(await agent.unread("load")).toEqual([]);
+      const retry = await agent.next("load", 9000);
+      expect(retry.model).toBe(id);
+      await agent.deliver({
+        type: "loaded",
+        model: { name: id, engine: "llamacpp", loaded: true, footprintBytes: 2000 },
+      });
+      expect((await hub.placementStatus())[id]).toEqual({ loaded: [agent.id], loading: [], failed: [] });
+
+      // An older table changes nothing: the name still routes to the active version.
+      expect(await hub.applyRoutingTable({ ...EMPTY_ROUTING_TABLE, revision: revision - 1 })).toEqual({
+        revision,
+      });
+      const byName = await generate(name, agent);
+      expect(byName.headers.get("X-Orchard-Model")).toBe(id);
+      expect(await byName.json()).toMatchObject({ model_name: id });
+    } finally {
+      await hub.applyRoutingTable({ ...(original ?? EMPTY_ROUTING_TABLE), revision, builtAt: Date.now() });
+    }
+  }, 20_000);
 });
