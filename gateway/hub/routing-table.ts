@@ -94,7 +94,9 @@ export function publicModelId(table: RoutingTable, servedAs: string): string {
  * whether or not the hub has registered it yet, so its responses never change name mid-flight.
  */
 function registryId(name: string, version: RoutedVersion): string {
-  return isAgentLocalVersion(version.version) && version.servedAs === name ? name : `${name}:${version.version}`;
+  return isAgentLocalVersion(version.version) && version.servedAs === name
+    ? name
+    : `${name}:${version.version}`;
 }
 
 /** Served ids an announcement lists that the table lacks: what the hub registers as agent-local. */

@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { poolsForModel, readConfig } from "../../gateway/config.ts";
 import type { AgentHub } from "../../gateway/hub/agent-hub.ts";
 import { compareModelVersions, resolveModel } from "../../gateway/hub/model-resolution.ts";
-import { publicModelId, routeModel } from "../../gateway/hub/routing-table.ts";
+import { HubRoutingTable, publicModelId, routeModel } from "../../gateway/hub/routing-table.ts";
 import { formatModelId, parseModelId } from "../../schema/model-id.ts";
 import {
   AGENT_LOCAL_VERSION,
@@ -386,7 +386,12 @@ describe("AgentHub RPCs applyRoutingTable and placementStatus", () => {
       });
       expect((await hub.placementStatus())[id]).toEqual({ loaded: [], loading: [agent.id], failed: [] });
 
-      await agent.deliver({ type: "load_failed", model: id, code: "ARTIFACT_DOWNLOAD_FAILED", message: "gone" });
+      await agent.deliver({
+        type: "load_failed",
+        model: id,
+        code: "ARTIFACT_DOWNLOAD_FAILED",
+        message: "gone",
+      });
       const failed = (await hub.placementStatus())[id];
       expect(failed?.loading).toEqual([]);
       expect(failed?.failed).toMatchObject([
@@ -413,4 +418,23 @@ describe("AgentHub RPCs applyRoutingTable and placementStatus", () => {
       await hub.applyRoutingTable({ ...(original ?? EMPTY_ROUTING_TABLE), revision, builtAt: Date.now() });
     }
   }, 20_000);
+});
+
+describe("HubRoutingTable", () => {
+  it("persists what it applies, restores it after a wake, and never goes back to an older revision", async () => {
+    const hub = env.AGENT_HUB.getByName(uniqueId("routing-store"));
+    await runInDurableObject(hub, async (_instance: AgentHub, state) => {
+      const held = new HubRoutingTable(state.storage);
+      const table: RoutingTable = { ...EMPTY_ROUTING_TABLE, revision: 7, builtAt: 1 };
+      expect(held.apply(table, 100)).toBe(true);
+      expect(held.refreshedAt).toBe(100);
+      expect(held.apply({ ...EMPTY_ROUTING_TABLE, revision: 6, builtAt: 2 }, 200)).toBe(false);
+      expect(held.apply(table, 300)).toBe(false);
+      expect(held.table.revision).toBe(7);
+      const woken = new HubRoutingTable(state.storage);
+      expect(woken.refreshedAt).toBe(0);
+      await woken.restore();
+      expect(woken.table).toEqual(table);
+    });
+  });
 });
