@@ -19,6 +19,8 @@ interface VersionWindow {
   completionTokens: number;
   generationMs: number;
   seen: number;
+  /** Successful requests that had a first token: the TTFT reservoir's own count. */
+  ttftSeen: number;
 }
 
 export interface FinishedRequest {
@@ -61,6 +63,7 @@ export class LiveMetrics {
         completionTokens: 0,
         generationMs: 0,
         seen: 0,
+        ttftSeen: 0,
       };
       this.#versions.set(request.modelId, window);
     }
@@ -69,7 +72,10 @@ export class LiveMetrics {
     if (request.ok) {
       window.seen += 1;
       this.#sample(window.latencies, request.latencyMs, window.seen);
-      if (request.ttftMs !== null) this.#sample(window.ttfts, request.ttftMs, window.seen);
+      if (request.ttftMs !== null) {
+        window.ttftSeen += 1;
+        this.#sample(window.ttfts, request.ttftMs, window.ttftSeen);
+      }
       window.completionTokens += request.completionTokens;
       window.generationMs += request.generationMs;
     }
