@@ -192,7 +192,9 @@ export const HealthFrame = z.object({
     .object({
       budgetBytes: z.number().int().nonnegative(),
       usedBytes: z.number().int().nonnegative(),
-      artifacts: z.array(z.object({ model: modelName, sha256: Sha256, size: z.number().int().nonnegative() })).max(256),
+      artifacts: z
+        .array(z.object({ model: modelName, sha256: Sha256, size: z.number().int().nonnegative() }))
+        .max(256),
     })
     .optional(),
 });

@@ -54,7 +54,10 @@ export const ModelParameters = z
     quantization: z.string().min(1).max(32).optional(),
     chatTemplate: z.string().min(1).max(16_384).optional(),
     /** Preferred engines, best first (an agent uses the first it has). */
-    engines: z.array(z.enum(["llamacpp", "mlx", "ollama"])).max(3).optional(),
+    engines: z
+      .array(z.enum(["llamacpp", "mlx", "ollama"]))
+      .max(3)
+      .optional(),
   })
   .strict();
 export type ModelParameters = z.infer<typeof ModelParameters>;
@@ -72,7 +75,10 @@ export const ArtifactRef = z.object({
    * Path of GET /models/{id}/artifact on the gateway, resolved by the agent against the URL it
    * connected to; the agent authenticates with its own token and may use Range to resume.
    */
-  path: z.string().regex(/^\/models\/[^\s?#]+\/artifact$/, "an artifact path is /models/{id}/artifact").max(512),
+  path: z
+    .string()
+    .regex(/^\/models\/[^\s?#]+\/artifact$/, "an artifact path is /models/{id}/artifact")
+    .max(512),
   sha256: Sha256,
   size: z.number().int().positive(),
   format: ArtifactFormat,
