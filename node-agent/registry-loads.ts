@@ -5,7 +5,7 @@
 import { stat } from "node:fs/promises";
 import type { ModelId } from "../schema/model-id.ts";
 import type { LoadFailureCode, LoadFrame, ModelInfo } from "../schema/protocol.ts";
-import type { ArtifactRef, ModelParameters } from "../schema/registry.ts";
+import { type ArtifactRef, LOAD_MEMORY_HEADROOM, type ModelParameters } from "../schema/registry.ts";
 import type { ArtifactCache, CacheReport } from "./artifacts/artifact-cache.ts";
 import { ArtifactError } from "./artifacts/download.ts";
 import type { Engine } from "./engines/engine.ts";
@@ -27,9 +27,6 @@ export interface RegistryLoadsOptions {
   freeMemoryBytes?: () => number;
   log: Logger;
 }
-
-/** Weights take about their file size in memory; the rest is room for contexts and the OS. */
-const MEMORY_HEADROOM = 1.2;
 
 /**
  * The URL of an artifact: the gateway's HTTP base (the configured gateway URL with ws->http,
@@ -171,7 +168,7 @@ export class RegistryLoads {
 
   private checkMemory(model: ModelId, weightBytes: number): void {
     const free = this.freeMemoryBytes();
-    const needed = Math.ceil(weightBytes * MEMORY_HEADROOM);
+    const needed = Math.ceil(weightBytes * LOAD_MEMORY_HEADROOM);
     if (free < needed) {
       throw new ArtifactError(
         "INSUFFICIENT_MEMORY",

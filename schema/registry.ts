@@ -21,6 +21,12 @@ export const ALIAS_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
  */
 export const AGENT_LOCAL_VERSION = "0.0.0-local";
 
+/**
+ * Free memory a load needs per byte of weights: the hub places no version on an agent with less,
+ * and the agent refuses a load with less (INSUFFICIENT_MEMORY). One number, so both sides agree.
+ */
+export const LOAD_MEMORY_HEADROOM = 1.2;
+
 export const Sha256 = z.string().regex(/^[0-9a-f]{64}$/, "sha256 is 64 lower-case hex digits");
 
 /** Formats an artifact can have: one GGUF file, or an MLX model folder packed as a tar. */

@@ -24,7 +24,7 @@ import type { DispatcherConfig, DispatcherHost } from "./dispatcher-host.ts";
 import { errorResponse } from "./hub-response.ts";
 import { InferenceJob, outputLimitViolation } from "./inference-job.ts";
 import { resolveModel } from "./model-resolution.ts";
-import { publicModelId, type RegistryRoute, routeModel } from "./routing-table.ts";
+import { type RegistryRoute, routeModel } from "./routing-table.ts";
 import { ewma, modelAvailability, RequestQueue, slotsFor } from "./scheduling.ts";
 import { ServiceTimes } from "./service-times.ts";
 
@@ -93,9 +93,6 @@ export class Dispatcher {
       },
       { callerGone: (j) => this.callerGone(j), slowConsumer: (j) => this.#slowConsumer(j) },
     );
-    // The version that answers, by its registry id: what X-Orchard-Model and the body name.
-    job.publicModel =
-      route.kind === "routed" && model === route.servedAs ? route.modelId : publicModelId(table, model);
     job.deprecated = route.kind === "routed" && route.deprecated && model === route.servedAs;
     this.#jobs.set(job.id, job);
     if (job.isFallback) {

@@ -67,8 +67,6 @@ export class InferenceJob implements Queued {
   readonly triedAgents = new Set<string>();
   readonly triedSessions = new Set<string>();
   attempts = 0;
-  /** The registry id that answers (`name:version`), named in the response; the served id by default. */
-  publicModel: string;
   /** A deprecated version pinned by the caller: the response carries a Deprecation header. */
   deprecated = false;
   dispatchedAt: number | null = null;
@@ -103,7 +101,6 @@ export class InferenceJob implements Queued {
     limits: JobLimits,
     private readonly callbacks: JobCallbacks,
   ) {
-    this.publicModel = model;
     this.requestDeadline = limits.requestDeadline;
     this.#queueDeadline = Math.min(limits.queueDeadline, limits.requestDeadline);
     this.#streamBufferMaxBytes = limits.streamBufferMaxBytes;
@@ -173,7 +170,7 @@ export class InferenceJob implements Queued {
   done(frame: DoneFrame): void {
     this.#start();
     if (this.#renderer === null) {
-      const body = completionBody(this.request.response, this.publicModel, this.#parts.join(""), frame);
+      const body = completionBody(this.request.response, this.model, this.#parts.join(""), frame);
       this.#parts = [];
       this.#resolve(new Response(body, { headers: this.#headers() }));
       return;
@@ -204,7 +201,7 @@ export class InferenceJob implements Queued {
   #headers(): Record<string, string> {
     const headers: Record<string, string> = {
       "Content-Type": contentType(this.request.response),
-      [HubHeader.model]: this.publicModel,
+      [HubHeader.model]: this.model,
     };
     if (this.deprecated) headers.Deprecation = "true";
     if (this.request.response.stream) headers["Cache-Control"] = SSE_HEADERS["Cache-Control"];
@@ -217,7 +214,7 @@ export class InferenceJob implements Queued {
     if (this.phase === "streaming") return;
     this.phase = "streaming";
     if (!this.request.response.stream) return;
-    const renderer = streamRenderer(this.request.response, this.publicModel);
+    const renderer = streamRenderer(this.request.response, this.model);
     this.#renderer = renderer;
     const stream = new ReadableStream<Uint8Array>(
       {

@@ -4,10 +4,8 @@
 // the load/unload actions that close the gap. Running it again on the same observation returns
 // nothing new: pending loads are part of the observation. The hub runs it on alarms and after
 // changes, never per request.
-import type { RoutedVersion, RoutingTable } from "../../schema/registry.ts";
+import { LOAD_MEMORY_HEADROOM, type RoutedVersion, type RoutingTable } from "../../schema/registry.ts";
 
-/** A load is only sent to an agent with this much free memory per byte of weights. */
-export const MEMORY_HEADROOM = 1.2;
 /** Backoff after a failed load of one version on one agent: 5 s doubling to 5 min. */
 export const LOAD_RETRY_BASE_MS = 5_000;
 export const LOAD_RETRY_MAX_MS = 5 * 60_000;
@@ -107,7 +105,8 @@ export function planPlacement(table: RoutingTable, observed: PlacementObservatio
         return failure === undefined || failure.retryAt <= observed.now;
       })
       .filter(
-        (a) => size === null || a.memoryFreeBytes === null || a.memoryFreeBytes >= size * MEMORY_HEADROOM,
+        (a) =>
+          size === null || a.memoryFreeBytes === null || a.memoryFreeBytes >= size * LOAD_MEMORY_HEADROOM,
       )
       .sort((a, b) => {
         const sha = want.version.sha256;

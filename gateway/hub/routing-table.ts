@@ -4,22 +4,18 @@
 // request path. `routeModel` is pure: the dispatcher calls it once per request, before
 // model-resolution picks among what agents serve.
 import { isModelVersion, parseModelId } from "../../schema/model-id.ts";
-import {
-  AGENT_LOCAL_VERSION,
-  EMPTY_ROUTING_TABLE,
-  type RoutedVersion,
-  type RoutingTable,
-} from "../../schema/registry.ts";
+import { EMPTY_ROUTING_TABLE, type RoutedVersion, type RoutingTable } from "../../schema/registry.ts";
 
 export type RegistryRoute =
   /** The registry does not know this model: today's behaviour (what agents announce) decides. */
   | { kind: "unregistered" }
   | {
       kind: "routed";
-      /** The id agents serve it under: what generate frames name and agents announce. */
+      /**
+       * The id agents serve it under, what generate frames name and responses name: `name:version`,
+       * or an agent's bare local model's name (it has no version of its own; see servedAsOf).
+       */
       servedAs: string;
-      /** The registry id `name:version` that responses name. */
-      modelId: string;
       deprecated: boolean;
     }
   | { kind: "refused"; code: "MODEL_ARCHIVED" | "MODEL_NOT_FOUND"; message: string };
@@ -38,7 +34,7 @@ export function routeModel(table: RoutingTable, requested: string): RegistryRout
     if (version === undefined) {
       return { kind: "refused", code: "MODEL_NOT_FOUND", message: `model "${name}" has no alias "${alias}"` };
     }
-    return routeVersion(name, model.versions[version]);
+    return routeVersion(model.versions[version]);
   }
   let name = requested;
   let version: string | null = null;
@@ -54,49 +50,22 @@ export function routeModel(table: RoutingTable, requested: string): RegistryRout
   }
   if (version === null) {
     if (model.active === null) return { kind: "unregistered" };
-    return routeVersion(name, model.versions[model.active]);
+    return routeVersion(model.versions[model.active]);
   }
   const routed = model.versions[version];
-  return routed === undefined ? { kind: "unregistered" } : routeVersion(name, routed);
+  return routed === undefined ? { kind: "unregistered" } : routeVersion(routed);
 }
 
-function routeVersion(name: string, version: RoutedVersion | undefined): RegistryRoute {
+function routeVersion(version: RoutedVersion | undefined): RegistryRoute {
   if (version === undefined) return { kind: "unregistered" };
-  const modelId = registryId(name, version);
   if (version.status === "archived") {
-    return { kind: "refused", code: "MODEL_ARCHIVED", message: `model version "${modelId}" is archived` };
+    return {
+      kind: "refused",
+      code: "MODEL_ARCHIVED",
+      message: `model version "${version.servedAs}" is archived`,
+    };
   }
-  return { kind: "routed", servedAs: version.servedAs, modelId, deprecated: version.status === "deprecated" };
-}
-
-/**
- * The registry id responses name for a served id the table did not route (a request by name with
- * no active version): the version the table lists under that served id, else the id itself.
- */
-export function publicModelId(table: RoutingTable, servedAs: string): string {
-  let name = servedAs;
-  try {
-    name = parseModelId(servedAs).name;
-  } catch {
-    return servedAs;
-  }
-  const model = table.models[name];
-  if (model === undefined) return servedAs;
-  for (const version of Object.values(model.versions)) {
-    if (version.servedAs === servedAs) return registryId(name, version);
-  }
-  return servedAs;
-}
-
-/**
- * What responses call a version: `name:version`, except an agent's bare local model, which has no
- * version of its own (its registry placeholder is 0.0.0-local): it keeps the name the agent serves,
- * whether or not the hub has registered it yet, so its responses never change name mid-flight.
- */
-function registryId(name: string, version: RoutedVersion): string {
-  return isAgentLocalVersion(version.version) && version.servedAs === name
-    ? name
-    : `${name}:${version.version}`;
+  return { kind: "routed", servedAs: version.servedAs, deprecated: version.status === "deprecated" };
 }
 
 /** Served ids an announcement lists that the table lacks: what the hub registers as agent-local. */
@@ -120,11 +89,6 @@ export function unregisteredAnnouncements(
     }
   }
   return out;
-}
-
-/** Whether `version` is the registry's name for an agent's bare, unversioned local model. */
-export function isAgentLocalVersion(version: string): boolean {
-  return version === AGENT_LOCAL_VERSION;
 }
 
 const STORAGE_KEY = "routing-table";

@@ -40,7 +40,7 @@ class FakePool {
       connection: (id) => this.agents.get(id),
       knownModels: () => this.known,
       routingTable: () => this.table,
-      finished: (job, outcome) => this.finished.push({ model: job.publicModel, outcome }),
+      finished: (job, outcome) => this.finished.push({ model: job.model, outcome }),
       send: (agent, frame) => {
         this.sent.push({ agent, frame });
         return true;

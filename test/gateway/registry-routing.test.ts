@@ -9,7 +9,8 @@ import { describe, expect, it } from "vitest";
 import { poolsForModel, readConfig } from "../../gateway/config.ts";
 import type { AgentHub } from "../../gateway/hub/agent-hub.ts";
 import { compareModelVersions, resolveModel } from "../../gateway/hub/model-resolution.ts";
-import { HubRoutingTable, publicModelId, routeModel } from "../../gateway/hub/routing-table.ts";
+import { HubRoutingTable, routeModel } from "../../gateway/hub/routing-table.ts";
+import { servedAsOf } from "../../gateway/registry/hub-store.ts";
 import { formatModelId, parseModelId } from "../../schema/model-id.ts";
 import {
   AGENT_LOCAL_VERSION,
@@ -94,13 +95,11 @@ describe("routeModel (pure)", () => {
     expect(routeModel(table, "m")).toEqual({
       kind: "routed",
       servedAs: "m:2.0.0",
-      modelId: "m:2.0.0",
       deprecated: false,
     });
     expect(routeModel(table, "m:1.0.0")).toEqual({
       kind: "routed",
       servedAs: "m:1.0.0",
-      modelId: "m:1.0.0",
       deprecated: true,
     });
     expect(routeModel(table, "m@stable")).toMatchObject({ kind: "routed", servedAs: "m:1.0.0" });
@@ -114,9 +113,10 @@ describe("routeModel (pure)", () => {
   });
 
   it("names a bare agent-local model by the name it is served under, and other versions name:version", () => {
-    expect(publicModelId(table, "local")).toBe("local");
-    expect(publicModelId(table, "m:1.0.0")).toBe("m:1.0.0");
-    expect(publicModelId(table, "unknown:1")).toBe("unknown:1");
+    // Responses name the served id, which the table builds this way (hub-store.ts).
+    expect(servedAsOf("local", AGENT_LOCAL_VERSION, { kind: "agent-local" })).toBe("local");
+    expect(servedAsOf("m", "1.0.0", { kind: "path", path: "/x" })).toBe("m:1.0.0");
+    expect(servedAsOf("local", "1.0.0", { kind: "agent-local" })).toBe("local:1.0.0");
   });
 });
 
