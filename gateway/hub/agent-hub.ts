@@ -17,7 +17,7 @@ import {
   parseAgentFrame,
   type WelcomeFrame,
 } from "../../schema/protocol.ts";
-import type { RoutingTable } from "../../schema/registry.ts";
+import type { PlacementEntry, RoutingTable } from "../../schema/registry.ts";
 import { type GatewayConfig, readConfig } from "../config.ts";
 import { describeError, log } from "../log.ts";
 import type { AgentCapabilities, AgentConnection } from "./agent-connection.ts";
@@ -29,7 +29,7 @@ import { errorResponse } from "./hub-response.ts";
 import { HubState } from "./hub-state.ts";
 import { livenessVerdict } from "./liveness.ts";
 import { nextAlarm } from "./next-alarm.ts";
-import { type PlacementEntry, RegistryShell } from "./registry-shell.ts";
+import { RegistryShell } from "./registry-shell.ts";
 
 /** last_seen_at in D1 is refreshed at most this often per agent (on `hello` and `health`). */
 const LAST_SEEN_WRITE_INTERVAL_MS = 60_000;
@@ -246,6 +246,10 @@ export class AgentHub extends DurableObject<Env> {
     } catch (err) {
       log("error", "registry alarm work failed", describeError(err));
     }
+    // Set the alarm afresh from what is due now. One set during this handler (runChecks) may name
+    // this very alarm's time, and the runtime then clears it when the handler returns; a remembered
+    // #alarmAt would keep every later wake-up from being scheduled.
+    this.#alarmAt = null;
     this.#scheduleNextAlarm();
   }
 

@@ -34,8 +34,6 @@ export const TABLE_REFRESH_MS = 60_000;
 /** While placement is short of what the table wants (loads pending, no room yet), it looks again this often. */
 export const PLACEMENT_RECHECK_MS = 5_000;
 
-export type { PlacementEntry };
-
 export interface RegistryShellHost {
   pool: string;
   db: D1Database;
@@ -92,7 +90,7 @@ export class RegistryShell {
     const ttftMs =
       job.firstChunkAt !== null && job.dispatchedAt !== null ? job.firstChunkAt - job.dispatchedAt : null;
     this.live.record({
-      modelId: job.publicModel,
+      modelId: job.model,
       ok: outcome === "ok",
       latencyMs: now - job.request.response.receivedAt,
       ttftMs,
@@ -130,7 +128,8 @@ export class RegistryShell {
     if ([...this.host.agents()].length > 0) times.push(this.routing.refreshedAt + TABLE_REFRESH_MS);
     for (const failure of this.#failures.values()) if (failure.retryAt > now) times.push(failure.retryAt);
     if (this.#reconcileAt !== null) times.push(this.#reconcileAt);
-    return times.length === 0 ? null : Math.max(now, Math.min(...times));
+    // Never `now` itself: an alarm handler asking for its own time again gets no alarm (agent-hub.ts).
+    return times.length === 0 ? null : Math.max(now + 1, Math.min(...times));
   }
 
   /** Reloads the table from D1 (one at a time); a failure keeps the held table. */
