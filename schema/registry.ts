@@ -3,6 +3,7 @@
 // the wire import the source and artifact shapes (load frames carry them); the routing table is the
 // Worker -> hub contract. HTTP bodies of /models live in registry-api.ts.
 import { z } from "zod";
+import type { RolloutRoute } from "./rollouts.ts";
 
 /**
  * Model names in the registry: lower-case letters, digits and . _ -, starting with a letter or
@@ -128,6 +129,13 @@ export interface RoutedModel {
   aliases: Record<string, string>;
   /** version -> details; every version not archived, and archived ones so they can be refused. */
   versions: Record<string, RoutedVersion>;
+  /**
+   * Whether the previous version is kept loaded for an instant rollback (true unless a blue-green
+   * deployment's rollback window has passed; the next activation sets it again).
+   */
+  warmPrevious: boolean;
+  /** The deployment or A/B test splitting this model's traffic now, if any (schema/rollouts.ts). */
+  rollout: RolloutRoute | null;
 }
 
 /**

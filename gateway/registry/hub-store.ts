@@ -60,6 +60,8 @@ export async function loadRoutingTable(db: D1Database, now: number = Date.now())
       active: row.active_version,
       previous: row.previous_version,
       aliases: {},
+      warmPrevious: true,
+      rollout: null,
       versions: {},
     };
   }

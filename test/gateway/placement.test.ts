@@ -47,6 +47,8 @@ function table(placement: Placement | null, extra: Partial<RoutingTable> = {}): 
         active: "2.0.0",
         previous: "1.0.0",
         aliases: {},
+        warmPrevious: true,
+        rollout: null,
         versions: {
           "1.0.0": version("1.0.0"),
           "2.0.0": version("2.0.0", { status: "active", placement }),

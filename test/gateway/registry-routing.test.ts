@@ -70,6 +70,8 @@ describe("routeModel (pure)", () => {
         active: "2.0.0",
         previous: "1.0.0",
         aliases: { stable: "1.0.0", old: "0.9.0" },
+        warmPrevious: true,
+        rollout: null,
         versions: {
           "0.9.0": version("0.9.0", { status: "archived" }),
           "1.0.0": version("1.0.0", { status: "deprecated" }),
@@ -81,6 +83,8 @@ describe("routeModel (pure)", () => {
         active: null,
         previous: null,
         aliases: {},
+        warmPrevious: true,
+        rollout: null,
         versions: {
           [AGENT_LOCAL_VERSION]: version(AGENT_LOCAL_VERSION, {
             servedAs: "local",
@@ -362,6 +366,8 @@ describe("AgentHub RPCs applyRoutingTable and placementStatus", () => {
           active: "1.0.0",
           previous: null,
           aliases: {},
+          warmPrevious: true,
+          rollout: null,
           versions: {
             "1.0.0": version("1.0.0", {
               status: "active",
