@@ -66,6 +66,25 @@ export const STATUS_BY_CODE = {
   RANGE_NOT_SATISFIABLE: 416,
   // Inference on a version the registry archived: it is gone for good, not just unavailable.
   MODEL_ARCHIVED: 410,
+  // Deployments and A/B tests: one running per model at a time (either kind).
+  ROLLOUT_IN_PROGRESS: 409,
+  // Deploying the version that already serves the name.
+  NOTHING_TO_DEPLOY: 409,
+  // An A/B test's model_a must be the version serving its name now (the baseline).
+  VERSION_NOT_ACTIVE: 409,
+  DEPLOYMENT_NOT_FOUND: 404,
+  DEPLOYMENT_NOT_RUNNING: 409,
+  DEPLOYMENT_NOT_PAUSED: 409,
+  // A command the deployment's strategy or state does not take (promote a blue-green before its switch).
+  COMMAND_NOT_ALLOWED: 409,
+  AB_TEST_NOT_FOUND: 404,
+  AB_TEST_EXISTS: 409,
+  AB_TEST_NOT_RUNNING: 409,
+  // Feedback on a request id this gateway does not remember (unknown, or older than it keeps).
+  REQUEST_NOT_FOUND: 404,
+  // Feedback on someone else's request.
+  FEEDBACK_FORBIDDEN: 403,
+  FEEDBACK_EXISTS: 409,
   INTERNAL: 500,
 } as const satisfies Record<ErrorCode, ContentfulStatusCode>;
 

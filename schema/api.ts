@@ -63,6 +63,20 @@ export const ErrorCode = z.enum([
   "ARTIFACT_TOO_LARGE",
   "RANGE_NOT_SATISFIABLE",
   "MODEL_ARCHIVED",
+  // deployments and A/B tests (/deployments, /ab-tests, /feedback)
+  "ROLLOUT_IN_PROGRESS",
+  "NOTHING_TO_DEPLOY",
+  "VERSION_NOT_ACTIVE",
+  "DEPLOYMENT_NOT_FOUND",
+  "DEPLOYMENT_NOT_RUNNING",
+  "DEPLOYMENT_NOT_PAUSED",
+  "COMMAND_NOT_ALLOWED",
+  "AB_TEST_NOT_FOUND",
+  "AB_TEST_EXISTS",
+  "AB_TEST_NOT_RUNNING",
+  "REQUEST_NOT_FOUND",
+  "FEEDBACK_FORBIDDEN",
+  "FEEDBACK_EXISTS",
   "INTERNAL",
 ]);
 export type ErrorCode = z.infer<typeof ErrorCode>;

@@ -62,6 +62,11 @@ export const models = sqliteTable("models", {
   activeVersion: text("active_version"),
   previousVersion: text("previous_version"),
   description: text("description"),
+  /**
+   * Whether hubs keep the previous version loaded for an instant rollback: 1 unless a blue-green
+   * deployment's rollback window or a rolling deployment ended it; every switch sets it again.
+   */
+  previousWarm: integer("previous_warm", { mode: "boolean" }).notNull().default(true),
   createdAt: integer("created_at", { mode: "timestamp_ms" }).notNull(),
   updatedAt: integer("updated_at", { mode: "timestamp_ms" }).notNull(),
 });
@@ -149,6 +154,9 @@ export const MODEL_EVENT_KINDS = [
   "deprecated",
   "archived",
   "load_failed",
+  "rollout_started",
+  "rollout_changed",
+  "rollout_ended",
 ] as const;
 export type ModelEventKind = (typeof MODEL_EVENT_KINDS)[number];
 
@@ -193,3 +201,55 @@ export const modelMetrics = sqliteTable(
   (t) => [index("model_metrics_version_idx").on(t.name, t.version, t.recordedAt)],
 );
 export type ModelMetricsRow = typeof modelMetrics.$inferSelect;
+
+/**
+ * Deployments and A/B tests (kind). At most one running per model (the partial unique index the
+ * migration adds over `running = 1`): a second is refused with 409, however concurrent. `spec` is
+ * what was asked (immutable), `state` what the controller made of it so far, `result` the final
+ * statistics once it ended.
+ */
+export const rollouts = sqliteTable(
+  "rollouts",
+  {
+    id: text("id").primaryKey(),
+    kind: text("kind").$type<"deployment" | "ab_test">().notNull(),
+    /** The model whose traffic it splits (an A/B test's model_a's name). */
+    model: text("model").notNull(),
+    /** immediate | blue_green | canary | rolling | ab_test */
+    strategy: text("strategy").notNull(),
+    status: text("status").notNull(),
+    /** 1 while running (the one-per-model index), 0 once ended. */
+    running: integer("running", { mode: "boolean" }).notNull(),
+    spec: text("spec", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
+    state: text("state", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
+    result: text("result", { mode: "json" }).$type<Record<string, unknown>>(),
+    createdBy: text("created_by").notNull(),
+    createdAt: integer("created_at", { mode: "timestamp_ms" }).notNull(),
+    updatedAt: integer("updated_at", { mode: "timestamp_ms" }).notNull(),
+    /** An A/B test's planned end (duration_hours); null for deployments. */
+    endsAt: integer("ends_at", { mode: "timestamp_ms" }),
+    endedAt: integer("ended_at", { mode: "timestamp_ms" }),
+  },
+  (t) => [
+    index("rollouts_kind_created_idx").on(t.kind, t.createdAt),
+    uniqueIndex("rollouts_one_running_per_model_idx").on(t.model).where(sql`running = 1`),
+  ],
+);
+export type RolloutRow = typeof rollouts.$inferSelect;
+
+/** Append-only history of each rollout: every decision with its numbers, and who made it. */
+export const rolloutEvents = sqliteTable(
+  "rollout_events",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    rolloutId: text("rollout_id").notNull(),
+    at: integer("at", { mode: "timestamp_ms" }).notNull(),
+    /** The token's `sub`, or `controller` for the controller's own decisions. */
+    actor: text("actor").notNull(),
+    kind: text("kind").notNull(),
+    requestId: text("request_id"),
+    detail: text("detail", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
+  },
+  (t) => [index("rollout_events_rollout_idx").on(t.rolloutId, t.id)],
+);
+export type RolloutEventRow = typeof rolloutEvents.$inferSelect;

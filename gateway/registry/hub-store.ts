@@ -11,6 +11,7 @@ import {
   type RoutingTable,
   type VersionStatus,
 } from "../../schema/registry.ts";
+import type { RolloutRoute } from "../../schema/rollouts.ts";
 
 /** An agent-local model some agent announced: `name` and its version (null when announced bare). */
 export interface AnnouncedModel {
@@ -40,13 +41,15 @@ export interface LiveMetricsWindow {
 /** The routing table as D1 holds it now (the registry's current revision). */
 export async function loadRoutingTable(db: D1Database, now: number = Date.now()): Promise<RoutingTable> {
   // One batch is one transaction: the four reads see the same registry revision.
-  const [revision, modelRows, versionRows, aliasRows] = await db.batch([
+  const [revision, modelRows, versionRows, aliasRows, rolloutRows] = await db.batch([
     db.prepare("SELECT COALESCE(MAX(id), 0) AS revision FROM model_events"),
-    db.prepare("SELECT name, active_version, previous_version FROM models"),
+    db.prepare("SELECT name, active_version, previous_version, previous_warm FROM models"),
     db.prepare(
       "SELECT name, version, status, source, sha256, size, parameters, placement, prepare_until FROM model_versions",
     ),
     db.prepare("SELECT name, alias, version FROM model_aliases"),
+    // Only the route: a rollout's state also holds its step history, which hubs do not need.
+    db.prepare("SELECT model, json_extract(state, '$.route') AS route FROM rollouts WHERE running = 1"),
   ]);
   const table: RoutingTable = {
     revision: Number((revision?.results[0] as { revision: number } | undefined)?.revision ?? 0),
@@ -60,7 +63,7 @@ export async function loadRoutingTable(db: D1Database, now: number = Date.now())
       active: row.active_version,
       previous: row.previous_version,
       aliases: {},
-      warmPrevious: true,
+      warmPrevious: row.previous_warm !== 0,
       rollout: null,
       versions: {},
     };
@@ -89,6 +92,10 @@ export async function loadRoutingTable(db: D1Database, now: number = Date.now())
     const model: RoutedModel | undefined = table.models[row.name];
     if (model !== undefined) model.aliases[row.alias] = row.version;
   }
+  for (const row of (rolloutRows?.results ?? []) as { model: string; route: string | null }[]) {
+    const model = table.models[row.model];
+    if (model !== undefined && row.route !== null) model.rollout = JSON.parse(row.route) as RolloutRoute;
+  }
   return table;
 }
 
@@ -104,6 +111,7 @@ interface ModelTableRow {
   name: string;
   active_version: string | null;
   previous_version: string | null;
+  previous_warm: number;
 }
 
 interface VersionTableRow {

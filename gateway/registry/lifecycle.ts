@@ -97,34 +97,56 @@ export async function activate(
       retryAfterSeconds: 5,
     });
   }
+  const after = await commitSwitch(db, row, actor, { loadedOn: readiness.loaded });
+  await publishRoutingTable(env);
+  return {
+    model_id: modelId,
+    previous: after?.previousVersion ?? null,
+    loaded_on: readiness.loaded,
+    noop: false,
+  };
+}
+
+/**
+ * The switch itself, once `row` is loaded where it must be: one batch that records `activated`
+ * (from what the SQL reads as active inside the transaction), returns the active version to
+ * registered, makes `row` active (with `placement` when given) and the old one previous, kept warm.
+ * The caller publishes the routing table. Returns the model row after the switch.
+ */
+export async function commitSwitch(
+  db: Db,
+  row: ModelVersionRow,
+  actor: Actor,
+  detail: { loadedOn: readonly string[]; placement?: Placement; deployment?: string },
+) {
   const [, , , , after] = await db.batch([
     eventInsert(db, actor, {
-      ...version,
+      name: row.name,
+      version: row.version,
       kind: "activated",
-      detail: sql`json_object('from', (SELECT active_version FROM models WHERE name = ${row.name}), 'to', ${row.version}, 'loadedOn', json(${JSON.stringify(readiness.loaded)}))`,
+      detail: sql`json_object('from', (SELECT active_version FROM models WHERE name = ${row.name}), 'to', ${row.version}, 'loadedOn', json(${JSON.stringify(detail.loadedOn)}), 'deployment', ${detail.deployment ?? null})`,
     }),
     demoteActive(db, row.name, row.version),
     db
       .update(modelVersions)
-      .set({ status: "active", prepareUntil: null })
+      .set({
+        status: "active",
+        prepareUntil: null,
+        ...(detail.placement === undefined ? {} : { placement: detail.placement }),
+      })
       .where(eq(modelVersions.id, row.id)),
     db
       .update(models)
       .set({
         previousVersion: sql`CASE WHEN ${models.activeVersion} = ${row.version} THEN ${models.previousVersion} ELSE ${models.activeVersion} END`,
         activeVersion: row.version,
+        previousWarm: true,
         updatedAt: new Date(),
       })
       .where(eq(models.name, row.name)),
     db.select().from(models).where(eq(models.name, row.name)),
   ]);
-  await publishRoutingTable(env);
-  return {
-    model_id: modelId,
-    previous: after[0]?.previousVersion ?? null,
-    loaded_on: readiness.loaded,
-    noop: false,
-  };
+  return after[0];
 }
 
 /** Makes the previous version active again at once (the hubs keep it warm), the active one previous. */
@@ -155,6 +177,7 @@ export async function rollback(env: Env, name: string, actor: Actor) {
       .set({
         activeVersion: models.previousVersion,
         previousVersion: models.activeVersion,
+        previousWarm: true,
         updatedAt: new Date(),
       })
       .where(and(eq(models.name, name), eq(models.previousVersion, target.version))),
