@@ -12,7 +12,9 @@
 //        error messages; cancelling the body cancels the generation on the agent. Not streamed:
 //        once the agent is done, the whole JSON answer (a failure is still an error status).
 //        Headers: Content-Type, X-Orchard-Model (the model that answers) and X-Orchard-Fallback
-//        (the requested model, when a fallback answers).
+//        (the requested model, when a fallback answers); for a request a rollout assigned (a
+//        canary, an A/B test: schema/rollouts.ts), X-Orchard-Variant and X-Orchard-Experiment, on
+//        its error answers too.
 //   GET  https://hub/connect   (Upgrade: websocket, X-Orchard-Agent-Id/-Name, X-Orchard-Pool,
 //                               X-Orchard-Token-Exp)
 //     -> 101, the agent's socket accepted with the hibernation API.
@@ -58,6 +60,13 @@ export const DispatchRequest = z
     timeoutMs: z.number().int().positive().optional(),
     /** What the caller gets back: which API, streamed or not. */
     response: ResponseShape,
+    /**
+     * The end user, for sticky rollout assignment: the OpenAI `user` field, else X-Orchard-User,
+     * else the token's `sub` (one service token often fronts many people).
+     */
+    subject: z.string().min(1).max(256),
+    /** The token's `sub`: who may give feedback on this request. */
+    caller: z.string().min(1).max(128),
   })
   .refine((r) => (r.prompt === undefined) !== (r.messages === undefined), {
     message: "exactly one of prompt or messages",
@@ -124,7 +133,9 @@ export function isDispatchRequest(value: unknown): value is DispatchRequest {
     (r.prompt === undefined) !== (r.messages === undefined) &&
     isOptional(r.timeoutMs, isPositiveInt) &&
     isParams(r.params) &&
-    isResponseShape(r.response)
+    isResponseShape(r.response) &&
+    isString(r.subject, 1, 256) &&
+    isString(r.caller, 1, 128)
   );
 }
 

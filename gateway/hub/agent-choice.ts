@@ -1,6 +1,7 @@
 // Which agent takes a request now, and which it must not: breakers that do not let it through,
-// an agent still winding down this very request, and the agents it already failed on while
-// another agent serves the model. Pure over the pool's ready agents and its breakers.
+// an agent still winding down this very request, agents a rolling deployment moved off the model,
+// and the agents it already failed on while another agent serves the model. Pure over the pool's
+// ready agents, its breakers and the routing table's rolling assignments.
 import type { ModelId } from "../../schema/model-id.ts";
 import type { AgentConnection } from "./agent-connection.ts";
 import type { CircuitBreakers } from "./circuit-breakers.ts";
@@ -23,6 +24,8 @@ export class AgentChoice {
   constructor(
     private readonly breakers: CircuitBreakers,
     private readonly ready: () => AgentConnection[],
+    /** Agents a rolling deployment moved off `model` (routing-table.ts rollingDrained). */
+    private readonly drained: (model: ModelId) => ReadonlySet<string> | undefined = () => undefined,
   ) {}
 
   /** The agent to send `job` (or, with null, any request) for `model` to now, or null. */
@@ -41,8 +44,9 @@ export class AgentChoice {
    * `pick`: breakers that do not let it through (open, or half-open with every probe slot taken),
    * an agent still winding down this request (it would refuse or ignore a second `generate` with
    * the same id; it can take the request once it answered), plus the agents it already failed on
-   * while another agent serves the model. `exist`: open breakers and, while another agent serves
-   * the model, the agents already tried.
+   * while another agent serves the model. `exist`: open breakers, agents a rolling deployment
+   * moved off the model (both lists), and, while another agent serves the model, the agents
+   * already tried.
    */
   exclusions(model: ModelId, job: Attempted | null, now: number, ready = this.ready()): Exclusions {
     const open = new Set<string>();
@@ -52,6 +56,13 @@ export class AgentChoice {
       if (this.breakers.isOpen(agent.id, model, now)) open.add(agent.id);
       if (!this.breakers.allows(agent.id, model, now)) blocked.add(agent.id);
       if (job !== null && agent.releasing.has(job.id)) blocked.add(agent.id);
+    }
+    const drained = this.drained(model);
+    if (drained !== undefined) {
+      for (const id of drained) {
+        open.add(id);
+        blocked.add(id);
+      }
     }
     if (job !== null && job.triedAgents.size > 0) {
       const avoid = new Set([...open, ...job.triedAgents]);
@@ -63,8 +74,11 @@ export class AgentChoice {
     return { pick: blocked, exist: open };
   }
 
-  /** Ready agents whose breakers for `model` are not open. */
+  /** Ready agents whose breakers for `model` are not open and that no rolling deployment moved off it. */
   usable(model: ModelId, now: number): AgentConnection[] {
-    return this.ready().filter((a) => !this.breakers.isOpen(a.id, model, now));
+    const drained = this.drained(model);
+    return this.ready().filter(
+      (a) => !this.breakers.isOpen(a.id, model, now) && !(drained?.has(a.id) ?? false),
+    );
   }
 }

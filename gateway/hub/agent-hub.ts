@@ -30,6 +30,8 @@ import { HubState } from "./hub-state.ts";
 import { livenessVerdict } from "./liveness.ts";
 import { nextAlarm } from "./next-alarm.ts";
 import { RegistryShell } from "./registry-shell.ts";
+import { type FeedbackResult, HubRollouts } from "./rollout-shell.ts";
+import type { RolloutStatsReport } from "./rollout-stats.ts";
 
 /** last_seen_at in D1 is refreshed at most this often per agent (on `hello` and `health`). */
 const LAST_SEEN_WRITE_INTERVAL_MS = 60_000;
@@ -43,6 +45,8 @@ export class AgentHub extends DurableObject<Env> {
   readonly #state: HubState;
   /** The registry's routing table, placement and live metrics (registry-shell.ts). */
   readonly #registry: RegistryShell;
+  /** Per-arm statistics of the rollouts splitting this pool's traffic, and feedback (rollout-shell.ts). */
+  readonly #rollouts: HubRollouts;
   /** The scheduled alarm as we last set it; null when none. */
   #alarmAt: number | null = null;
 
@@ -68,6 +72,11 @@ export class AgentHub extends DurableObject<Env> {
         this.#dispatcher.pump();
       },
     });
+    this.#rollouts = new HubRollouts(
+      ctx.storage,
+      () => this.#registry.table,
+      (at) => this.#ensureAlarm(at),
+    );
     this.#dispatcher = new Dispatcher({
       config: this.#config,
       breakers: this.#state.breakers,
@@ -76,7 +85,11 @@ export class AgentHub extends DurableObject<Env> {
       connection: (agentId) => this.#sockets.get(agentId),
       knownModels: () => this.#state.knownModels,
       routingTable: () => this.#registry.table,
-      finished: (job, outcome, now) => this.#registry.finished(job, outcome, now),
+      finished: (job, outcome, now) => {
+        this.#registry.finished(job, outcome, now);
+        this.#rollouts.finished(job, outcome, now);
+      },
+      rolloutAssigned: (assignment, counted) => this.#rollouts.assigned(assignment, counted, Date.now()),
       send: (agent, frame) => this.#sendFrame(agent, frame),
       close: (agent, code, reason) => this.#closeAgent(agent, code, reason),
       wakeAt: (at) => this.#ensureAlarm(at),
@@ -131,6 +144,23 @@ export class AgentHub extends DurableObject<Env> {
     this.#dispatcher.pump();
     this.#scheduleNextAlarm();
     return applied;
+  }
+
+  /**
+   * RPC: this pool's per-arm statistics of rollout `id`, by phase, with assignment counts (empty
+   * when it saw none). The controller merges pools with ArmStats.fromJSON().merge().
+   */
+  rolloutStats(id: string): RolloutStatsReport {
+    return this.#rollouts.report(id);
+  }
+
+  /**
+   * RPC: POST /feedback for a request this pool answered: "forbidden" when another caller made it,
+   * "duplicate" when it already has a score; a recorded score counts for the arm that served it.
+   * `score` is in [0, 1] (the route validates; anything else throws).
+   */
+  recordFeedback(requestId: string, caller: string, score: number): FeedbackResult {
+    return this.#rollouts.feedback(requestId, caller, score, Date.now());
   }
 
   /** RPC: per served model id, the agents of this pool that hold it, are loading it, or failed to. */
@@ -240,6 +270,7 @@ export class AgentHub extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     this.#alarmAt = null;
     if (this.#state.restoreDue(Date.now())) await this.#state.restore();
+    if (this.#rollouts.restoreDue(Date.now())) await this.#rollouts.restore();
     this.runChecks(Date.now());
     try {
       await this.#registry.onAlarm(Date.now());
@@ -275,6 +306,7 @@ export class AgentHub extends DurableObject<Env> {
       }
       this.#dispatcher.expire(now);
       this.#state.flushIfDue(now, (agentId) => this.#sockets.has(agentId));
+      this.#rollouts.flushIfDue(now);
     } catch (err) {
       log("error", "hub alarm failed", describeError(err));
     }
@@ -453,6 +485,7 @@ export class AgentHub extends DurableObject<Env> {
     } catch (err) {
       log("warn", "stored routing table unreadable; reloading from D1", describeError(err));
     }
+    await this.#rollouts.restore();
     const storedAlarm = await this.#state.restore();
     if (storedAlarm !== null) this.#alarmAt = storedAlarm;
     this.#scheduleNextAlarm();
@@ -485,5 +518,7 @@ export class AgentHub extends DurableObject<Env> {
     if (at !== null) this.#ensureAlarm(at);
     const registryAt = this.#registry.nextDue(now);
     if (registryAt !== null) this.#ensureAlarm(registryAt);
+    const rolloutsAt = this.#rollouts.nextDue(now);
+    if (rolloutsAt !== null) this.#ensureAlarm(rolloutsAt);
   }
 }

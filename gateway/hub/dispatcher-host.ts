@@ -10,6 +10,7 @@ import type { AgentConnection } from "./agent-connection.ts";
 import type { CircuitBreakers } from "./circuit-breakers.ts";
 import type { HubCounters } from "./hub-metrics.ts";
 import type { InferenceJob } from "./inference-job.ts";
+import type { RolloutAssignment } from "./routing-table.ts";
 
 export type DispatcherConfig = Pick<
   GatewayConfig,
@@ -36,8 +37,13 @@ export interface DispatcherHost {
   knownModels(): { has(model: ModelId): boolean };
   /** The registry's routing table as the hub holds it now (routing-table.ts). */
   routingTable(): RoutingTable;
-  /** A request ended (any outcome): live metrics per version. */
+  /** A request ended (any outcome): live metrics per version, rollout statistics per arm. */
   finished(job: InferenceJob, outcome: RequestOutcome, now: number): void;
+  /**
+   * A rollout assigned a request to an arm (counted for the sample-ratio check); `counted` false
+   * when another arm or a fallback serves it instead, so it stays out of the arm's statistics.
+   */
+  rolloutAssigned(assignment: RolloutAssignment, counted: boolean): void;
   /** Sends a frame; false when the socket failed (the host then reports the agent lost). */
   send(agent: AgentConnection, frame: GatewayFrame): boolean;
   /** Closes an agent that broke the protocol; the host then reports it lost (agentLost()). */

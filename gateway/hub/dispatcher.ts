@@ -9,9 +9,11 @@
 
 import type { ErrorCode } from "../../schema/api.ts";
 import type { DispatchRequest, RequestOutcome } from "../../schema/hub.ts";
-import type { ModelId } from "../../schema/model-id.ts";
+import { isModelId, type ModelId } from "../../schema/model-id.ts";
 import type { ChunkFrame, DoneFrame, ErrorFrame } from "../../schema/protocol.ts";
 import { CloseCode as Close } from "../../schema/protocol.ts";
+import type { RoutingTable } from "../../schema/registry.ts";
+import { EXPERIMENT_HEADER, VARIANT_HEADER } from "../../schema/rollouts.ts";
 import { log } from "../log.ts";
 import { AgentChoice } from "./agent-choice.ts";
 import type { AgentConnection } from "./agent-connection.ts";
@@ -22,9 +24,9 @@ import type { CircuitBreakers } from "./circuit-breakers.ts";
 import { overdue } from "./deadlines.ts";
 import type { DispatcherConfig, DispatcherHost } from "./dispatcher-host.ts";
 import { errorResponse } from "./hub-response.ts";
-import { InferenceJob, outputLimitViolation } from "./inference-job.ts";
+import { InferenceJob, outputLimitViolation, type ServedArm } from "./inference-job.ts";
 import { resolveModel } from "./model-resolution.ts";
-import { type RegistryRoute, routeModel } from "./routing-table.ts";
+import { type RegistryRoute, rollingDrained, routeModel } from "./routing-table.ts";
 import { ewma, modelAvailability, RequestQueue, slotsFor } from "./scheduling.ts";
 import { ServiceTimes } from "./service-times.ts";
 
@@ -36,12 +38,19 @@ export class Dispatcher {
   readonly #breakers: CircuitBreakers;
   readonly #choice: AgentChoice;
   readonly #cancellations: Cancellations;
+  /** The table rollingDrained() last ran on, and what it returned (once per table, not per request). */
+  #drainedTable: RoutingTable | null = null;
+  #drained = new Map<string, Set<string>>();
 
   constructor(private readonly host: DispatcherHost) {
     this.#config = host.config;
     this.#breakers = host.breakers;
     this.queue = new RequestQueue(host.config.queueMax);
-    this.#choice = new AgentChoice(host.breakers, () => this.#ready());
+    this.#choice = new AgentChoice(
+      host.breakers,
+      () => this.#ready(),
+      (model) => this.#drainedFrom(model),
+    );
     this.#cancellations = new Cancellations({
       send: (agent, frame) => host.send(agent, frame),
       wakeAt: (at) => host.wakeAt(at),
@@ -58,22 +67,44 @@ export class Dispatcher {
     const now = this.host.now();
     const table = this.host.routingTable();
     const route: RegistryRoute =
-      request.model === undefined ? { kind: "unregistered" } : routeModel(table, request.model);
+      request.model === undefined
+        ? { kind: "unregistered" }
+        : routeModel(table, request.model, request.subject);
     if (route.kind === "refused") {
       this.host.counters.outcome("model_not_found", null);
       return errorResponse(route.code, route.message);
     }
-    const resolved = resolveModel(route.kind === "routed" ? route.servedAs : request.model, this.#config, {
-      availability: (model) =>
-        modelAvailability(model, this.#choice.usable(model, now), this.host.knownModels()),
+    const availability = (model: ModelId) =>
+      modelAvailability(model, this.#choice.usable(model, now), this.host.knownModels());
+    let target = route.kind === "routed" ? route.servedAs : request.model;
+    const assignment = route.kind === "routed" ? route.rollout : null;
+    let served: ServedArm | null = null;
+    if (route.kind === "routed" && assignment !== null) {
+      const { id, phase, arm, label, other } = assignment;
+      served = { id, phase, arm, label, counted: true };
+      const servable = (text: string) => isModelId(text) && availability(text) === "servable";
+      // The assigned arm has no usable agent, the other has: serve that one, uncounted.
+      if (!servable(route.servedAs) && servable(other.servedAs)) {
+        target = other.servedAs;
+        served = { id, phase, arm: other.arm, label: other.label, counted: false };
+      }
+    }
+    const resolved = resolveModel(target, this.#config, {
+      availability,
       servedModels: () => this.#servedModels(now),
     });
+    if (assignment !== null && served !== null) {
+      // A substitute (MODEL_FALLBACKS) is not the arm's version: its answer is not the arm's either.
+      if (resolved.ok && resolved.model !== target) served = { ...served, counted: false };
+      this.host.rolloutAssigned(assignment, served.counted);
+    }
     if (!resolved.ok) {
       this.host.counters.outcome(resolved.code === "MODEL_NOT_FOUND" ? "model_not_found" : "no_agent", null);
       return errorResponse(
         resolved.code,
         resolved.message,
         resolved.code === "NO_AGENT_AVAILABLE" ? 1 : undefined,
+        served === null ? undefined : { [VARIANT_HEADER]: served.label, [EXPERIMENT_HEADER]: served.id },
       );
     }
     const { model, requested } = resolved;
@@ -94,6 +125,7 @@ export class Dispatcher {
       { callerGone: (j) => this.callerGone(j), slowConsumer: (j) => this.#slowConsumer(j) },
     );
     job.deprecated = route.kind === "routed" && route.deprecated && model === route.servedAs;
+    job.rollout = served;
     this.#jobs.set(job.id, job);
     if (job.isFallback) {
       this.host.counters.fallback();
@@ -482,6 +514,16 @@ export class Dispatcher {
       this.queue.sizeFor(model),
       slotsFor(this.#choice.usable(model, now), model),
     );
+  }
+
+  /** Agents a rolling deployment moved off `model`: they take no new request for it. */
+  #drainedFrom(model: ModelId): ReadonlySet<string> | undefined {
+    const table = this.host.routingTable();
+    if (table !== this.#drainedTable) {
+      this.#drainedTable = table;
+      this.#drained = rollingDrained(table);
+    }
+    return this.#drained.get(model);
   }
 
   /** Request ids come from callers (X-Request-Id) and may repeat; frames need them unique. */

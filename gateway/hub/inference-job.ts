@@ -7,6 +7,7 @@ import type { ErrorCode } from "../../schema/api.ts";
 import { type DispatchRequest, HubHeader } from "../../schema/hub.ts";
 import type { ModelId } from "../../schema/model-id.ts";
 import type { ChunkFrame, DoneFrame, GenerateFrame } from "../../schema/protocol.ts";
+import { type Arm, EXPERIMENT_HEADER, VARIANT_HEADER } from "../../schema/rollouts.ts";
 import { completionBody, contentType, type StreamRenderer, streamRenderer } from "../render/render.ts";
 import { SSE_HEADERS } from "../render/sse.ts";
 import type { AgentConnection } from "./agent-connection.ts";
@@ -43,6 +44,21 @@ export function outputLimitViolation(job: InferenceJob, tokens: number, chars: n
 
 const encoder = new TextEncoder();
 
+/** The rollout arm a request is served by: its response headers, and where its statistics go. */
+export interface ServedArm {
+  /** The rollout's id (X-Orchard-Experiment). */
+  id: string;
+  phase: number;
+  arm: Arm;
+  /** X-Orchard-Variant. */
+  label: string;
+  /**
+   * False when the assigned arm had no usable agent and the other arm serves it instead: the
+   * request then stays out of the statistics (a canary is not judged on capacity it was not given).
+   */
+  counted: boolean;
+}
+
 export interface JobCallbacks {
   /** The caller stopped reading: it cancelled the stream, or writing to it failed. Called once. */
   callerGone(job: InferenceJob): void;
@@ -69,6 +85,8 @@ export class InferenceJob implements Queued {
   attempts = 0;
   /** A deprecated version pinned by the caller: the response carries a Deprecation header. */
   deprecated = false;
+  /** The rollout arm serving it, when a rollout assigned it. */
+  rollout: ServedArm | null = null;
   dispatchedAt: number | null = null;
   firstChunkAt: number | null = null;
   /** When the current attempt must have produced its first chunk. */
@@ -189,7 +207,13 @@ export class InferenceJob implements Queued {
       this.#close();
       return;
     }
-    this.#resolve(errorResponse(code, message, retryAfterSeconds));
+    this.#resolve(errorResponse(code, message, retryAfterSeconds, this.#rolloutHeaders()));
+  }
+
+  #rolloutHeaders(): Record<string, string> | undefined {
+    const rollout = this.rollout;
+    if (rollout === null) return undefined;
+    return { [VARIANT_HEADER]: rollout.label, [EXPERIMENT_HEADER]: rollout.id };
   }
 
   /** The caller left: settle whatever it was waiting for; nobody reads it. */
@@ -206,6 +230,10 @@ export class InferenceJob implements Queued {
     if (this.deprecated) headers.Deprecation = "true";
     if (this.request.response.stream) headers["Cache-Control"] = SSE_HEADERS["Cache-Control"];
     if (this.isFallback) headers[HubHeader.fallback] = this.requestedModel;
+    if (this.rollout !== null) {
+      headers[VARIANT_HEADER] = this.rollout.label;
+      headers[EXPERIMENT_HEADER] = this.rollout.id;
+    }
     return headers;
   }
 

@@ -24,6 +24,7 @@ import {
   type LoadFailure,
   loadKey,
   type ObservedAgent,
+  placementShort,
   planPlacement,
   retryDelayMs,
 } from "./placement.ts";
@@ -259,15 +260,8 @@ export class RegistryShell {
     if (this.#placementShort(observed)) this.#reconcileSoon(now + PLACEMENT_RECHECK_MS);
   }
 
-  /**
-   * Whether some wanted version has fewer agents holding it loaded than its replicas ask, while
-   * some agent could load it (a pool without such agents has nothing to look at every 5 s).
-   */
   #placementShort(observed: readonly ObservedAgent[]): boolean {
-    if (!observed.some((a) => a.usable && a.artifacts)) return false;
-    return desiredPlacement(this.table, this.host.pool).wanted.some(
-      (w) => observed.filter((a) => a.usable && a.loaded.has(w.version.servedAs)).length < w.replicas,
-    );
+    return placementShort(desiredPlacement(this.table, this.host.pool), observed);
   }
 
   /** A load the agent never answered within LOAD_TIMEOUT_MS is a failure: backed off, then retried. */

@@ -2,9 +2,28 @@
 // each to the model id agents serve it under. Pushed by the Worker on every registry change,
 // persisted in the hub's storage, reloaded from D1 when missing or stale; never read from D1 on the
 // request path. `routeModel` is pure: the dispatcher calls it once per request, before
-// model-resolution picks among what agents serve.
+// model-resolution picks among what agents serve. A rollout on the model (a canary, an A/B test)
+// splits requests for its bare name between two arms by one hash of the end user.
 import { isModelVersion, parseModelId } from "../../schema/model-id.ts";
-import { EMPTY_ROUTING_TABLE, type RoutedVersion, type RoutingTable } from "../../schema/registry.ts";
+import {
+  EMPTY_ROUTING_TABLE,
+  type RoutedModel,
+  type RoutedVersion,
+  type RoutingTable,
+} from "../../schema/registry.ts";
+import { type Arm, assignArm, type RolloutRoute } from "../../schema/rollouts.ts";
+
+/** Which rollout arm a request was assigned to, and how to serve the other one instead. */
+export interface RolloutAssignment {
+  /** The rollout's id (deployment or A/B test). */
+  id: string;
+  phase: number;
+  arm: Arm;
+  /** X-Orchard-Variant for this arm. */
+  label: string;
+  /** The other arm: served instead when no usable agent serves this one (the request then goes uncounted). */
+  other: { arm: Arm; label: string; servedAs: string };
+}
 
 export type RegistryRoute =
   /** The registry does not know this model: today's behaviour (what agents announce) decides. */
@@ -17,13 +36,19 @@ export type RegistryRoute =
        */
       servedAs: string;
       deprecated: boolean;
+      /** Set when a rollout assigned the request to an arm (requests by bare name only). */
+      rollout: RolloutAssignment | null;
     }
   | { kind: "refused"; code: "MODEL_ARCHIVED" | "MODEL_NOT_FOUND"; message: string };
 
 const ALIAS_SEPARATOR = "@";
 
-/** How the table routes a caller's `model` text (a name, `name:version`, or `name@alias`). */
-export function routeModel(table: RoutingTable, requested: string): RegistryRoute {
+/**
+ * How the table routes a caller's `model` text (a name, `name:version`, or `name@alias`) for the
+ * end user `subject`. Only a bare name is split by a rollout: a pinned version or an alias is what
+ * the caller chose.
+ */
+export function routeModel(table: RoutingTable, requested: string, subject: string): RegistryRoute {
   const at = requested.lastIndexOf(ALIAS_SEPARATOR);
   if (at > 0) {
     const name = requested.slice(0, at);
@@ -49,11 +74,48 @@ export function routeModel(table: RoutingTable, requested: string): RegistryRout
     return { kind: "unregistered" };
   }
   if (version === null) {
+    // A table stored before rollouts existed has no `rollout` field at all.
+    if (model.rollout) {
+      const split = routeRollout(table, model.rollout, subject);
+      if (split !== null) return split;
+    }
     if (model.active === null) return { kind: "unregistered" };
     return routeVersion(model.versions[model.active]);
   }
   const routed = model.versions[version];
   return routed === undefined ? { kind: "unregistered" } : routeVersion(routed);
+}
+
+/**
+ * The arm `subject` gets, served by its version; null when an arm's version is missing from the
+ * table or archived (an inconsistent push: the model then routes as if no rollout ran).
+ */
+function routeRollout(table: RoutingTable, rollout: RolloutRoute, subject: string): RegistryRoute | null {
+  const a = servable(table.models[rollout.arms.a.name], rollout.arms.a.version);
+  const b = servable(table.models[rollout.arms.b.name], rollout.arms.b.version);
+  if (a === null || b === null) return null;
+  const arm = assignArm(rollout.id, subject, rollout.share);
+  const mine = arm === "a" ? a : b;
+  const other = arm === "a" ? b : a;
+  const otherArm: Arm = arm === "a" ? "b" : "a";
+  return {
+    kind: "routed",
+    servedAs: mine.servedAs,
+    // The caller asked for the name, not for a deprecated version.
+    deprecated: false,
+    rollout: {
+      id: rollout.id,
+      phase: rollout.phase,
+      arm,
+      label: rollout.labels[arm],
+      other: { arm: otherArm, label: rollout.labels[otherArm], servedAs: other.servedAs },
+    },
+  };
+}
+
+function servable(model: RoutedModel | undefined, version: string): RoutedVersion | null {
+  const routed = model?.versions[version];
+  return routed === undefined || routed.status === "archived" ? null : routed;
 }
 
 function routeVersion(version: RoutedVersion | undefined): RegistryRoute {
@@ -65,7 +127,41 @@ function routeVersion(version: RoutedVersion | undefined): RegistryRoute {
       message: `model version "${version.servedAs}" is archived`,
     };
   }
-  return { kind: "routed", servedAs: version.servedAs, deprecated: version.status === "deprecated" };
+  return {
+    kind: "routed",
+    servedAs: version.servedAs,
+    deprecated: version.status === "deprecated",
+    rollout: null,
+  };
+}
+
+/**
+ * Rolling deployments: per served id of an arm a, the agents listed "b" for it, which take no new
+ * request for it (what they have in flight finishes, then placement unloads it). Computed once per
+ * table, not per request.
+ */
+export function rollingDrained(table: RoutingTable): Map<string, Set<string>> {
+  const drained = new Map<string, Set<string>>();
+  for (const model of Object.values(table.models)) {
+    const rollout = model.rollout;
+    if (rollout?.agents === undefined) continue;
+    const servedAs = table.models[rollout.arms.a.name]?.versions[rollout.arms.a.version]?.servedAs;
+    if (servedAs === undefined) continue;
+    for (const [agentId, arms] of Object.entries(rollout.agents)) {
+      if (arms !== "b") continue;
+      const agents = drained.get(servedAs) ?? new Set<string>();
+      agents.add(agentId);
+      drained.set(servedAs, agents);
+    }
+  }
+  return drained;
+}
+
+/** Ids of the rollouts the table carries now. */
+export function rolloutIds(table: RoutingTable): Set<string> {
+  const ids = new Set<string>();
+  for (const model of Object.values(table.models)) if (model.rollout) ids.add(model.rollout.id);
+  return ids;
 }
 
 /** Served ids an announcement lists that the table lacks: what the hub registers as agent-local. */

@@ -4,6 +4,7 @@
 // sent (turned into the public error here) or the caller's response itself, returned untouched.
 
 import { DEFAULT_POOL, DispatchErrorBody, type DispatchRequest, type HubSnapshot } from "../../schema/hub.ts";
+import { EXPERIMENT_HEADER, VARIANT_HEADER } from "../../schema/rollouts.ts";
 import { type PoolConfig, type Pools, poolsForModel, readConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
 import type { AgentHub } from "../hub/agent-hub.ts";
@@ -98,8 +99,15 @@ async function hubFailure(response: Response): Promise<GatewayError> {
   if (!parsed.success)
     return new GatewayError("UPSTREAM_ERROR", `the agent pool answered ${response.status}`);
   const retryAfter = Number(response.headers.get("Retry-After"));
+  // A request a rollout assigned says which arm failed it, as its answers do.
+  const headers: Record<string, string> = {};
+  for (const name of [VARIANT_HEADER, EXPERIMENT_HEADER]) {
+    const value = response.headers.get(name);
+    if (value !== null) headers[name] = value;
+  }
   return new GatewayError(parsed.data.code, parsed.data.message, {
     retryAfterSeconds: Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : undefined,
+    headers,
   });
 }
 

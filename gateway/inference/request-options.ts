@@ -1,4 +1,5 @@
-// Per-request options callers set with headers.
+// Per-request options callers set with headers: the deadline, and the end user rollouts assign.
+import { USER_HEADER } from "../../schema/rollouts.ts";
 import { GatewayError } from "../errors.ts";
 
 /** The caller's deadline for one request, in ms from now (queue wait + generation). */
@@ -18,4 +19,27 @@ export function requestTimeoutMs(header: string | undefined, maxMs: number): num
     });
   }
   return Math.min(ms, maxMs);
+}
+
+/** Longest end-user id X-Orchard-User may carry (as OpenAI's `user` field). */
+export const MAX_USER_LENGTH = 256;
+
+/**
+ * The request's end user, for sticky rollout assignment: the OpenAI `user` field when the body
+ * has one, else X-Orchard-User, else the token's subject. An empty value counts as absent; a
+ * header longer than MAX_USER_LENGTH is a 400 naming it.
+ */
+export function endUser(header: string | undefined, bodyUser: string | undefined, sub: string): string {
+  if (header !== undefined && header.length > MAX_USER_LENGTH) {
+    throw new GatewayError(
+      "INVALID_REQUEST",
+      `${USER_HEADER} must be at most ${MAX_USER_LENGTH} characters`,
+      {
+        param: USER_HEADER,
+      },
+    );
+  }
+  if (bodyUser !== undefined && bodyUser !== "") return bodyUser;
+  if (header !== undefined && header !== "") return header;
+  return sub;
 }

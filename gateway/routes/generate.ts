@@ -3,10 +3,11 @@
 // the answer (inference/render.ts); this route validates, authorizes and passes it on.
 import { Hono } from "hono";
 import { GenerateRequest } from "../../schema/api.ts";
+import { USER_HEADER } from "../../schema/rollouts.ts";
 import { readConfig } from "../config.ts";
 import { dispatchToHub, poolOrder } from "../inference/hub-client.ts";
 import { samplingParams } from "../inference/openai.ts";
-import { requestTimeoutMs, TIMEOUT_HEADER } from "../inference/request-options.ts";
+import { endUser, requestTimeoutMs, TIMEOUT_HEADER } from "../inference/request-options.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { jsonBody } from "../middleware/json-body/index.ts";
 import type { AppEnv } from "../types.ts";
@@ -21,6 +22,8 @@ export const generateRoutes = new Hono<AppEnv>().post(
     const receivedAt = Date.now();
     const config = readConfig(c.env);
     const timeoutMs = requestTimeoutMs(c.req.header(TIMEOUT_HEADER), config.requestTimeoutMaxMs);
+    const caller = c.get("caller").sub;
+    const subject = endUser(c.req.header(USER_HEADER), undefined, caller);
     // Without a model: DEFAULT_MODEL's pools, or (none set) the default pool, whose hub picks one.
     const pools = poolOrder(config.pools, body.model ?? config.defaultModel, requestId);
     return dispatchToHub(
@@ -38,6 +41,8 @@ export const generateRoutes = new Hono<AppEnv>().post(
           stop: body.stop,
         }),
         response: { api: "generate", stream: body.stream, includeUsage: false, requestId, receivedAt },
+        subject,
+        caller,
       },
       pools,
     );

@@ -3,11 +3,12 @@
 // The hub renders the completion and its chunks (inference/render.ts).
 import { Hono } from "hono";
 import { ChatCompletionRequest } from "../../schema/api.ts";
+import { USER_HEADER } from "../../schema/rollouts.ts";
 import { readConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
 import { dispatchToHub, observePools, poolOrder } from "../inference/hub-client.ts";
 import { chatMessages, chatParams } from "../inference/openai.ts";
-import { requestTimeoutMs, TIMEOUT_HEADER } from "../inference/request-options.ts";
+import { endUser, requestTimeoutMs, TIMEOUT_HEADER } from "../inference/request-options.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { jsonBody } from "../middleware/json-body/index.ts";
 import type { AppEnv } from "../types.ts";
@@ -18,6 +19,7 @@ export const openaiRoutes = new Hono<AppEnv>()
     const requestId = c.get("requestId");
     const config = readConfig(c.env);
     const timeoutMs = requestTimeoutMs(c.req.header(TIMEOUT_HEADER), config.requestTimeoutMaxMs);
+    const caller = c.get("caller").sub;
     return dispatchToHub(
       c.env,
       {
@@ -33,6 +35,8 @@ export const openaiRoutes = new Hono<AppEnv>()
           requestId,
           receivedAt: Date.now(),
         },
+        subject: endUser(c.req.header(USER_HEADER), body.user, caller),
+        caller,
       },
       poolOrder(config.pools, body.model, requestId),
     );

@@ -41,6 +41,7 @@ class FakePool {
       knownModels: () => this.known,
       routingTable: () => this.table,
       finished: (job, outcome) => this.finished.push({ model: job.model, outcome }),
+      rolloutAssigned: () => {},
       send: (agent, frame) => {
         this.sent.push({ agent, frame });
         return true;
@@ -272,6 +273,8 @@ function dispatchRequest(
     prompt: "p",
     params: { maxTokens },
     response: { api: "generate", stream, includeUsage: false, requestId: id, receivedAt: 0 },
+    subject: "end-user",
+    caller: "test-user",
   };
 }
 
@@ -622,6 +625,9 @@ describe("isDispatchRequest (the hub's check instead of the schema)", () => {
     ["an empty request id", { ...valid, requestId: "" }],
     ["a zero timeout", { ...valid, timeoutMs: 0 }],
     ["no params", { ...valid, params: undefined }],
+    ["no subject (a Worker of an older version)", { ...valid, subject: undefined }],
+    ["an empty caller", { ...valid, caller: "" }],
+    ["a subject too long", { ...valid, subject: "u".repeat(257) }],
   ];
   it.each(cases)("agrees with DispatchRequest on %s", (_, value) => {
     expect(isDispatchRequest(value)).toBe(DispatchRequest.safeParse(value).success);
@@ -658,13 +664,25 @@ describe("isDispatchRequest (the hub's check instead of the schema)", () => {
           requestId: fc.oneof(text, fc.constant(null)),
           receivedAt: fc.oneof(fc.integer(), fc.constant(Number.POSITIVE_INFINITY)),
         }),
+        subject: fc.string({ minLength: 0, maxLength: 258 }),
+        caller: fc.string({ minLength: 0, maxLength: 130 }),
       },
-      { requiredKeys: ["requestId", "params", "response"] },
+      { requiredKeys: ["requestId", "params", "response", "subject", "caller"] },
     );
     const mutated = fc
       .tuple(
         requestArb,
-        fc.constantFrom("requestId", "model", "prompt", "messages", "params", "timeoutMs", "response"),
+        fc.constantFrom(
+          "requestId",
+          "model",
+          "prompt",
+          "messages",
+          "params",
+          "timeoutMs",
+          "response",
+          "subject",
+          "caller",
+        ),
         fc.anything(),
       )
       .map(([request, key, value]) => ({ ...request, [key]: value }));

@@ -289,6 +289,8 @@ describe("state kept across an eviction", () => {
         prompt: "x",
         params: { maxTokens: 1 },
         response: { api: "generate", stream: false, includeUsage: false, requestId: "r", receivedAt: 0 },
+        subject: "end-user",
+        caller: "test-user",
       };
       const response = await fresh.fetch(
         new Request("https://hub/dispatch", { method: "POST", body: JSON.stringify(request) }),

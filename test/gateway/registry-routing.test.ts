@@ -96,24 +96,26 @@ describe("routeModel (pure)", () => {
   };
 
   it("routes a name, a version, an alias; refuses archived versions and unknown aliases", () => {
-    expect(routeModel(table, "m")).toEqual({
+    expect(routeModel(table, "m", "u")).toEqual({
       kind: "routed",
       servedAs: "m:2.0.0",
       deprecated: false,
+      rollout: null,
     });
-    expect(routeModel(table, "m:1.0.0")).toEqual({
+    expect(routeModel(table, "m:1.0.0", "u")).toEqual({
       kind: "routed",
       servedAs: "m:1.0.0",
       deprecated: true,
+      rollout: null,
     });
-    expect(routeModel(table, "m@stable")).toMatchObject({ kind: "routed", servedAs: "m:1.0.0" });
-    expect(routeModel(table, "m:0.9.0")).toMatchObject({ kind: "refused", code: "MODEL_ARCHIVED" });
-    expect(routeModel(table, "m@old")).toMatchObject({ kind: "refused", code: "MODEL_ARCHIVED" });
-    expect(routeModel(table, "m@nope")).toMatchObject({ kind: "refused", code: "MODEL_NOT_FOUND" });
+    expect(routeModel(table, "m@stable", "u")).toMatchObject({ kind: "routed", servedAs: "m:1.0.0" });
+    expect(routeModel(table, "m:0.9.0", "u")).toMatchObject({ kind: "refused", code: "MODEL_ARCHIVED" });
+    expect(routeModel(table, "m@old", "u")).toMatchObject({ kind: "refused", code: "MODEL_ARCHIVED" });
+    expect(routeModel(table, "m@nope", "u")).toMatchObject({ kind: "refused", code: "MODEL_NOT_FOUND" });
     // Unknown to the registry: what agents announce decides, as before the registry.
-    expect(routeModel(table, "m:3.0.0")).toEqual({ kind: "unregistered" });
-    expect(routeModel(table, "other")).toEqual({ kind: "unregistered" });
-    expect(routeModel(table, "local")).toEqual({ kind: "unregistered" });
+    expect(routeModel(table, "m:3.0.0", "u")).toEqual({ kind: "unregistered" });
+    expect(routeModel(table, "other", "u")).toEqual({ kind: "unregistered" });
+    expect(routeModel(table, "local", "u")).toEqual({ kind: "unregistered" });
   });
 
   it("names a bare agent-local model by the name it is served under, and other versions name:version", () => {
