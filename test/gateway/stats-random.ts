@@ -21,3 +21,56 @@ export function normal(random: () => number): number {
 export function logNormal(random: () => number, mu: number, sigma: number): number {
   return Math.exp(mu + sigma * normal(random));
 }
+
+export interface SimulatedArm {
+  requests: number;
+  errorRate?: number;
+  /** Median latency in ms (log-normal, σ = latencySigma). */
+  latencyMs?: number;
+  latencySigma?: number;
+  /** Share of successful requests that are `tailFactor` times slower (a heavy tail). */
+  tailShare?: number;
+  tailFactor?: number;
+  tokensPerSecond?: number;
+  /** Probability of a thumbs up; feedback on every `feedbackEvery`-th request. */
+  thumbsUp?: number;
+  feedbackEvery?: number;
+  /** Every request's subject; else one drawn from `subjects` (default a million) named user-<i>. */
+  subject?: string;
+  subjects?: number;
+  subjectHash?: (subject: string) => number;
+}
+
+/** Records `arm.requests` simulated requests into `stats` (an ArmStats, duck-typed to avoid an import cycle). */
+export function simulateArm(
+  stats: {
+    record(o: {
+      subjectHash: number;
+      ok: boolean;
+      latencyMs: number;
+      ttftMs: number | null;
+      tokensPerSecond: number | null;
+    }): void;
+    recordFeedback(score: number): void;
+  },
+  random: () => number,
+  arm: SimulatedArm,
+): void {
+  const median = arm.latencyMs ?? 500;
+  const sigma = arm.latencySigma ?? 0.4;
+  for (let i = 0; i < arm.requests; i++) {
+    const subject = arm.subject ?? `user-${Math.floor(random() * (arm.subjects ?? 1_000_000))}`;
+    let latencyMs = logNormal(random, Math.log(median), sigma);
+    if (random() < (arm.tailShare ?? 0)) latencyMs *= arm.tailFactor ?? 1;
+    stats.record({
+      subjectHash: arm.subjectHash?.(subject) ?? Math.floor(random() * 2 ** 32),
+      ok: random() >= (arm.errorRate ?? 0),
+      latencyMs,
+      ttftMs: latencyMs / 5,
+      tokensPerSecond: logNormal(random, Math.log(arm.tokensPerSecond ?? 50), 0.2),
+    });
+    if (arm.thumbsUp !== undefined && i % (arm.feedbackEvery ?? 1) === 0) {
+      stats.recordFeedback(random() < arm.thumbsUp ? 1 : 0);
+    }
+  }
+}
