@@ -9,6 +9,7 @@ import { decodeJwt } from "jose";
 import { z } from "zod";
 import { isModelId, type ModelId } from "../schema/model-id.ts";
 import { MIN_PROTOCOL_VERSION, ModelName, PROTOCOL_VERSION } from "../schema/protocol.ts";
+import { type Fault, parseFaults } from "./faults.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 
 export class ConfigError extends Error {
@@ -56,6 +57,8 @@ export interface AgentConfig {
   backoffBaseMs: number;
   backoffMaxMs: number;
   logLevel: LogLevel;
+  /** Injected faults (tests and diagnostics only); absent unless --fault is given. */
+  faults?: Fault[];
 }
 
 interface SettingSpec {
@@ -133,6 +136,13 @@ export const SETTINGS = {
     env: "ORCHARD_LOG_LEVEL",
     value: "LEVEL",
     describe: `${LOG_LEVELS.join(" | ")} (default: info)`,
+  },
+  fault: {
+    env: "ORCHARD_FAULTS",
+    multiple: true,
+    value: "MODEL:KIND[=V]",
+    describe:
+      "TESTS ONLY: make MODEL slow=MS (before each piece) or fail=RATE (0-1, ENGINE_ERROR); repeatable; env: comma-separated",
   },
 } as const satisfies Record<string, SettingSpec>;
 
@@ -232,6 +242,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     "log-level",
     z.enum(LOG_LEVELS, `must be one of ${LOG_LEVELS.join(", ")}`).default("info"),
   );
+  const faults = parseFaults(raw.fault.values);
+  if (typeof faults === "string") throw new ConfigError(raw.fault.label, faults);
 
   return {
     gatewayUrl: gateway.ws,
@@ -253,6 +265,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     backoffBaseMs,
     backoffMaxMs,
     logLevel,
+    ...(faults.length === 0 ? {} : { faults }),
   };
 }
 

@@ -10,6 +10,7 @@ import { type AgentConfig, ConfigError, loadConfig, settingsHelp, tokenExpiry } 
 import { ExitCode } from "./connection.ts";
 import { runDoctor } from "./doctor.ts";
 import type { Engine } from "./engines/engine.ts";
+import { describeFault, FaultInjectingEngine } from "./faults.ts";
 import { createLogger, errorMessage, type Logger } from "./log.ts";
 
 const USAGE = `orchard-agent: runs models on this machine for an Orchard gateway
@@ -73,7 +74,9 @@ async function createEngine(config: AgentConfig, log: Logger): Promise<Engine> {
     ...(config.contextSize === undefined ? {} : { contextSize: config.contextSize }),
   });
   for (const model of models) await engine.load(model.name);
-  return engine;
+  if (!config.faults) return engine;
+  log.warn(`fault injection on: ${config.faults.map(describeFault).join("; ")}`, { faults: config.faults });
+  return new FaultInjectingEngine(engine, config.faults);
 }
 
 /** `demo-model [--variant N] --out FILE`: writes a demo variant and prints its path, size and sha256. */
