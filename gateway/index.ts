@@ -10,16 +10,21 @@ import { generateRoutes } from "./routes/generate.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { modelRoutes } from "./routes/models.ts";
 import { openaiRoutes } from "./routes/openai.ts";
+import { abTestRoutes, deploymentRoutes, feedbackRoutes } from "./routes/rollouts.ts";
 import type { AppEnv } from "./types.ts";
 
 export { AgentHub } from "./hub/agent-hub.ts";
+export { RolloutController } from "./rollouts/controller.ts";
 
 const app = new Hono<AppEnv>()
   .use(requestId())
   .use(accessLog())
   .route("/", healthRoutes)
+  .route("/ab-tests", abTestRoutes)
   .route("/agents", agentRoutes)
   .route("/circuit-breaker", circuitBreakerRoutes)
+  .route("/deployments", deploymentRoutes)
+  .route("/feedback", feedbackRoutes)
   .route("/generate", generateRoutes)
   .route("/models", modelRoutes)
   .route("/v1", openaiRoutes);

@@ -2,6 +2,7 @@
 // (/ab-tests) and feedback (POST /feedback). Durations are milliseconds (`*_ms`) like the rest of
 // the API, except the specification's own `duration_hours`.
 import { z } from "zod";
+import { SuccessMetric } from "./experiments.ts";
 import { REGISTRY_NAME_PATTERN } from "./registry.ts";
 
 const ms = (max: number) => z.number().int().min(0).max(max);
@@ -55,7 +56,10 @@ export const CanaryOptions = z
     rollback_window_ms: ms(7 * DAY).optional(),
     /** Agents holding the canary (default 1). */
     replicas: Replicas.optional(),
-    /** The judge's thresholds and which metrics are critical (schema/experiments.ts CanaryCriteria). */
+    /**
+     * The judge's thresholds and which metrics are critical (schema/experiments.ts). Its
+     * `min_requests` defaults to min_requests_per_arm, so a step is judged on what it holds for.
+     */
     criteria: z.record(z.string(), z.unknown()).optional(),
     timeout_ms: ms(DAY).min(1000).optional(),
   })
@@ -114,7 +118,7 @@ export const AbTestStartRequest = z
       .number()
       .gt(0)
       .max(24 * 90),
-    success_metrics: z.array(z.string().min(1).max(64)).min(1).max(8),
+    success_metrics: z.array(SuccessMetric).min(1).max(8),
     alpha: z.number().gt(0).max(0.2).optional(),
     min_requests: z.number().int().min(1).max(10_000_000).optional(),
     /** Agents holding model_b while the test runs (default 1). */

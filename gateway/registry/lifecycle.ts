@@ -9,8 +9,9 @@ import type { ActivateRequest, ActivateResponse } from "../../schema/registry-ap
 import { RegistryLimits } from "../../schema/registry-api.ts";
 import { readConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
+import { placementOf } from "../rollouts/observe.ts";
 import { servedAsOf } from "./hub-store.ts";
-import { type PlacementEntry, placementStatus, publishRoutingTable } from "./publish.ts";
+import { type PlacementEntry, publishRoutingTable } from "./publish.ts";
 import {
   type Actor,
   type Db,
@@ -265,17 +266,10 @@ async function waitForPlacement(
 ): Promise<Readiness> {
   const pools = placement.pools ?? [...readConfig(env).pools.byName.keys()];
   for (;;) {
-    const byPool = await placementStatus(env, pools);
-    const loaded = new Set<string>();
-    const loading = new Set<string>();
-    const failed: PlacementEntry["failed"] = [];
-    for (const status of Object.values(byPool)) {
-      const entry = status[servedAs];
-      if (entry === undefined) continue;
-      for (const agent of entry.loaded) loaded.add(agent);
-      for (const agent of entry.loading) loading.add(agent);
-      failed.push(...entry.failed);
-    }
+    const found = (await placementOf(env, [servedAs], pools)).get(servedAs);
+    const loaded = new Set(found?.loaded);
+    const loading = new Set(found?.loading);
+    const failed: PlacementEntry["failed"] = found?.failed ?? [];
     const readiness = {
       ready: loaded.size >= placement.replicas,
       required: placement.replicas,

@@ -24,6 +24,7 @@ import { registryDb, resolveVersion } from "../registry/versions.ts";
 import type { AppEnv } from "../types.ts";
 import { modelArtifactRoutes } from "./model-artifacts.ts";
 import { actorOf, modelLifecycleRoutes } from "./model-lifecycle.ts";
+import { modelDeployRoutes } from "./rollouts.ts";
 
 const user = auth({ role: "user" });
 const admin = auth({ role: "admin" });
@@ -62,6 +63,7 @@ const aliasParam: MiddlewareHandler<AppEnv> = async (c, next) => {
 export const modelRoutes = new Hono<AppEnv>()
   .route("/", modelArtifactRoutes)
   .route("/", modelLifecycleRoutes)
+  .route("/", modelDeployRoutes)
   .post("/register", admin, registryBody(RegisterRequest), async (c) => {
     const registered = await registerVersion(registryDb(c.env.DB), c.get("body"), actorOf(c));
     await publishRoutingTable(c.env);
