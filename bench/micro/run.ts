@@ -121,25 +121,30 @@ export async function runMicro(rounds = 9): Promise<MicroCase[]> {
 
   const api = await import("../../schema/api.ts");
   const body = { model: "synthetic-a1", prompt: "bench", max_tokens: 8, stream: false };
-  await add(
-    "GenerateRequest.safeParse(body)",
-    "Worker, once per request",
-    () => () => api.GenerateRequest.safeParse(body),
-  );
+  await add("GenerateRequest.safeParse(body)", "Worker, once per request", () => {
+    if (!api.GenerateRequest.safeParse(body).success) throw new Error("GenerateRequest rejects the body");
+    return () => api.GenerateRequest.safeParse(body);
+  });
   const dispatchBody = {
     requestId: "3f1c9a4e-6b1d-4a55-9a53-0d6f4b8e2a11",
     model: "synthetic-a1",
     prompt: "bench",
     params: { maxTokens: 8 },
     response: { ...shape, api: "generate" as const, stream: false },
+    subject: "bench-user-17",
+    caller: "bench",
   };
   const dispatch = await import("../../schema/hub.ts");
+  // Both must accept the body: timing a rejection would measure the wrong path.
   await add("DispatchRequest.safeParse(JSON.parse(body))", "hub, once per request", () => {
     const raw = JSON.stringify(dispatchBody);
+    const parsed = dispatch.DispatchRequest.safeParse(JSON.parse(raw));
+    if (!parsed.success) throw new Error(`DispatchRequest rejects the body: ${parsed.error.message}`);
     return () => dispatch.DispatchRequest.safeParse(JSON.parse(raw));
   });
   await add("isDispatchRequest(JSON.parse(body))", "hub, once per request (today)", () => {
     const raw = JSON.stringify(dispatchBody);
+    if (!dispatch.isDispatchRequest(JSON.parse(raw))) throw new Error("isDispatchRequest rejects the body");
     return () => dispatch.isDispatchRequest(JSON.parse(raw));
   });
   await add("readConfig(env)", "Worker, per request (auth) and hub", async () => {
