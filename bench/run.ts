@@ -9,6 +9,7 @@
 //        --time-scale X (multiplies every measuring window)
 //        --against REF (this checkout's gateway vs the one at git REF, side by side: a before/after)
 //        --compare REF2 (with --against: the gateway at REF2 instead of this checkout's)
+//        --rollouts on|off (default on: a canary and an A/B test run on the benchmarked models)
 import { mkdirSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { resolve } from "node:path";
@@ -16,10 +17,17 @@ import { DEMO_MODEL_NAME, ensureDemoModel } from "../node-agent/demo-model.ts";
 import { REPO_ROOT } from "../scripts/lib/local-gateway.ts";
 import { mintToken } from "../scripts/lib/token.ts";
 import { killAllChildren, spawnTs } from "./lib/children.ts";
-import { type Bench, syntheticEngine } from "./lib/context.ts";
+import { type Bench, modelNames, syntheticEngine } from "./lib/context.ts";
 import { ForeignLoadMonitor, formatFacts, machineFacts } from "./lib/facts.ts";
 import { cpuTimeMs, descendantsOf } from "./lib/procs.ts";
 import { routeThroughRegistry } from "./lib/registry-routing.ts";
+import {
+  benchRollouts,
+  describeRollouts,
+  formatTraffic,
+  rolloutTraffic,
+  stopRollouts,
+} from "./lib/rollouts.ts";
 import { newSecret, type RunningAgent, startAgent, startOrchard, startRelay } from "./lib/stack.ts";
 import { num, type TargetCheck, table, targetsTable } from "./lib/table.ts";
 import type { MicroCase } from "./micro/run.ts";
@@ -50,8 +58,10 @@ function parseArgs(argv: string[]) {
   if (against !== undefined && !suites.includes("variants")) suites = [...suites, "variants"];
   const compare = get("--compare");
   if (compare !== undefined && against === undefined) throw new Error("--compare needs --against");
+  const rolloutsFlag = get("--rollouts") ?? "on";
+  if (rolloutsFlag !== "on" && rolloutsFlag !== "off") throw new Error("--rollouts must be on or off");
   if (!(Number.isInteger(reps) && reps >= 1)) throw new Error("--reps must be a positive integer");
-  return { reps, timeScale, suites, against, compare };
+  return { reps, timeScale, suites, against, compare, rollouts: rolloutsFlag === "on" };
 }
 
 async function main(): Promise<void> {
@@ -83,16 +93,15 @@ async function main(): Promise<void> {
   const wantsLlama = args.suites.includes("llama");
   const modelPath = wantsLlama ? await ensureDemoModel(resolve(REPO_ROOT, ".cache/orchard-test")) : "";
   log("starting agents…");
-  const models = (first: boolean) =>
-    syntheticEngine(first).kind === "synthetic"
-      ? (syntheticEngine(first) as { models: { name: string }[] }).models.map((m) => m.name)
-      : [];
+  // With rollouts, agents also announce MODEL_1 and MODEL_4 as name:CANDIDATE_VERSION.
+  const engine = (first: boolean) => syntheticEngine(first, args.rollouts);
+  const models = (first: boolean) => modelNames(engine(first));
   const agents: RunningAgent[] = await Promise.all(
     [0, 1, 2, 3].map((i) =>
       startAgent(
         `bench-synthetic-${i + 1}`,
         secret,
-        syntheticEngine(i === 0),
+        engine(i === 0),
         { relay, orchard, models: models(i === 0) },
         { loopback: i === 0 },
       ),
@@ -112,6 +121,11 @@ async function main(): Promise<void> {
   const servedModels = [...new Set([...models(true), ...models(false), ...(llama ? [DEMO_MODEL_NAME] : [])])];
   const routing = await routeThroughRegistry(orchard.directOrigin, secret, servedModels);
   log(`requests by name: ${routing} (${servedModels.join(", ")})`);
+  // The canary on the model of the headline overhead figure, the A/B test on another (one per model).
+  const rollouts = await benchRollouts(orchard.directOrigin, secret, routing, args.rollouts);
+  log(`rollouts: ${rollouts.active ? `${rollouts.canary.id}, ${rollouts.abTest.id}` : rollouts.reason}`);
+  print(`rollouts    ${describeRollouts(rollouts)}`);
+  print();
 
   const bench: Bench = {
     relay,
@@ -120,11 +134,12 @@ async function main(): Promise<void> {
     ...(llama ? { llama } : {}),
     userToken: await mintToken({ secret, role: "user", sub: "bench", ttlSeconds: 6 * 3600 }),
     reps: args.reps,
+    rollouts: args.rollouts,
     timeScale: args.timeScale,
     log,
   };
 
-  const results: Record<string, unknown> = { facts, args };
+  const results: Record<string, unknown> = { facts, args, rolloutsActive: describeRollouts(rollouts) };
   const monitor = new ForeignLoadMonitor(() => [process.pid, ...descendantsOf(process.pid)], cpuTimeMs);
   const stamp = facts.date.replace(/[:.]/g, "-");
   const checks: TargetCheck[] = [];
@@ -209,6 +224,14 @@ async function main(): Promise<void> {
         v.text,
       );
     }
+    const traffic = await rolloutTraffic(rollouts);
+    if (traffic) {
+      results.rollouts = traffic;
+      section(
+        "Rollouts the measured requests went through (as the gateway reports them)",
+        formatTraffic(traffic),
+      );
+    }
     const load = monitor.stop();
     results.machineLoad = load;
     print(
@@ -218,6 +241,7 @@ async function main(): Promise<void> {
     print();
   } finally {
     log("stopping…");
+    if (rollouts.active) log(`rollouts: ${await stopRollouts(rollouts)}`);
     await Promise.all([...agents, ...(llama ? [llama] : [])].map((a) => a.stop()));
     await Promise.all([relay.stop(), orchard.stop()]);
   }

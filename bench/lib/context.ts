@@ -17,6 +17,8 @@ export interface Bench {
   llama?: RunningAgent;
   userToken: string;
   reps: number;
+  /** Whether rollouts run during the measurements (--rollouts on): agents also announce CANDIDATE_VERSION. */
+  rollouts: boolean;
   /** Scales every measuring window (1 = default). */
   timeScale: number;
   log(line: string): void;
@@ -27,15 +29,43 @@ export const MODEL_4 = "synthetic-a4";
 export const MODEL_PACED = "synthetic-paced";
 export const PACED_TOKENS_PER_SECOND = 10;
 
-export function syntheticEngine(first: boolean): BenchAgentConfig["engine"] {
+/**
+ * The second version synthetic agents announce beside MODEL_1 and MODEL_4 (as `name:2.0.0`) when
+ * the run has rollouts: the hub registers it as an agent-local version, the canary and the A/B
+ * test route to it (bench/lib/rollouts.ts). Same engine, same speed as the first.
+ */
+export const CANDIDATE_VERSION = "2.0.0";
+
+export function syntheticEngine(first: boolean, candidates = false): BenchAgentConfig["engine"] {
+  const withCandidate = (name: string) => [
+    { name },
+    ...(candidates ? [{ name: `${name}:${CANDIDATE_VERSION}` }] : []),
+  ];
   return {
     kind: "synthetic",
     models: [
-      ...(first ? [{ name: MODEL_1 }] : []),
-      { name: MODEL_4 },
+      ...(first ? withCandidate(MODEL_1) : []),
+      ...withCandidate(MODEL_4),
       { name: MODEL_PACED, tokensPerSecond: PACED_TOKENS_PER_SECOND },
     ],
   };
+}
+
+/** The model names an engine serves, without the versioned ids (the relay and the registry route by name). */
+export function modelNames(engine: BenchAgentConfig["engine"]): string[] {
+  if (engine.kind !== "synthetic") return [engine.modelName];
+  return engine.models.map((m) => m.name).filter((name) => !name.includes(":"));
+}
+
+/** Simulated end users the load generator cycles through (X-Orchard-User), so rollouts really split. */
+export const END_USERS = 1000;
+
+/**
+ * `headers` once per simulated end user, each with its own X-Orchard-User: a rollout assigns arms by
+ * a hash of the end user. Sent on both paths, so both carry the same bytes (the relay ignores it).
+ */
+function perEndUser(headers: Record<string, string>): Record<string, string>[] {
+  return Array.from({ length: END_USERS }, (_, i) => ({ ...headers, "x-orchard-user": `bench-user-${i}` }));
 }
 
 /** The HTTP request each path is driven with. */
@@ -47,17 +77,21 @@ export function requestSpec(
   stream: boolean,
 ): HttpRequestSpec {
   if (path === "relay") {
+    const headers = { "content-type": "application/json" };
     return {
       method: "POST",
       path: "/",
-      headers: { "content-type": "application/json" },
+      headers,
+      perRequestHeaders: perEndUser(headers),
       body: JSON.stringify({ model, prompt: "bench", max_tokens: maxTokens }),
     };
   }
+  const headers = { "content-type": "application/json", authorization: `Bearer ${bench.userToken}` };
   return {
     method: "POST",
     path: "/generate",
-    headers: { "content-type": "application/json", authorization: `Bearer ${bench.userToken}` },
+    headers,
+    perRequestHeaders: perEndUser(headers),
     body: JSON.stringify({ model, prompt: "bench", max_tokens: maxTokens, stream }),
   };
 }

@@ -18,11 +18,14 @@ export interface HttpRequestSpec {
   method: "GET" | "POST";
   path: string;
   headers: Record<string, string>;
+  /** When present, used instead of `headers`, one per request in turn (e.g. one per simulated end user). */
+  perRequestHeaders?: readonly Record<string, string>[];
   body?: string;
 }
 
 export class LoadClient {
   readonly pool: Pool;
+  #sent = 0;
 
   constructor(origin: string, connections: number) {
     this.pool = new Pool(origin, {
@@ -74,10 +77,12 @@ export class LoadClient {
           reject(err);
         },
       };
-      this.pool.dispatch(
-        { path: spec.path, method: spec.method, headers: spec.headers, body: spec.body },
-        handler,
-      );
+      const rotating = spec.perRequestHeaders;
+      const headers =
+        rotating === undefined || rotating.length === 0
+          ? spec.headers
+          : (rotating[this.#sent++ % rotating.length] as Record<string, string>);
+      this.pool.dispatch({ path: spec.path, method: spec.method, headers, body: spec.body }, handler);
     });
   }
 

@@ -3,10 +3,18 @@
 // p50 at concurrency 1, req/s at concurrency 32, and workerd / wrangler-host CPU per request.
 
 import { mintToken } from "../../scripts/lib/token.ts";
-import { type Bench, MODEL_1, measureHttp, requestSpec, syntheticEngine } from "../lib/context.ts";
+import {
+  type Bench,
+  MODEL_1,
+  measureHttp,
+  modelNames,
+  requestSpec,
+  syntheticEngine,
+} from "../lib/context.ts";
 import { LoadClient } from "../lib/http-client.ts";
 import { cpuTimeMs } from "../lib/procs.ts";
 import { routeThroughRegistry } from "../lib/registry-routing.ts";
+import { type ActiveRollouts, benchRollouts, describeRollouts, stopRollouts } from "../lib/rollouts.ts";
 import { type RunningWorker, startAgent, startOrchard } from "../lib/stack.ts";
 import { type Spread, spread, summarize } from "../lib/stats.ts";
 import { cell, table } from "../lib/table.ts";
@@ -95,8 +103,9 @@ export async function runVariants(
     for (const [i, v] of [original, ...prepared].entries())
       workers.set(v.spec.name, started[i] as RunningWorker);
     bench.log(`  baseline: ${original.spec.change}`);
-    const models = (syntheticEngine(true) as { models: { name: string }[] }).models.map((m) => m.name);
-    const agent = await startAgent("bench-variants", secret, syntheticEngine(true), {
+    const engine = syntheticEngine(true, bench.rollouts);
+    const models = modelNames(engine);
+    const agent = await startAgent("bench-variants", secret, engine, {
       models,
       more: [original, ...prepared].map((v) => ({
         label: v.spec.name,
@@ -104,11 +113,16 @@ export async function runVariants(
         ...(v.protocol === undefined ? {} : { protocol: v.protocol }),
       })),
     });
+    const rollouts: ActiveRollouts[] = [];
     try {
-      // Each copy routes by name the way its build does: through the registry when it has one.
+      // Each copy routes by name the way its build does: through the registry when it has one, and
+      // (--rollouts on) through a canary and an A/B test when it has them, like the main run.
       for (const [name, worker] of workers) {
+        const routing = await routeThroughRegistry(worker.directOrigin, secret, models);
+        const active = await benchRollouts(worker.directOrigin, secret, routing, bench.rollouts, name);
+        rollouts.push(active);
         bench.log(
-          `  ${name}: requests by name: ${await routeThroughRegistry(worker.directOrigin, secret, models)}`,
+          `  ${name}: requests by name: ${routing}; rollouts: ${describeRollouts(active).split(";")[0]}`,
         );
       }
       const base = workers.get(baseName) as RunningWorker;
@@ -178,6 +192,7 @@ export async function runVariants(
       }
       if (against === undefined) results.push(await agentFlushVariant(bench, secret, base));
     } finally {
+      await Promise.all(rollouts.map((r) => stopRollouts(r)));
       await agent.stop();
     }
   } finally {
