@@ -248,10 +248,14 @@ export class Dispatcher {
     this.pump();
   }
 
-  /** Dispatches queued requests to free agents, oldest first within each model. */
+  /**
+   * Dispatches queued requests to free agents, oldest first within each model, and the model whose
+   * head has waited longest first: in insertion order, a hot model's queue would take every slot
+   * freed on agents it shares with another model, whose requests then time out while queued.
+   */
   pump(): void {
     const now = this.host.now();
-    for (const model of this.queue.models()) {
+    for (const model of this.queue.modelsByHead()) {
       for (const job of this.queue.itemsFor(model)) {
         const agent = this.#choice.pick(model, job, now);
         if (agent === null) {

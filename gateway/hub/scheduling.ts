@@ -155,6 +155,15 @@ export class RequestQueue<T extends Queued> {
     return [...this.#byModel.keys()];
   }
 
+  /**
+   * Models with queued items, the one whose head has the earliest deadline first (each item's
+   * deadline is when it was queued plus the queue timeout, so: the longest waiting first).
+   */
+  modelsByHead(): ModelId[] {
+    const head = (model: ModelId) => this.#byModel.get(model)?.[0]?.deadline ?? Number.POSITIVE_INFINITY;
+    return this.models().sort((a, b) => head(a) - head(b));
+  }
+
   /** Removes and returns every item whose deadline is at or before `now`, oldest first. */
   takeExpired(now: number): T[] {
     const expired: T[] = [];

@@ -297,7 +297,14 @@ export class RolloutController extends DurableObject<Env> {
       requests: { a: 0, b: 0 },
     };
     if (saved !== null) {
-      const stats = phaseStats(await rolloutStats(this.env, spec.id), saved.machine.phase);
+      const merged = await rolloutStats(this.env, spec.id);
+      const stats = phaseStats(merged, saved.machine.phase);
+      // A canary step at 100 % sends no end user to the baseline, so nothing serves beside it:
+      // it is judged against the baseline of the phase before (the previous step's, or the
+      // preparing phase's for steps [100]); otherwise the last step could never pass.
+      if (spec.strategy === "canary" && saved.machine.share >= 1 && saved.machine.phase > 0) {
+        stats.a = phaseStats(merged, saved.machine.phase - 1).a;
+      }
       observation.requests = { a: stats.a.requests, b: stats.b.requests };
       if (spec.strategy === "canary") {
         const criteria = CanaryCriteria.parse(spec.criteria ?? {});
