@@ -74,6 +74,18 @@ export class AgentChoice {
     return { pick: blocked, exist: open };
   }
 
+  /**
+   * Whether `model` has agents that would serve it but every one has its breaker for it open: the
+   * version itself has been failing there (not a capacity problem).
+   */
+  shedByBreakers(model: ModelId, now: number): boolean {
+    const drained = this.drained(model);
+    const serving = this.ready().filter(
+      (a) => !a.draining && a.models.has(model) && !(drained?.has(a.id) ?? false),
+    );
+    return serving.length > 0 && serving.every((a) => this.breakers.isOpen(a.id, model, now));
+  }
+
   /** Ready agents whose breakers for `model` are not open and that no rolling deployment moved off it. */
   usable(model: ModelId, now: number): AgentConnection[] {
     const drained = this.drained(model);

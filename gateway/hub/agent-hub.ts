@@ -90,6 +90,7 @@ export class AgentHub extends DurableObject<Env> {
         this.#rollouts.finished(job, outcome, now);
       },
       rolloutAssigned: (assignment, counted) => this.#rollouts.assigned(assignment, counted, Date.now()),
+      rolloutShed: (assignment, subject) => this.#rollouts.shed(assignment, subject, Date.now()),
       send: (agent, frame) => this.#sendFrame(agent, frame),
       close: (agent, code, reason) => this.#closeAgent(agent, code, reason),
       wakeAt: (at) => this.#ensureAlarm(at),

@@ -44,6 +44,11 @@ export interface DispatcherHost {
    * when another arm or a fallback serves it instead, so it stays out of the arm's statistics.
    */
   rolloutAssigned(assignment: RolloutAssignment, counted: boolean): void;
+  /**
+   * The assigned arm could not take a request because every breaker for its version is open: the
+   * request it would have failed counts as that arm's error (served by the other arm meanwhile).
+   */
+  rolloutShed(assignment: RolloutAssignment, subject: string): void;
   /** Sends a frame; false when the socket failed (the host then reports the agent lost). */
   send(agent: AgentConnection, frame: GatewayFrame): boolean;
   /** Closes an agent that broke the protocol; the host then reports it lost (agentLost()). */

@@ -87,6 +87,11 @@ export class Dispatcher {
       if (!servable(route.servedAs) && servable(other.servedAs)) {
         target = other.servedAs;
         served = { id, phase, arm: other.arm, label: other.label, counted: false };
+        // Its breakers shed it: that version has been failing. Uncounted, a canary failing every
+        // request would stall behind its breaker short of the judge's minimum and never roll back.
+        if (isModelId(route.servedAs) && this.#choice.shedByBreakers(route.servedAs, now)) {
+          this.host.rolloutShed(assignment, request.subject);
+        }
       }
     }
     const resolved = resolveModel(target, this.#config, {

@@ -76,6 +76,18 @@ export class HubRollouts {
     this.#touch(now);
   }
 
+  /** The assigned arm's breakers shed a request: an error of that arm (Dispatcher host rolloutShed). */
+  shed(assignment: RolloutAssignment, subject: string, now: number): void {
+    this.#stats.record(assignment.id, assignment.phase, assignment.arm, {
+      subjectHash: subjectSampleHash(assignment.id, subject),
+      ok: false,
+      latencyMs: 0,
+      ttftMs: null,
+      tokensPerSecond: null,
+    });
+    this.#touch(now);
+  }
+
   /** A request ended: remembered for feedback, and observed for its arm when it is judged on it. */
   finished(job: InferenceJob, outcome: RequestOutcome, now: number): void {
     const served = job.rollout;

@@ -27,6 +27,7 @@ class FakePool {
   readonly counters = new HubCounters();
   table: RoutingTable = EMPTY_ROUTING_TABLE;
   readonly finished: { model: string; outcome: string }[] = [];
+  readonly shed: { arm: string; subject: string }[] = [];
   readonly breakers: CircuitBreakers;
   readonly dispatcher: Dispatcher;
 
@@ -42,6 +43,7 @@ class FakePool {
       routingTable: () => this.table,
       finished: (job, outcome) => this.finished.push({ model: job.model, outcome }),
       rolloutAssigned: () => {},
+      rolloutShed: (assignment, subject) => this.shed.push({ arm: assignment.arm, subject }),
       send: (agent, frame) => {
         this.sent.push({ agent, frame });
         return true;
@@ -105,6 +107,59 @@ const done = {
 } as const;
 
 describe("Dispatcher", () => {
+  it("counts a rollout arm shed by its open breakers as that arm's error, served by the other arm", async () => {
+    const pool = new FakePool();
+    const routed = (version: string) => ({
+      version,
+      status: "registered" as const,
+      servedAs: `m:${version}`,
+      source: { kind: "agent-local" as const },
+      sha256: null,
+      size: null,
+      parameters: {},
+      placement: null,
+    });
+    pool.table = {
+      revision: 1,
+      builtAt: 0,
+      preparing: {},
+      models: {
+        m: {
+          name: "m",
+          active: "1.0.0",
+          previous: null,
+          aliases: {},
+          versions: { "1.0.0": routed("1.0.0"), "2.0.0": routed("2.0.0") },
+          warmPrevious: true,
+          rollout: {
+            id: "dep-1",
+            kind: "canary",
+            phase: 0,
+            arms: { a: { name: "m", version: "1.0.0" }, b: { name: "m", version: "2.0.0" } },
+            share: 1,
+            labels: { a: "baseline", b: "canary" },
+            placement: null,
+          },
+        },
+      },
+    };
+    pool.connect("a1", { capacity: 2, models: ["m:1.0.0", "m:2.0.0"] });
+    // The canary version failed on the only agent that has it: its breaker opened.
+    for (let i = 0; i < defaults.breaker.minCalls; i++) {
+      const model = formatModelId("m", "2.0.0");
+      pool.breakers.settle(pool.breakers.admit("a1", model, pool.clock), "model_failure", pool.clock);
+    }
+    void pool.submit("r1");
+    expect(pool.generates().map(([, frame]) => frame.model)).toEqual(["m:1.0.0"]);
+    expect(pool.shed).toEqual([{ arm: "b", subject: "end-user" }]);
+    // A capacity shortage is not the version's fault: nothing is shed when b merely has no agent.
+    pool.breakers.reset({ agentId: "a1" }, pool.clock);
+    pool.connect("a2", { capacity: 2, models: ["m:1.0.0"] });
+    pool.agents.get("a1")?.setModels([{ name: "m:1.0.0", engine: "synthetic", loaded: true }]);
+    void pool.submit("r2");
+    expect(pool.shed).toHaveLength(1);
+  });
+
   it("answers unknown and unavailable models before queueing anything", async () => {
     const pool = new FakePool();
     expect(((await pool.submit("r1")) as Response).status).toBe(404);
