@@ -81,11 +81,13 @@ export interface StoredAbSpec {
   replicas: number;
 }
 
+const MODEL_KEY = "model";
 const DEFAULT_AB_ALPHA = 0.05;
 const DEFAULT_AB_MIN_REQUESTS = 100;
 
 export class RolloutController extends DurableObject<Env> {
-  readonly #model: string;
+  /** The model this object drives; from its id, or from storage when an alarm woke it (no name then). */
+  #model: string;
   readonly #tickMs: number;
   /** Every operation runs after the previous one: ticks and commands never interleave at an await. */
   #chain: Promise<unknown> = Promise.resolve();
@@ -94,6 +96,12 @@ export class RolloutController extends DurableObject<Env> {
     super(ctx, env);
     this.#model = ctx.id.name ?? "";
     this.#tickMs = readConfig(env).rolloutTickMs;
+    // An object woken by its alarm has no name in its id (measured in workerd): keep it stored.
+    void ctx.blockConcurrencyWhile(async () => {
+      const stored = await ctx.storage.get<string>(MODEL_KEY);
+      if (this.#model === "") this.#model = stored ?? "";
+      else if (stored !== this.#model) await ctx.storage.put(MODEL_KEY, this.#model);
+    });
   }
 
   #serial<T>(work: () => Promise<T>): Promise<T> {
@@ -126,11 +134,16 @@ export class RolloutController extends DurableObject<Env> {
   }
 
   override async alarm(): Promise<void> {
+    // The next tick is scheduled before this one starts: a tick cut short (an eviction, a deploy,
+    // a throw) still has a successor. A tick that ends the rollout clears it.
+    await this.ctx.storage.setAlarm(Date.now() + this.#tickMs);
     try {
       await this.tick();
     } catch (err) {
-      log("error", "rollout tick failed; retrying", { model: this.#model, ...describeError(err) });
-      await this.ctx.storage.setAlarm(Date.now() + this.#tickMs);
+      log("error", "rollout tick failed; retrying on the next", {
+        model: this.#model,
+        ...describeError(err),
+      });
     }
   }
 
@@ -260,13 +273,25 @@ export class RolloutController extends DurableObject<Env> {
   }
 
   async #tick(): Promise<void> {
+    if (this.#model === "") {
+      log("error", "rollout controller woke without knowing its model; no tick", {});
+      await this.ctx.storage.deleteAlarm();
+      return;
+    }
     const db = registryDb(this.env.DB);
     const row = await runningRollout(db, this.#model);
-    if (row === undefined) return;
+    if (row === undefined) {
+      await this.ctx.storage.deleteAlarm();
+      return;
+    }
     if (row.kind === "ab_test") {
       const endsAt = row.endsAt?.getTime() ?? Number.POSITIVE_INFINITY;
-      if (Date.now() >= endsAt) await this.#finishAbTest(row, "completed", CONTROLLER);
-      else await this.ctx.storage.setAlarm(endsAt);
+      if (Date.now() >= endsAt) {
+        await this.#finishAbTest(row, "completed", CONTROLLER);
+        await this.ctx.storage.deleteAlarm();
+      } else {
+        await this.ctx.storage.setAlarm(endsAt);
+      }
       return;
     }
     const spec = row.spec as unknown as StoredDeploymentSpec;
@@ -275,7 +300,8 @@ export class RolloutController extends DurableObject<Env> {
     const observation = await this.#observe(spec, saved, now);
     const outcome = advance(spec, saved.machine, observation);
     const ended = await this.#carryOut(row, spec, saved, outcome, observation, CONTROLLER);
-    if (!ended) await this.ctx.storage.setAlarm(Date.now() + this.#tickMs);
+    if (ended) await this.ctx.storage.deleteAlarm();
+    else await this.ctx.storage.setAlarm(Date.now() + this.#tickMs);
   }
 
   /** What the machine sees: where each arm is loaded, this phase's figures, the judge, the smoke test. */

@@ -483,3 +483,39 @@ describe("A/B tests", () => {
     expect([plain.model, plain.variant, plain.error]).toEqual([id("2.0.0"), null, null]);
   }, 180_000);
 });
+
+describe("a deployment across a gateway restart", () => {
+  it("carries on after the Worker restarts mid-step, driven by its controller's alarm, and is promoted", async () => {
+    await activate("1.0.0");
+    const started = await deploy("2.0.0", {
+      strategy: "canary",
+      steps: [50, 100],
+      min_step_ms: 1000,
+      min_requests_per_arm: 60,
+      criteria: { max_error_rate_increase: 0.1, max_latency_ratio: 2, max_p95_ratio: 3 },
+    });
+    await waitFor("the first step to serve half the users", async () => {
+      const view = await json<DeploymentView>(await api(`/deployments/${started.deployment_id}`), 200);
+      return view.traffic_share === 0.5 ? view : undefined;
+    });
+    // Every Durable Object and socket dies with the Worker; D1, DO storage and alarms are kept.
+    const restartedAt = Date.now();
+    await stack.restartGateway();
+    await stack.waitForAgents((list) => list.length === 2);
+    const traffic = driveTraffic(api, user, NAME, { prefix: "restart-canary" });
+    const ended = await waitForDeployment(
+      api,
+      started.deployment_id,
+      ["succeeded", "rolled_back", "paused"],
+      100_000,
+    );
+    const answers = await traffic.stop();
+    expect(ended.status, ended.state.reason).toBe("succeeded");
+    expect(await activeVersion()).toBe("2.0.0");
+    // The steps after the restart were decided by the controller, not replayed from before it.
+    const passedAfter = eventsOf(ended, "step_passed").filter((e) => Date.parse(e.at) > restartedAt);
+    expect(passedAfter.length).toBeGreaterThanOrEqual(1);
+    expect(passedAfter.every((e) => e.actor === "controller")).toBe(true);
+    expect(failures(answers)).toEqual([]);
+  }, 150_000);
+});

@@ -13,6 +13,7 @@ export const testBindings = {
   QUEUE_MAX: "2",
   // Live per-version metrics reach D1 within a second, so the registry suites can read them back.
   LIVE_METRICS_FLUSH_MS: "1000",
+  ROLLOUT_TICK_MS: "200",
   QUEUE_TIMEOUT_MS: "1500",
   HELLO_TIMEOUT_MS: "1500",
   // Long enough that test agents, which never ping, are not reaped; heartbeats are tested by
