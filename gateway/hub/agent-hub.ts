@@ -27,6 +27,7 @@ import { Dispatcher } from "./dispatcher.ts";
 import { answerHello } from "./handshake.ts";
 import { errorResponse } from "./hub-response.ts";
 import { HubState } from "./hub-state.ts";
+import { rememberPoolName } from "./hub-storage.ts";
 import { livenessVerdict } from "./liveness.ts";
 import { nextAlarm } from "./next-alarm.ts";
 import { RegistryShell } from "./registry-shell.ts";
@@ -38,7 +39,14 @@ const LAST_SEEN_WRITE_INTERVAL_MS = 60_000;
 
 export class AgentHub extends DurableObject<Env> {
   readonly #config: GatewayConfig;
-  readonly #pool: string;
+  /**
+   * The pool's name: from the id when the object was called by name; a wake by its alarm (or an
+   * agent's message) has no name in the id (measured in workerd), so #restorePool() reads it from
+   * storage before anything uses it.
+   */
+  #pool: string;
+  /** False until the pool's name is read (and stored); a failed read is retried on an alarm. */
+  #poolSettled = false;
   readonly #sockets: AgentSockets;
   readonly #dispatcher: Dispatcher;
   /** Breakers, counters, known models: what survives an eviction or a redeploy. */
@@ -57,7 +65,7 @@ export class AgentHub extends DurableObject<Env> {
     this.#sockets = new AgentSockets(ctx);
     this.#state = new HubState(ctx.storage, this.#config.breaker, () => this.#scheduleNextAlarm());
     this.#registry = new RegistryShell({
-      pool: this.#pool,
+      pool: () => this.#pool,
       db: env.DB,
       storage: ctx.storage,
       breakers: this.#state.breakers,
@@ -270,6 +278,7 @@ export class AgentHub extends DurableObject<Env> {
 
   override async alarm(): Promise<void> {
     this.#alarmAt = null;
+    if (!this.#poolSettled) await this.#restorePool();
     if (this.#state.restoreDue(Date.now())) await this.#state.restore();
     if (this.#rollouts.restoreDue(Date.now())) await this.#rollouts.restore();
     this.runChecks(Date.now());
@@ -472,6 +481,8 @@ export class AgentHub extends DurableObject<Env> {
 
   /** A wake: the agents from their sockets, then what storage holds. Never throws. */
   async #restore(): Promise<void> {
+    // First: placement, live metrics and logs name the pool.
+    await this.#restorePool();
     const now = Date.now();
     for (const ws of this.ctx.getWebSockets()) {
       try {
@@ -490,6 +501,26 @@ export class AgentHub extends DurableObject<Env> {
     const storedAlarm = await this.#state.restore();
     if (storedAlarm !== null) this.#alarmAt = storedAlarm;
     this.#scheduleNextAlarm();
+  }
+
+  /** The pool's name from the id (kept in storage) or, when the id has none, from storage. Never throws. */
+  async #restorePool(): Promise<void> {
+    const fromId = this.ctx.id.name;
+    try {
+      const name = await rememberPoolName(this.ctx.storage, fromId);
+      this.#poolSettled = true;
+      if (name !== null) this.#pool = name;
+      // A brand-new object woken without a name: should not happen; once per wake.
+      else
+        log("warn", "hub has no pool name (none in its id, none stored); using the default", {
+          pool: this.#pool,
+        });
+    } catch (err) {
+      log(fromId === undefined ? "error" : "warn", "pool name not read or stored; retried on an alarm", {
+        pool: this.#pool,
+        ...describeError(err),
+      });
+    }
   }
 
   /** Makes sure an alarm fires no later than `at`. */

@@ -11,6 +11,22 @@ import { KNOWN_MODEL_KEY_PREFIX, LEGACY_KNOWN_MODELS_KEY } from "./known-models.
 export const FLUSH_INTERVAL_MS = 10_000;
 /** Storage put() and delete() take at most 128 keys per call. */
 const MAX_KEYS_PER_CALL = 128;
+/** The pool's name, kept because an object woken by its alarm has no name in its id (measured in workerd). */
+export const POOL_NAME_KEY = "pool";
+
+/**
+ * The pool this object is: `fromId` (its id's name) when known, stored when storage holds another
+ * (or none); otherwise the stored one, or null when neither knows. Once per wake, never per request.
+ */
+export async function rememberPoolName(
+  storage: DurableObjectStorage,
+  fromId: string | undefined,
+): Promise<string | null> {
+  const stored = await storage.get<string>(POOL_NAME_KEY);
+  if (fromId === undefined) return typeof stored === "string" && stored !== "" ? stored : null;
+  if (stored !== fromId) await storage.put(POOL_NAME_KEY, fromId);
+  return fromId;
+}
 
 export interface StoredHubState {
   alarm: number | null;

@@ -38,13 +38,16 @@ export class LiveMetrics {
   #versions = new Map<string, VersionWindow>();
   #pending: LiveMetricsWindow[] = [];
   dropped = 0;
+  /** The pool's name when a window closes (a hub learns it from storage after it is constructed). */
+  readonly #pool: () => string;
 
   constructor(
-    private readonly pool: string,
+    pool: string | (() => string),
     readonly flushIntervalMs: number,
     now: number,
     private readonly random: () => number = Math.random,
   ) {
+    this.#pool = typeof pool === "string" ? () => pool : pool;
     this.#windowStart = now;
   }
 
@@ -94,7 +97,7 @@ export class LiveMetrics {
       for (const [modelId, w] of this.#versions) {
         this.#pending.push({
           modelId,
-          pool: this.pool,
+          pool: this.#pool(),
           windowStart: this.#windowStart,
           windowEnd: now,
           requests: w.requests,

@@ -36,7 +36,8 @@ export const TABLE_REFRESH_MS = 60_000;
 export const PLACEMENT_RECHECK_MS = 5_000;
 
 export interface RegistryShellHost {
-  pool: string;
+  /** The pool's name now (read each time: a hub woken without a name learns it from storage). */
+  pool(): string;
   db: D1Database;
   storage: DurableObjectStorage;
   breakers: CircuitBreakers;
@@ -62,7 +63,7 @@ export class RegistryShell {
 
   constructor(private readonly host: RegistryShellHost) {
     this.routing = new HubRoutingTable(host.storage);
-    this.live = new LiveMetrics(host.pool, host.flushIntervalMs, Date.now());
+    this.live = new LiveMetrics(() => host.pool(), host.flushIntervalMs, Date.now());
   }
 
   get table(): RoutingTable {
@@ -75,7 +76,7 @@ export class RegistryShell {
    */
   apply(table: RoutingTable, now: number): { revision: number } {
     if (this.routing.apply(table, now)) {
-      log("info", "routing table applied", { pool: this.host.pool, revision: table.revision });
+      log("info", "routing table applied", { pool: this.host.pool(), revision: table.revision });
     }
     this.#reconcileSoon(now);
     return { revision: this.routing.table.revision };
@@ -138,7 +139,7 @@ export class RegistryShell {
     this.#refreshing ??= loadRoutingTable(this.host.db)
       .then((table) => {
         if (this.routing.apply(table, Date.now())) {
-          log("info", "routing table reloaded from D1", { pool: this.host.pool, revision: table.revision });
+          log("info", "routing table reloaded from D1", { pool: this.host.pool(), revision: table.revision });
         }
         this.reconcile(Date.now());
       })
@@ -215,7 +216,7 @@ export class RegistryShell {
     const agents = [...this.host.agents()].filter((a) => a.ready);
     const observed: ObservedAgent[] = agents.map((a) => observe(a, this.host.busyModels(a.id)));
     const actions = planPlacement(this.table, {
-      pool: this.host.pool,
+      pool: this.host.pool(),
       now,
       agents: observed,
       pending: this.#pending,
@@ -261,7 +262,7 @@ export class RegistryShell {
   }
 
   #placementShort(observed: readonly ObservedAgent[]): boolean {
-    return placementShort(desiredPlacement(this.table, this.host.pool), observed);
+    return placementShort(desiredPlacement(this.table, this.host.pool()), observed);
   }
 
   /** A load the agent never answered within LOAD_TIMEOUT_MS is a failure: backed off, then retried. */
@@ -290,7 +291,7 @@ export class RegistryShell {
       out[servedAs] ??= { loaded: [], loading: [], failed: [] };
       return out[servedAs];
     };
-    const { wanted, warm } = desiredPlacement(this.table, this.host.pool);
+    const { wanted, warm } = desiredPlacement(this.table, this.host.pool());
     for (const w of wanted) entry(w.version.servedAs);
     for (const servedAs of warm) entry(servedAs);
     for (const servedAs of Object.keys(this.table.preparing)) entry(servedAs);
