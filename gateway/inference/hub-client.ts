@@ -4,7 +4,7 @@
 // sent (turned into the public error here) or the caller's response itself, returned untouched.
 
 import { DEFAULT_POOL, DispatchErrorBody, type DispatchRequest, type HubSnapshot } from "../../schema/hub.ts";
-import { EXPERIMENT_HEADER, VARIANT_HEADER } from "../../schema/rollouts.ts";
+import { EXPERIMENT_HEADER, fnv1a32, VARIANT_HEADER } from "../../schema/rollouts.ts";
 import { type PoolConfig, type Pools, poolsForModel, readConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
 import type { AgentHub } from "../hub/agent-hub.ts";
@@ -27,7 +27,7 @@ export function poolOrder(pools: Pools, model: string | undefined, requestId: st
   if (model === undefined) return [DEFAULT_POOL];
   const serving = poolsForModel(pools, model);
   if (serving.length < 2) return serving;
-  const start = fnv1a(requestId) % serving.length;
+  const start = fnv1a32(requestId) % serving.length;
   return [...serving.slice(start), ...serving.slice(0, start)];
 }
 
@@ -149,14 +149,4 @@ export function observePools(env: Env, options: ObservePoolsOptions = {}): Promi
       }
     }),
   );
-}
-
-/** 32-bit FNV-1a: a cheap, well-spread hash of a short string. */
-function fnv1a(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193);
-  }
-  return hash >>> 0;
 }

@@ -9,9 +9,8 @@ import type { ActivateRequest, ActivateResponse } from "../../schema/registry-ap
 import { RegistryLimits } from "../../schema/registry-api.ts";
 import { readConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
-import { placementOf } from "../rollouts/observe.ts";
 import { servedAsOf } from "./hub-store.ts";
-import { type PlacementEntry, publishRoutingTable } from "./publish.ts";
+import { type PlacementEntry, placementOf, publishRoutingTable } from "./publish.ts";
 import {
   type Actor,
   type Db,

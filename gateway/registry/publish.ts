@@ -66,3 +66,33 @@ export async function placementStatus(
   );
   return Object.fromEntries(answers.flat());
 }
+
+export interface ArmPlacement {
+  loaded: string[];
+  loading: string[];
+  failed: PlacementEntry["failed"];
+}
+
+/** Where each served id is loaded, loading or failed, over `pools` (default every pool). */
+export async function placementOf(
+  env: Env,
+  servedAs: readonly string[],
+  pools?: readonly string[],
+): Promise<Map<string, ArmPlacement>> {
+  const byPool = await placementStatus(env, pools);
+  const out = new Map<string, ArmPlacement>();
+  for (const id of servedAs) {
+    const loaded = new Set<string>();
+    const loading = new Set<string>();
+    const failed: PlacementEntry["failed"] = [];
+    for (const status of Object.values(byPool)) {
+      const entry = status[id];
+      if (entry === undefined) continue;
+      for (const agent of entry.loaded) loaded.add(agent);
+      for (const agent of entry.loading) loading.add(agent);
+      failed.push(...entry.failed);
+    }
+    out.set(id, { loaded: [...loaded].sort(), loading: [...loading].sort(), failed });
+  }
+  return out;
+}

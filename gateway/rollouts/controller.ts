@@ -33,9 +33,16 @@ import { judgeCanary } from "../experiments/canary-judge.ts";
 import { describeError, log } from "../log.ts";
 import { servedAsOf } from "../registry/hub-store.ts";
 import { commitSwitch, rollback } from "../registry/lifecycle.ts";
-import { publishRoutingTable } from "../registry/publish.ts";
-import { type Actor, eventInsert, findModel, findVersion, registryDb } from "../registry/versions.ts";
-import { phaseStats, placementOf, rolloutStats } from "./observe.ts";
+import { placementOf, publishRoutingTable } from "../registry/publish.ts";
+import {
+  type Actor,
+  eventInsert,
+  findModel,
+  findVersion,
+  parseVersionedId,
+  registryDb,
+} from "../registry/versions.ts";
+import { phaseStats, rolloutStats } from "./observe.ts";
 import { runSmokeTest, type SmokeResult } from "./smoke.ts";
 import {
   findRollout,
@@ -650,12 +657,9 @@ function camelOptions(body: DeployRequest): Record<string, unknown> {
 }
 
 async function versionOf(db: ReturnType<typeof registryDb>, modelId: string, param: string) {
-  const colon = modelId.lastIndexOf(":");
-  if (colon <= 0 || colon === modelId.length - 1) {
-    throw new GatewayError("INVALID_MODEL_ID", `${param} must be name:version`, { param });
-  }
   try {
-    return await findVersion(db, modelId.slice(0, colon), modelId.slice(colon + 1));
+    const { name, version } = parseVersionedId(modelId);
+    return await findVersion(db, name, version);
   } catch (err) {
     if (err instanceof GatewayError) throw new GatewayError(err.code, `${param}: ${err.message}`, { param });
     throw err;

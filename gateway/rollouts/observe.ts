@@ -1,11 +1,9 @@
 // What a rollout's controller and routes read from the hubs: per-arm statistics (merged over every
 // pool), where each arm is loaded, and feedback on a request (whichever pool served it).
-import type { PlacementEntry } from "../../schema/registry.ts";
 import { readConfig } from "../config.ts";
 import { ArmStats } from "../experiments/stats/arm-stats.ts";
 import { poolHub } from "../inference/hub-client.ts";
 import { describeError, log } from "../log.ts";
-import { placementStatus } from "../registry/publish.ts";
 
 /** AgentHub.rolloutStats(id) (gateway/hub/agent-hub.ts), as it crosses RPC. */
 export interface HubRolloutStats {
@@ -79,36 +77,6 @@ export async function rolloutStats(env: Env, id: string): Promise<MergedStats> {
 /** The stats of one phase (empty arms when no pool has any yet). */
 export function phaseStats(merged: MergedStats, phase: number): { a: ArmStats; b: ArmStats } {
   return merged.phases.get(phase) ?? { a: ArmStats.empty(), b: ArmStats.empty() };
-}
-
-export interface ArmPlacement {
-  loaded: string[];
-  loading: string[];
-  failed: PlacementEntry["failed"];
-}
-
-/** Where each served id is loaded, loading or failed, over `pools` (default every pool). */
-export async function placementOf(
-  env: Env,
-  servedAs: readonly string[],
-  pools?: readonly string[],
-): Promise<Map<string, ArmPlacement>> {
-  const byPool = await placementStatus(env, pools);
-  const out = new Map<string, ArmPlacement>();
-  for (const id of servedAs) {
-    const loaded = new Set<string>();
-    const loading = new Set<string>();
-    const failed: PlacementEntry["failed"] = [];
-    for (const status of Object.values(byPool)) {
-      const entry = status[id];
-      if (entry === undefined) continue;
-      for (const agent of entry.loaded) loaded.add(agent);
-      for (const agent of entry.loading) loading.add(agent);
-      failed.push(...entry.failed);
-    }
-    out.set(id, { loaded: [...loaded].sort(), loading: [...loading].sort(), failed });
-  }
-  return out;
 }
 
 /**

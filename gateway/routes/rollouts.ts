@@ -18,7 +18,7 @@ import { GatewayError } from "../errors.ts";
 import { abReport } from "../experiments/ab-report.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { invalidRequest, jsonBody } from "../middleware/json-body/index.ts";
-import { iso, registryDb, resolveVersion } from "../registry/versions.ts";
+import { iso, parseVersionedId, registryDb, resolveVersion } from "../registry/versions.ts";
 import type { ControllerAnswer, StoredAbSpec, StoredDeploymentSpec } from "../rollouts/controller.ts";
 import { phaseStats, recordFeedback, rolloutStats } from "../rollouts/observe.ts";
 import { findRollout, listRollouts, rolloutEventsOf } from "../rollouts/store.ts";
@@ -142,12 +142,15 @@ async function abTestOr404(c: Context<AppEnv>): Promise<RolloutRow> {
 export const abTestRoutes = new Hono<AppEnv>()
   .post("/start", admin, jsonBody(AbTestStartRequest), async (c) => {
     const body = c.get("body");
-    const colon = body.model_a.lastIndexOf(":");
-    if (colon <= 0)
-      throw new GatewayError("INVALID_MODEL_ID", "model_a must be name:version", { param: "model_a" });
-    const started = unwrap(
-      await controller(c.env, body.model_a.slice(0, colon)).startAbTest(body, actorOf(c)),
-    );
+    // The A/B test belongs to model_a's name (its requests are split); a malformed id names model_a.
+    const { name } = (() => {
+      try {
+        return parseVersionedId(body.model_a);
+      } catch {
+        throw new GatewayError("INVALID_MODEL_ID", "model_a must be name:version", { param: "model_a" });
+      }
+    })();
+    const started = unwrap(await controller(c.env, name).startAbTest(body, actorOf(c)));
     return c.json(await abTestView(c.env, started, []), 201, { Location: `/ab-tests/${started.id}` });
   })
   .get("/", user, async (c) => {
