@@ -136,6 +136,16 @@ export const HostFacts = z.object({
   loadAverage1m: z.number().nonnegative().optional(),
   cpuPercent: z.number().nonnegative().optional(),
   gpu: z.string().max(256).optional(),
+  /**
+   * Memory in use (bytes): on macOS wired + active + compressed pages (vm_stat), not total minus
+   * free, which counts the file cache macOS keeps full on purpose; on Linux MemTotal - MemAvailable.
+   */
+  memoryUsedBytes: z.number().nonnegative().optional(),
+  /** The OS's own verdict: macOS kern.memorystatus_vm_pressure_level; Linux from PSI (/proc/pressure/memory). */
+  memoryPressure: z.enum(["normal", "warn", "critical"]).optional(),
+  /** GPU utilization (percent) where the OS reports it without root (macOS: IOAccelerator statistics). */
+  gpuPercent: z.number().min(0).max(100).optional(),
+  swapUsedBytes: z.number().nonnegative().optional(),
 });
 export type HostFacts = z.infer<typeof HostFacts>;
 

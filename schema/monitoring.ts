@@ -1,0 +1,447 @@
+// The monitoring contract: every metric /metrics exposes (name, type, labels, meaning), the shapes
+// of GET /performance/report, GET /alerts/active and the health score, and what each pool's
+// AgentHub reports for them over RPC. The Prometheus rules and Grafana dashboards in ops/ name
+// metrics from METRICS only (a test checks), and the README's metric table is this list.
+import { z } from "zod";
+
+// ---- metrics ----
+
+export type MetricType = "counter" | "gauge" | "histogram";
+
+/**
+ * Label names, each with a bounded set of values:
+ * - pool: configured pools (POOLS); model: at most MAX_LABELLED_MODELS per pool, the rest "(other)";
+ * - version: the registry version ("" for a model served without one);
+ * - agent: agents connected to the pool (and those lost in the last AGENT_GONE_RETENTION_MS);
+ * - route: "generate" | "chat" | "structured"; status_class: "2xx" | "4xx" | "5xx";
+ * - code: the stable ErrorCode set (schema/api.ts); rollout/arm: running rollouts (one per model), a|b;
+ * - component: the health score's components (HEALTH_COMPONENTS).
+ */
+export const METRIC_LABELS = [
+  "pool",
+  "model",
+  "version",
+  "agent",
+  "route",
+  "status_class",
+  "code",
+  "rollout",
+  "kind",
+  "arm",
+  "component",
+  "le",
+] as const;
+export type MetricLabel = (typeof METRIC_LABELS)[number];
+
+export interface MetricSpec {
+  type: MetricType;
+  help: string;
+  /** The labels every series of the family carries (histograms add `le` to their buckets). */
+  labels: readonly MetricLabel[];
+  /** Histograms: bucket upper bounds in the metric's unit (+Inf is implied). */
+  buckets?: readonly number[];
+}
+
+/** Request latency buckets (seconds): a token stream from a Mac takes ms to minutes. */
+export const DURATION_BUCKETS = [
+  0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300,
+] as const;
+/** Time to first token (seconds). */
+export const TTFT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] as const;
+/** Queue wait (seconds). */
+export const QUEUE_WAIT_BUCKETS = [0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60] as const;
+
+/** Models labelled one by one per pool; the rest are counted under OTHER_LABEL. */
+export const MAX_LABELLED_MODELS = 64;
+export const OTHER_LABEL = "(other)";
+/** A disconnected agent keeps its series (ml_inference_agent_up 0) this long, for the alert. */
+export const AGENT_GONE_RETENTION_MS = 15 * 60_000;
+
+/** Breaker state as a number: what ml_inference_circuit_breaker_state reports. */
+export const BREAKER_STATE_VALUE = { closed: 0, half_open: 1, open: 2 } as const;
+/** Memory pressure as a number (macOS's levels; Linux maps PSI onto them). */
+export const MEMORY_PRESSURE_VALUE = { normal: 0, warn: 1, critical: 2 } as const;
+
+export const METRICS = {
+  // The specification's six.
+  ml_inference_requests_total: {
+    type: "counter",
+    help: "Inference requests answered, by status class (2xx served, 4xx refused, 5xx failed).",
+    labels: ["pool", "model", "version", "route", "status_class"],
+  },
+  ml_inference_request_duration_seconds: {
+    type: "histogram",
+    help: "Time from the hub receiving a request to its last byte (streamed: the whole stream).",
+    labels: ["pool", "model", "version", "route"],
+    buckets: DURATION_BUCKETS,
+  },
+  ml_inference_errors_total: {
+    type: "counter",
+    help: "Requests that ended in an error, by stable error code.",
+    labels: ["pool", "model", "version", "code"],
+  },
+  ml_inference_circuit_breaker_state: {
+    type: "gauge",
+    help: 'Circuit breaker per agent (model="") and per agent and model: 0 closed, 1 half-open, 2 open.',
+    labels: ["pool", "agent", "model"],
+  },
+  ml_inference_memory_usage_percent: {
+    type: "gauge",
+    help: "Memory in use on the agent's host, percent of physical memory (macOS: wired + active + compressed).",
+    labels: ["pool", "agent"],
+  },
+  ml_inference_health_score: {
+    type: "gauge",
+    help: 'Health score 0-100 of the fleet (pool="") and of each pool; see the README for the formula.',
+    labels: ["pool"],
+  },
+  // What an LLM operator needs besides.
+  ml_inference_health_score_component: {
+    type: "gauge",
+    help: "Each health score component, 0-1 (1 is healthy), fleet-wide.",
+    labels: ["component"],
+  },
+  ml_inference_time_to_first_token_seconds: {
+    type: "histogram",
+    help: "Time from the hub receiving a request to the first generated token, for requests that produced one.",
+    labels: ["pool", "model", "version"],
+    buckets: TTFT_BUCKETS,
+  },
+  ml_inference_prompt_tokens_total: {
+    type: "counter",
+    help: "Prompt tokens of answered requests, as the engine counted them.",
+    labels: ["pool", "model", "version"],
+  },
+  ml_inference_generated_tokens_total: {
+    type: "counter",
+    help: "Tokens generated for answered requests, as the engine counted them.",
+    labels: ["pool", "model", "version"],
+  },
+  ml_inference_agent_requests_total: {
+    type: "counter",
+    help: "Requests sent to an agent (each attempt), by status class of the attempt.",
+    labels: ["pool", "agent", "status_class"],
+  },
+  ml_inference_agent_generated_tokens_total: {
+    type: "counter",
+    help: "Tokens an agent generated.",
+    labels: ["pool", "agent"],
+  },
+  ml_inference_agent_tokens_per_second: {
+    type: "gauge",
+    help: "Generation speed the agent last reported (tokens/s over its recent requests).",
+    labels: ["pool", "agent"],
+  },
+  ml_inference_agent_up: {
+    type: "gauge",
+    help: "1 while the agent is connected and ready, 0 for an agent lost in the last 15 minutes.",
+    labels: ["pool", "agent"],
+  },
+  ml_inference_agent_in_flight_requests: {
+    type: "gauge",
+    help: "Requests an agent is working on now.",
+    labels: ["pool", "agent"],
+  },
+  ml_inference_agent_capacity: {
+    type: "gauge",
+    help: "Concurrent requests the agent accepts.",
+    labels: ["pool", "agent"],
+  },
+  ml_inference_cpu_usage_percent: {
+    type: "gauge",
+    help: "CPU in use on the agent's host, percent of all cores.",
+    labels: ["pool", "agent"],
+  },
+  ml_inference_gpu_usage_percent: {
+    type: "gauge",
+    help: "GPU utilization on the agent's host where the OS reports it without root (macOS: IOAccelerator).",
+    labels: ["pool", "agent"],
+  },
+  ml_inference_memory_pressure: {
+    type: "gauge",
+    help: "Memory pressure on the agent's host: 0 normal, 1 warn, 2 critical.",
+    labels: ["pool", "agent"],
+  },
+  ml_inference_model_memory_bytes: {
+    type: "gauge",
+    help: "Memory a loaded model takes on an agent (weights and context), when the engine knows it.",
+    labels: ["pool", "agent", "model"],
+  },
+  ml_inference_agents_connected: {
+    type: "gauge",
+    help: "Agents connected and ready in the pool.",
+    labels: ["pool"],
+  },
+  ml_inference_model_agents: {
+    type: "gauge",
+    help: "Ready agents serving the model in the pool (0: a model the pool serves has no agent).",
+    labels: ["pool", "model", "version"],
+  },
+  ml_inference_queue_depth: {
+    type: "gauge",
+    help: "Requests waiting for an agent.",
+    labels: ["pool", "model"],
+  },
+  ml_inference_queue_wait_seconds: {
+    type: "histogram",
+    help: "Time requests waited for an agent (0 when one was free at once).",
+    labels: ["pool", "model"],
+    buckets: QUEUE_WAIT_BUCKETS,
+  },
+  ml_inference_in_flight_requests: {
+    type: "gauge",
+    help: "Requests dispatched to an agent and not finished.",
+    labels: ["pool"],
+  },
+  ml_inference_retries_total: {
+    type: "counter",
+    help: "Requests sent again to another agent after a failure before the first token (failover).",
+    labels: ["pool", "model"],
+  },
+  ml_inference_fallbacks_total: {
+    type: "counter",
+    help: "Requests answered by a MODEL_FALLBACKS substitute.",
+    labels: ["pool", "model"],
+  },
+  ml_inference_rollout_requests_total: {
+    type: "counter",
+    help: "Requests a running deployment or A/B test assigned, by arm (a: current, b: candidate).",
+    labels: ["pool", "model", "rollout", "kind", "arm", "status_class"],
+  },
+  ml_inference_rollout_request_duration_seconds: {
+    type: "histogram",
+    help: "Request duration per rollout arm.",
+    labels: ["pool", "model", "rollout", "kind", "arm"],
+    buckets: DURATION_BUCKETS,
+  },
+  ml_inference_pool_up: {
+    type: "gauge",
+    help: "1 when the pool's hub answered this scrape, 0 when it did not (its series are then missing).",
+    labels: ["pool"],
+  },
+} as const satisfies Record<string, MetricSpec>;
+export type MetricName = keyof typeof METRICS;
+
+/** One series: label values in the family's label order (histograms: without `le`). */
+export interface Sample {
+  labels: Record<string, string>;
+  value: number;
+}
+
+export interface HistogramSample {
+  labels: Record<string, string>;
+  /** Cumulative counts per bucket of METRICS[name].buckets, then +Inf (= count). */
+  buckets: number[];
+  sum: number;
+  count: number;
+}
+
+/** A family as a hub or the Worker reports it; /metrics merges families of the same name. */
+export type MetricFamily =
+  | { name: MetricName; type: "counter" | "gauge"; samples: Sample[] }
+  | { name: MetricName; type: "histogram"; samples: HistogramSample[] };
+
+// ---- windows, report ----
+
+export const REPORT_WINDOWS = ["1m", "5m", "1h", "24h"] as const;
+export type ReportWindow = (typeof REPORT_WINDOWS)[number];
+export const REPORT_WINDOW_MS: Record<ReportWindow, number> = {
+  "1m": 60_000,
+  "5m": 5 * 60_000,
+  "1h": 60 * 60_000,
+  "24h": 24 * 60 * 60_000,
+};
+
+/**
+ * What a hub counted over a window for one model version or one agent: counts, errors by code,
+ * tokens, and DDSketches (gateway/experiments/stats/ddsketch.ts, as JSON) of latency and TTFT in ms.
+ */
+export interface WindowAggregate {
+  requests: number;
+  errors: number;
+  errorsByCode: Record<string, number>;
+  promptTokens: number;
+  completionTokens: number;
+  /** Time spent generating (first token to last) by successful requests: tokens/s's denominator. */
+  generationMs: number;
+  latencyMs: unknown;
+  ttftMs: unknown;
+}
+
+/** One minute of a pool's traffic, for the dashboard's charts. */
+export interface MinutePoint {
+  /** Start of the minute, epoch ms. */
+  t: number;
+  requests: number;
+  errors: number;
+  completionTokens: number;
+  generationMs: number;
+  latencyMs: unknown;
+}
+
+export interface AgentTelemetry {
+  id: string;
+  name: string;
+  pool: string;
+  up: boolean;
+  /** Epoch ms the agent was lost (up false), else null. */
+  lostAt: number | null;
+  capacity: number;
+  inFlight: number;
+  draining: boolean;
+  tokensPerSecond: number | null;
+  memoryUsedPercent: number | null;
+  memoryPressure: keyof typeof MEMORY_PRESSURE_VALUE | null;
+  cpuPercent: number | null;
+  gpuPercent: number | null;
+  /** Epoch ms memory use first read above the alert threshold (continuously since), else null. */
+  memoryHighSince: number | null;
+  /** Loaded models and their memory, when known. */
+  models: { id: string; loaded: boolean; footprintBytes: number | null }[];
+  lastHealthAt: number | null;
+}
+
+export interface ModelServing {
+  /** The served id (name or name:version). */
+  id: string;
+  /** Ready agents serving it, not draining. */
+  agents: number;
+  /** Of those, agents whose breaker for it (or the agent's) is not open. */
+  usableAgents: number;
+  /** Epoch ms since the pool has served it with no usable agent, else null. */
+  unservedSince: number | null;
+}
+
+export interface BreakerTelemetry {
+  agentId: string;
+  model: string | null;
+  state: "closed" | "half_open" | "open";
+  openedAt: number | null;
+}
+
+/** What one pool's hub reports for the report, the alerts and the health score (RPC monitoring()). */
+export interface PoolMonitoring {
+  pool: string;
+  at: number;
+  agents: AgentTelemetry[];
+  models: ModelServing[];
+  breakers: BreakerTelemetry[];
+  queueDepth: number;
+  windows: Record<
+    ReportWindow,
+    { byModel: Record<string, WindowAggregate>; byAgent: Record<string, WindowAggregate> }
+  >;
+  /** The last two minutes, for the error-rate rule: each 10 s bucket oldest first. */
+  recent: { t: number; requests: number; errors: number }[];
+  /** Minute points of the last hour, oldest first. */
+  series: MinutePoint[];
+}
+
+export interface Percentiles {
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+}
+
+export interface ReportRow {
+  requests: number;
+  errors: number;
+  errorRate: number | null;
+  topErrors: { code: string; count: number }[];
+  latencyMs: Percentiles;
+  ttftMs: Percentiles;
+  tokensPerSecond: number | null;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface PerformanceReport {
+  generatedAt: string;
+  windows: Record<
+    ReportWindow,
+    {
+      overall: ReportRow;
+      byModel: ({ model: string; version: string | null } & ReportRow)[];
+      byAgent: ({ agent: string; pool: string } & ReportRow)[];
+    }
+  >;
+  resources: {
+    agent: string;
+    pool: string;
+    up: boolean;
+    memoryUsedPercent: number | null;
+    memoryPressure: string | null;
+    cpuPercent: number | null;
+    gpuPercent: number | null;
+    tokensPerSecond: number | null;
+    inFlight: number;
+    capacity: number;
+  }[];
+  health: HealthScore;
+  /** Pools whose hub did not answer: their numbers are missing from the report. */
+  unreachablePools: string[];
+}
+
+// ---- health score ----
+
+export const HEALTH_COMPONENTS = ["availability", "errors", "breakers", "latency", "memory"] as const;
+export type HealthComponent = (typeof HEALTH_COMPONENTS)[number];
+
+export interface HealthScore {
+  /** 0-100. */
+  score: number;
+  components: {
+    name: HealthComponent;
+    /** 0-1, 1 healthy. */
+    value: number;
+    weight: number;
+    /** What lowers it, in words with the numbers ("2 of 3 models have an agent"). */
+    detail: string;
+  }[];
+}
+
+// ---- alerts ----
+
+export const ALERT_RULES = [
+  "HighErrorRate",
+  "CircuitBreakerOpen",
+  "HighLatencyP95",
+  "HighMemoryUsage",
+  "ServiceDown",
+  "LowHealthScore",
+] as const;
+export type AlertRule = (typeof ALERT_RULES)[number];
+
+export interface Alert {
+  rule: AlertRule;
+  severity: "warning" | "critical";
+  /** ISO time the condition was first seen (continuously since). */
+  since: string;
+  labels: Record<string, string>;
+  value: number;
+  threshold: number;
+  summary: string;
+}
+
+/** Alert thresholds: ALERT_THRESHOLDS in wrangler.toml (JSON, any subset) overrides these. */
+export const AlertThresholds = z
+  .object({
+    errorRate: z.number().min(0).max(1).default(0.1),
+    errorRateWindowMs: z.number().int().positive().default(120_000),
+    /** The error-rate rule needs at least this many requests in its window. */
+    errorRateMinRequests: z.number().int().nonnegative().default(10),
+    latencyP95Ms: z.number().positive().default(10_000),
+    memoryPercent: z.number().min(0).max(100).default(85),
+    healthScore: z.number().min(0).max(100).default(70),
+    /** The latency objective the health score's latency component compares p95 with. */
+    latencyObjectiveMs: z.number().positive().default(10_000),
+  })
+  .strict();
+export type AlertThresholds = z.infer<typeof AlertThresholds>;
+
+export interface ActiveAlerts {
+  generatedAt: string;
+  alerts: Alert[];
+  thresholds: AlertThresholds;
+  unreachablePools: string[];
+}
