@@ -8,6 +8,12 @@ import { drizzle } from "drizzle-orm/d1";
 import { agents as agentsTable } from "../../schema/db.ts";
 import { DEFAULT_POOL, HubHeader, type HubSnapshot, isDispatchRequest } from "../../schema/hub.ts";
 import {
+  AlertThresholds,
+  type MetricFamily,
+  type PoolMonitoring,
+  type ReportWindow,
+} from "../../schema/monitoring.ts";
+import {
   type AgentFrame,
   CloseCode,
   type GatewayFrame,
@@ -28,11 +34,16 @@ import { answerHello } from "./handshake.ts";
 import { errorResponse } from "./hub-response.ts";
 import { HubState } from "./hub-state.ts";
 import { rememberPoolName } from "./hub-storage.ts";
+import { HubTelemetry, type TelemetryView } from "./hub-telemetry.ts";
 import { livenessVerdict } from "./liveness.ts";
 import { nextAlarm } from "./next-alarm.ts";
 import { RegistryShell } from "./registry-shell.ts";
 import { type FeedbackResult, HubRollouts } from "./rollout-shell.ts";
 import type { RolloutStatsReport } from "./rollout-stats.ts";
+
+/** Where the fleet's alert memory (alert key -> first seen) lives: in the default pool's hub. */
+const ALERT_MEMORY_KEY = "alerts:memory";
+const DEFAULT_MEMORY_THRESHOLD = AlertThresholds.parse({}).memoryPercent;
 
 /** last_seen_at in D1 is refreshed at most this often per agent (on `hello` and `health`). */
 const LAST_SEEN_WRITE_INTERVAL_MS = 60_000;
@@ -55,6 +66,9 @@ export class AgentHub extends DurableObject<Env> {
   readonly #registry: RegistryShell;
   /** Per-arm statistics of the rollouts splitting this pool's traffic, and feedback (rollout-shell.ts). */
   readonly #rollouts: HubRollouts;
+  /** What /metrics, the report and the alerts read (hub-telemetry.ts). */
+  readonly #telemetry: HubTelemetry;
+  readonly #view: TelemetryView;
   /** The scheduled alarm as we last set it; null when none. */
   #alarmAt: number | null = null;
 
@@ -85,8 +99,30 @@ export class AgentHub extends DurableObject<Env> {
       () => this.#registry.table,
       (at) => this.#ensureAlarm(at),
     );
+    this.#telemetry = new HubTelemetry(
+      ctx.storage,
+      () => DEFAULT_MEMORY_THRESHOLD,
+      env.ANALYTICS,
+      Date.now(),
+    );
+    this.#view = {
+      pool: "",
+      agents: () => this.#sockets.values(),
+      breakers: (now) => this.#state.breakers.status(now),
+      isOpen: (agentId, model, now) => this.#state.breakers.isOpen(agentId, model, now),
+      queueByModel: () => this.#dispatcher.queue.countsByModel(),
+      routingTable: () => this.#registry.table,
+    };
+    Object.defineProperty(this.#view, "pool", { get: () => this.#pool });
     this.#dispatcher = new Dispatcher({
       config: this.#config,
+      telemetry: {
+        retry: (model) => this.#telemetry.counters.retry(model),
+        fallback: (model) => this.#telemetry.counters.fallback(model),
+      },
+      refused: (request, outcome, code, now) => {
+        this.#telemetry.refused(request, outcome, code, this.#view, now);
+      },
       breakers: this.#state.breakers,
       counters: this.#state.counters,
       connections: () => this.#sockets.values(),
@@ -94,6 +130,7 @@ export class AgentHub extends DurableObject<Env> {
       knownModels: () => this.#state.knownModels,
       routingTable: () => this.#registry.table,
       finished: (job, outcome, now) => {
+        this.#telemetry.finished(job, outcome, this.#view, now);
         this.#registry.finished(job, outcome, now);
         this.#rollouts.finished(job, outcome, now);
       },
@@ -175,6 +212,45 @@ export class AgentHub extends DurableObject<Env> {
   /** RPC: per served model id, the agents of this pool that hold it, are loading it, or failed to. */
   placementStatus(): Record<string, PlacementEntry> {
     return this.#registry.status();
+  }
+
+  /** RPC: the pool's Prometheus families for GET /metrics (schema/monitoring.ts). */
+  metricFamilies(): MetricFamily[] {
+    return this.#telemetry.families(this.#view, Date.now());
+  }
+
+  /** RPC: what GET /metrics needs in one call: the families and the 5 minutes the health score reads. */
+  scrape(): { families: MetricFamily[]; monitoring: PoolMonitoring } {
+    const now = Date.now();
+    return {
+      families: this.#telemetry.families(this.#view, now),
+      monitoring: this.#telemetry.monitoring(this.#view, now, ["5m"]),
+    };
+  }
+
+  /** RPC: the pool's traffic windows, agents, models and breakers for the report and the alerts. */
+  monitoring(windows?: ReportWindow[]): PoolMonitoring {
+    return this.#telemetry.monitoring(this.#view, Date.now(), windows);
+  }
+
+  /**
+   * RPC (the default pool's hub keeps it for the fleet): the alerts' memory of when each condition
+   * was first seen, so every isolate reports the same `since`. With an update: keys set (the
+   * earliest time wins when two evaluations race) and cleared; returns the memory after it.
+   */
+  async alertMemory(
+    update: { set: Record<string, number>; clear: string[] } | null,
+  ): Promise<Record<string, number>> {
+    const stored = (await this.ctx.storage.get<Record<string, number>>(ALERT_MEMORY_KEY)) ?? {};
+    if (update === null) return stored;
+    const next: Record<string, number> = { ...stored };
+    for (const key of update.clear) delete next[key];
+    for (const [key, at] of Object.entries(update.set)) {
+      if (typeof at !== "number" || !Number.isFinite(at)) continue;
+      next[key] = Math.min(at, next[key] ?? at);
+    }
+    await this.ctx.storage.put(ALERT_MEMORY_KEY, next);
+    return next;
   }
 
   /** RPC: GET /circuit-breaker/status. */
@@ -316,6 +392,9 @@ export class AgentHub extends DurableObject<Env> {
       }
       this.#dispatcher.expire(now);
       this.#state.flushIfDue(now, (agentId) => this.#sockets.has(agentId));
+      if (this.#telemetry.nextDue() !== null || !this.#telemetry.restored) {
+        this.ctx.waitUntil(this.#telemetry.flushIfDue(now));
+      }
       this.#rollouts.flushIfDue(now);
     } catch (err) {
       log("error", "hub alarm failed", describeError(err));
@@ -369,6 +448,7 @@ export class AgentHub extends DurableObject<Env> {
       capacity: agent.capacity,
     });
     this.#touchLastSeen(agent, now);
+    this.#telemetry.agentReady(agent.id);
     this.#registry.announced(agent);
     this.#registry.reconcile(now);
     this.#scheduleNextAlarm();
@@ -383,6 +463,7 @@ export class AgentHub extends DurableObject<Env> {
       case "health": {
         const now = Date.now();
         agent.lastHealth = { at: now, frame };
+        this.#telemetry.health(agent, frame, now);
         if (frame.models) this.#updateModels(agent, frame.models);
         if (now - agent.lastSeenWrittenAt >= LAST_SEEN_WRITE_INTERVAL_MS) this.#touchLastSeen(agent, now);
         return;
@@ -443,6 +524,7 @@ export class AgentHub extends DurableObject<Env> {
   #agentLost(agent: AgentConnection, reason: string): void {
     if (agent.lost) return;
     agent.lost = true;
+    this.#telemetry.agentLost(agent, Date.now());
     this.#sockets.forget(agent);
     this.#dispatcher.agentLost(agent, reason);
     this.#registry.agentLost(agent, Date.now());
@@ -498,6 +580,7 @@ export class AgentHub extends DurableObject<Env> {
       log("warn", "stored routing table unreadable; reloading from D1", describeError(err));
     }
     await this.#rollouts.restore();
+    await this.#telemetry.restore(Date.now());
     const storedAlarm = await this.#state.restore();
     if (storedAlarm !== null) this.#alarmAt = storedAlarm;
     this.#scheduleNextAlarm();
@@ -550,6 +633,8 @@ export class AgentHub extends DurableObject<Env> {
     if (at !== null) this.#ensureAlarm(at);
     const registryAt = this.#registry.nextDue(now);
     if (registryAt !== null) this.#ensureAlarm(registryAt);
+    const telemetryAt = this.#telemetry.nextDue();
+    if (telemetryAt !== null) this.#ensureAlarm(telemetryAt);
     const rolloutsAt = this.#rollouts.nextDue(now);
     if (rolloutsAt !== null) this.#ensureAlarm(rolloutsAt);
   }

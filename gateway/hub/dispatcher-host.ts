@@ -1,7 +1,8 @@
 // What the Dispatcher needs from the AgentHub that owns it: settings, the pool's breakers,
 // counters and connections, and the I/O (frames, closes, alarms, the clock) it must not do itself.
 
-import type { RequestOutcome } from "../../schema/hub.ts";
+import type { ErrorCode } from "../../schema/api.ts";
+import type { DispatchRequest, RequestOutcome } from "../../schema/hub.ts";
 import type { ModelId } from "../../schema/model-id.ts";
 import type { CloseCode, GatewayFrame } from "../../schema/protocol.ts";
 import type { RoutingTable } from "../../schema/registry.ts";
@@ -37,6 +38,10 @@ export interface DispatcherHost {
   knownModels(): { has(model: ModelId): boolean };
   /** The registry's routing table as the hub holds it now (routing-table.ts). */
   routingTable(): RoutingTable;
+  /** The pool's Prometheus counters (retries and fallbacks per model; the rest on finished()). */
+  telemetry: { retry(model: string): void; fallback(model: string): void };
+  /** A request refused before it became a job (404, 503 with no agent): counted in metrics. */
+  refused(request: DispatchRequest, outcome: RequestOutcome, code: ErrorCode, now: number): void;
   /** A request ended (any outcome): live metrics per version, rollout statistics per arm. */
   finished(job: InferenceJob, outcome: RequestOutcome, now: number): void;
   /**

@@ -72,6 +72,7 @@ export class Dispatcher {
         : routeModel(table, request.model, request.subject);
     if (route.kind === "refused") {
       this.host.counters.outcome("model_not_found", null);
+      this.host.refused(request, "model_not_found", route.code, now);
       return errorResponse(route.code, route.message);
     }
     const availability = (model: ModelId) =>
@@ -104,7 +105,9 @@ export class Dispatcher {
       this.host.rolloutAssigned(assignment, served.counted);
     }
     if (!resolved.ok) {
-      this.host.counters.outcome(resolved.code === "MODEL_NOT_FOUND" ? "model_not_found" : "no_agent", null);
+      const outcome = resolved.code === "MODEL_NOT_FOUND" ? "model_not_found" : "no_agent";
+      this.host.counters.outcome(outcome, null);
+      this.host.refused(request, outcome, resolved.code, now);
       return errorResponse(
         resolved.code,
         resolved.message,
@@ -128,12 +131,14 @@ export class Dispatcher {
         streamBufferMaxBytes: this.#config.streamBufferMaxBytes,
       },
       { callerGone: (j) => this.callerGone(j), slowConsumer: (j) => this.#slowConsumer(j) },
+      now,
     );
     job.deprecated = route.kind === "routed" && route.deprecated && model === route.servedAs;
     job.rollout = served;
     this.#jobs.set(job.id, job);
     if (job.isFallback) {
       this.host.counters.fallback();
+      this.host.telemetry.fallback(model);
       log("info", "serving a fallback model", { requestId: job.id, requested, model });
     }
     // Only fires with the enable_request_signal compatibility flag: without it, a caller that
@@ -394,6 +399,8 @@ export class Dispatcher {
     job.triedAgents.add(agent.id);
     job.triedSessions.add(agent.sessionId);
     job.dispatchedAt = now;
+    job.firstDispatchedAt ??= now;
+    job.servedBy = agent.id;
     job.firstChunkDeadline = now + this.#config.firstChunkTimeoutMs;
     job.idleDeadline = null;
     job.resetOutput();
@@ -432,6 +439,7 @@ export class Dispatcher {
       return;
     }
     this.host.counters.retry();
+    this.host.telemetry.retry(job.model);
     log("info", "retrying request", {
       requestId: job.id,
       failedAgent: failed.id,

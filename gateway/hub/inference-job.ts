@@ -87,7 +87,17 @@ export class InferenceJob implements Queued {
   deprecated = false;
   /** The rollout arm serving it, when a rollout assigned it. */
   rollout: ServedArm | null = null;
+  /** When the hub took the request (epoch ms): what its latency, TTFT and queue wait count from. */
+  readonly createdAt: number;
   dispatchedAt: number | null = null;
+  /** When the first attempt left for an agent (queue wait ends). */
+  firstDispatchedAt: number | null = null;
+  /** The agent of the latest attempt (kept after the attempt detaches, for metrics). */
+  servedBy: string | null = null;
+  /** The error code the caller got, once it failed. */
+  errorCode: ErrorCode | null = null;
+  /** The agent's count of the answer's tokens, once done. */
+  usage: { promptTokens: number; completionTokens: number } | null = null;
   firstChunkAt: number | null = null;
   /** When the current attempt must have produced its first chunk. */
   firstChunkDeadline: number | null = null;
@@ -118,7 +128,9 @@ export class InferenceJob implements Queued {
     readonly request: DispatchRequest,
     limits: JobLimits,
     private readonly callbacks: JobCallbacks,
+    now: number,
   ) {
+    this.createdAt = now;
     this.requestDeadline = limits.requestDeadline;
     this.#queueDeadline = Math.min(limits.queueDeadline, limits.requestDeadline);
     this.#streamBufferMaxBytes = limits.streamBufferMaxBytes;
@@ -186,6 +198,7 @@ export class InferenceJob implements Queued {
   }
 
   done(frame: DoneFrame): void {
+    this.usage = frame.usage;
     this.#start();
     if (this.#renderer === null) {
       const body = completionBody(this.request.response, this.model, this.#parts.join(""), frame);
@@ -202,6 +215,7 @@ export class InferenceJob implements Queued {
    * event instead (its status was sent); an answer that is not streamed is still an error status.
    */
   fail(code: ErrorCode, message: string, retryAfterSeconds?: number): void {
+    this.errorCode = code;
     if (this.#renderer !== null) {
       this.#write(this.#renderer.error(code, message), true);
       this.#close();

@@ -124,13 +124,26 @@ export interface ObservePoolsOptions {
 }
 
 /** Every configured pool's snapshot, asked in parallel; a hub that fails is logged and reported null. */
-export function observePools(env: Env, options: ObservePoolsOptions = {}): Promise<PoolObservation[]> {
+export async function observePools(env: Env, options: ObservePoolsOptions = {}): Promise<PoolObservation[]> {
+  const answers = await askPools(env, (hub) => hub.snapshot(), options);
+  return answers.map(({ pool, answer }) => ({ pool, snapshot: answer }));
+}
+
+/**
+ * Asks every configured pool's hub in parallel (an RPC such as scrape() or monitoring()); a hub
+ * that fails or has not answered within `timeoutMs` is logged and its answer is null.
+ */
+export function askPools<T>(
+  env: Env,
+  ask: (hub: DurableObjectStub<AgentHub>) => Promise<T> | T,
+  options: ObservePoolsOptions = {},
+): Promise<{ pool: PoolConfig; answer: T | null }[]> {
   const pools = options.pools ?? readConfig(env).pools;
   return Promise.all(
-    [...pools.byName.values()].map(async (pool): Promise<PoolObservation> => {
+    [...pools.byName.values()].map(async (pool) => {
       let timer: ReturnType<typeof setTimeout> | null = null;
       try {
-        const snapshot = poolHub(env, pool.name, pools).snapshot();
+        const answer = Promise.resolve(ask(poolHub(env, pool.name, pools)));
         const deadline =
           options.timeoutMs === undefined
             ? new Promise<never>(() => {})
@@ -140,10 +153,10 @@ export function observePools(env: Env, options: ObservePoolsOptions = {}): Promi
                   options.timeoutMs,
                 );
               });
-        return { pool, snapshot: await Promise.race([snapshot, deadline]) };
+        return { pool, answer: (await Promise.race([answer, deadline])) as T };
       } catch (err) {
         log("error", "pool hub did not answer", { pool: pool.name, ...describeError(err) });
-        return { pool, snapshot: null };
+        return { pool, answer: null };
       } finally {
         clearTimeout(timer);
       }

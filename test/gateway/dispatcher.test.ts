@@ -9,6 +9,7 @@ import { CircuitBreakers } from "../../gateway/hub/circuit-breakers.ts";
 import { Dispatcher } from "../../gateway/hub/dispatcher.ts";
 import type { DispatcherConfig } from "../../gateway/hub/dispatcher-host.ts";
 import { HubCounters } from "../../gateway/hub/hub-metrics.ts";
+import { PoolTelemetry } from "../../gateway/metrics/pool-telemetry.ts";
 import { DispatchRequest, isDispatchRequest } from "../../schema/hub.ts";
 import { formatModelId } from "../../schema/model-id.ts";
 import type { CloseCode, GatewayFrame, GenerateFrame } from "../../schema/protocol.ts";
@@ -27,6 +28,8 @@ class FakePool {
   readonly counters = new HubCounters();
   table: RoutingTable = EMPTY_ROUTING_TABLE;
   readonly finished: { model: string; outcome: string }[] = [];
+  readonly refused: { model: string | undefined; outcome: string; code: string }[] = [];
+  readonly telemetry = new PoolTelemetry();
   readonly shed: { arm: string; subject: string }[] = [];
   readonly breakers: CircuitBreakers;
   readonly dispatcher: Dispatcher;
@@ -37,6 +40,8 @@ class FakePool {
       config: { ...defaults, queueMax: 2, queueTimeoutMs: 500, ...config },
       breakers: this.breakers,
       counters: this.counters,
+      telemetry: this.telemetry,
+      refused: (request, outcome, code) => this.refused.push({ model: request.model, outcome, code }),
       connections: () => this.agents.values(),
       connection: (id) => this.agents.get(id),
       knownModels: () => this.known,
