@@ -6,6 +6,7 @@ import { errorHandler, notFoundHandler } from "./middleware/errors/index.ts";
 import { requestId } from "./middleware/request-id/index.ts";
 import { agentRoutes } from "./routes/agents.ts";
 import { circuitBreakerRoutes } from "./routes/circuit-breakers.ts";
+import { dashboardRoutes } from "./routes/dashboard.ts";
 import { generateRoutes } from "./routes/generate.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { modelRoutes } from "./routes/models.ts";
@@ -23,6 +24,7 @@ const app = new Hono<AppEnv>()
   .route("/ab-tests", abTestRoutes)
   .route("/agents", agentRoutes)
   .route("/circuit-breaker", circuitBreakerRoutes)
+  .route("/", dashboardRoutes)
   .route("/deployments", deploymentRoutes)
   .route("/feedback", feedbackRoutes)
   .route("/generate", generateRoutes)
