@@ -9,5 +9,10 @@ declare namespace Cloudflare {
     JWT_SECRET: string;
     /** Optional JSON object {"<kid>": "<secret>"} for tokens carrying a `kid` header (rotation). */
     JWT_SECRETS: string;
+    /**
+     * Optional bearer token GET /metrics accepts besides an admin JWT, for a Prometheus scrape
+     * config (`wrangler secret put METRICS_TOKEN`); unset: only admin JWTs scrape.
+     */
+    METRICS_TOKEN: string;
   }
 }

@@ -9,6 +9,7 @@ import { circuitBreakerRoutes } from "./routes/circuit-breakers.ts";
 import { dashboardRoutes } from "./routes/dashboard.ts";
 import { generateRoutes } from "./routes/generate.ts";
 import { healthRoutes } from "./routes/health.ts";
+import { metricsRoutes } from "./routes/metrics.ts";
 import { modelRoutes } from "./routes/models.ts";
 import { openaiRoutes } from "./routes/openai.ts";
 import { abTestRoutes, deploymentRoutes, feedbackRoutes } from "./routes/rollouts.ts";
@@ -28,6 +29,7 @@ const app = new Hono<AppEnv>()
   .route("/deployments", deploymentRoutes)
   .route("/feedback", feedbackRoutes)
   .route("/generate", generateRoutes)
+  .route("/", metricsRoutes)
   .route("/models", modelRoutes)
   .route("/v1", openaiRoutes);
 

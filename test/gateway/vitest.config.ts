@@ -10,6 +10,8 @@ const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 export const testBindings = {
   JWT_SECRET: "test-secret-for-the-gateway-suite-0123456789",
   JWT_SECRETS: JSON.stringify({ "2026-rotated": "rotated-test-secret-9876543210-abcdefghij" }),
+  // The scrape token GET /metrics accepts besides an admin JWT.
+  METRICS_TOKEN: "test-scrape-token-0123456789abcdef",
   QUEUE_MAX: "2",
   // Live per-version metrics reach D1 within a second, so the registry suites can read them back.
   LIVE_METRICS_FLUSH_MS: "1000",
