@@ -273,14 +273,17 @@ export class TrafficWindows {
     }
   }
 
-  /** The buckets that make up `window` at `now` (advance() first). */
+  /**
+   * The buckets that make up `window` at `now`: those that started within it, so a window covers
+   * between its length less one bucket and its length (1m: 50-60 s; 1h: 59-60 min).
+   */
   #parts(window: ReportWindow, now: number): Bucket[] {
     this.advance(now);
     switch (window) {
       case "1m":
-        return [...this.#tens.slice(-5), this.#open].filter((b) => b.start > now - MINUTE - TEN_SECONDS);
+        return [...this.#tens.slice(-6), this.#open].filter((b) => b.start > now - MINUTE);
       case "5m":
-        return [...this.#tens, this.#open].filter((b) => b.start > now - 5 * MINUTE - TEN_SECONDS);
+        return [...this.#tens, this.#open].filter((b) => b.start > now - 5 * MINUTE);
       case "1h":
         return [...this.#minutes.filter((b) => b.start > now - HOUR), this.#minute, this.#open];
       case "24h":
@@ -303,7 +306,7 @@ export class TrafficWindows {
   recent(ms: number, now: number): { t: number; requests: number; errors: number }[] {
     this.advance(now);
     return [...this.#tens, this.#open]
-      .filter((b) => b.start > now - ms - TEN_SECONDS)
+      .filter((b) => b.start > now - ms)
       .map((b) => {
         let requests = 0;
         let errors = 0;
