@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { DEFAULT_POOL } from "../schema/hub.ts";
 import { isModelId, parseModelId } from "../schema/model-id.ts";
+import { AlertThresholds } from "../schema/monitoring.ts";
 import { ModelName } from "../schema/protocol.ts";
 import type { BreakerPolicy } from "./hub/circuit-breaker.ts";
 import { log } from "./log.ts";
@@ -48,6 +49,8 @@ export interface GatewayConfig {
   liveMetricsFlushMs: number;
   /** How often a running deployment's controller observes, judges and steps (ms, at least 100). */
   rolloutTickMs: number;
+  /** GET /alerts/active and the health score: ALERT_THRESHOLDS over the defaults. */
+  alertThresholds: AlertThresholds;
 }
 
 /** One agent pool: an AgentHub Durable Object and the agents whose D1 row names it. */
@@ -117,6 +120,7 @@ export function readConfig(bindings: object): GatewayConfig {
     healthCacheMs: nonNegativeInt(env, "HEALTH_CACHE_MS", 2_000),
     liveMetricsFlushMs: Math.max(1_000, nonNegativeInt(env, "LIVE_METRICS_FLUSH_MS", 60_000)),
     rolloutTickMs: Math.max(100, nonNegativeInt(env, "ROLLOUT_TICK_MS", 5_000)),
+    alertThresholds: alertThresholds(env.ALERT_THRESHOLDS),
   };
 }
 
@@ -150,6 +154,33 @@ function parseFallbacks(value: string): ReadonlyMap<string, readonly string[]> {
   return new Map(
     Object.entries(parsed.data).map(([model, fallbacks]) => [model, fallbacks.filter((f) => f !== model)]),
   );
+}
+
+const DEFAULT_ALERT_THRESHOLDS: AlertThresholds = AlertThresholds.parse({});
+
+/** Like parsedFallbacks: a per-isolate cache of a pure function of the var (and its warning). */
+let parsedThresholds: { raw: string; value: AlertThresholds } | undefined;
+
+/** ALERT_THRESHOLDS: any subset of AlertThresholds as JSON, e.g. {"errorRate": 0.05}. */
+function alertThresholds(raw: unknown): AlertThresholds {
+  const value = text(raw);
+  if (value === undefined) return DEFAULT_ALERT_THRESHOLDS;
+  if (parsedThresholds?.raw !== value) parsedThresholds = { raw: value, value: parseThresholds(value) };
+  return parsedThresholds.value;
+}
+
+function parseThresholds(value: string): AlertThresholds {
+  let parsed: ReturnType<typeof AlertThresholds.safeParse> | undefined;
+  try {
+    parsed = AlertThresholds.safeParse(JSON.parse(value));
+  } catch {
+    parsed = undefined;
+  }
+  if (parsed?.success) return parsed.data;
+  log("warn", "ALERT_THRESHOLDS is not a JSON object of known thresholds in range; using the defaults", {
+    issues: parsed?.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`) ?? ["not JSON"],
+  });
+  return DEFAULT_ALERT_THRESHOLDS;
 }
 
 /** A pool's name: its AgentHub's Durable Object name and the agents.pool value of its agents. */
