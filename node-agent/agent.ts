@@ -8,8 +8,8 @@ import { type BackoffOptions, Connection, type ConnectionEnd, ExitCode, type Lin
 import { Drain } from "./drain.ts";
 import type { Engine } from "./engines/engine.ts";
 import { GenerationRunner } from "./generation-runner.ts";
-import { HostFactsSampler } from "./health.ts";
 import { HealthReporter } from "./health-reporter.ts";
+import { HostFactsSampler } from "./host-facts.ts";
 import { InFlightTable } from "./in-flight.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { gatewayHttpUrlOf, RegistryLoads } from "./registry-loads.ts";
@@ -107,7 +107,7 @@ export class Agent {
     const { engine } = options;
     const log = options.logger ?? silentLogger;
     const capacity = options.capacity ?? 4;
-    const hostFacts = options.hostFacts ?? sampler();
+    const host = hostFactsOf(options.hostFacts, log);
     const artifacts = options.artifacts;
     const cache = artifacts
       ? new ArtifactCache({
@@ -127,7 +127,11 @@ export class Agent {
       log,
     });
     this.table = new InFlightTable(capacity);
-    this.health = new HealthReporter({ engine, hostFacts, inFlight: () => this.table.size });
+    this.health = new HealthReporter({
+      engine,
+      hostFacts: host.fresh,
+      inFlight: () => this.table.size,
+    });
     this.connection = new Connection(
       {
         url: options.gatewayUrl,
@@ -173,12 +177,12 @@ export class Agent {
         flushMs: options.flushMs ?? 16,
         flushBytes: options.flushBytes ?? 4096,
         maxBufferedBytes: options.maxBufferedBytes ?? 1024 * 1024,
-        onTokens: (count) => this.health.countTokens(count),
+        onFinished: (generation) => this.health.generationFinished(generation),
       }),
       health: this.health,
       drain: this.drainer,
       stats: this.stats,
-      hostFacts,
+      hostFacts: host.latest,
       welcomed: (heartbeatIntervalMs) => this.connection.welcomed(heartbeatIntervalMs),
       log,
     };
@@ -233,9 +237,17 @@ export class Agent {
   }
 }
 
-function sampler(): () => HostFacts {
-  const s = new HostFactsSampler();
-  return () => s.sample();
+/**
+ * Host facts for hello (the latest, without waiting) and for health (the OS read afresh for each
+ * report): the given function for both, else a HostFactsSampler's.
+ */
+function hostFactsOf(
+  given: (() => HostFacts) | undefined,
+  log: Logger,
+): { latest: () => HostFacts; fresh: () => HostFacts | Promise<HostFacts> } {
+  if (given) return { latest: given, fresh: given };
+  const sampler = new HostFactsSampler({ log });
+  return { latest: () => sampler.sample(), fresh: () => sampler.fresh() };
 }
 
 /** The newest protocol version to offer: the given one when it is one this agent speaks. */

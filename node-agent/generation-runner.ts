@@ -1,7 +1,7 @@
 // Runs one admitted generation: hands the request to the engine, turns its pieces into coalesced
 // `chunk` frames under backpressure, stops at the request's deadline, and ends the request with
 // `done` or `error` — or, after an abort, with what the abort's cause calls for.
-import type { GenerateFrame, Usage } from "../schema/protocol.ts";
+import type { DoneFrame, GenerateFrame, Usage } from "../schema/protocol.ts";
 import { errorFrame, sendFrame, toErrorFrame } from "./agent-frames.ts";
 import { ChunkCoalescer } from "./chunk-coalescer.ts";
 import type { Engine, GenerationResult } from "./engines/engine.ts";
@@ -22,8 +22,8 @@ export interface GenerationRunnerOptions {
   flushBytes: number;
   /** Stop pulling from the engine while the socket buffers more than this. */
   maxBufferedBytes: number;
-  /** Told every generated token, for the health reporter's tokens per second. */
-  onTokens: (count: number) => void;
+  /** Told of each generation that ended with `done` unaborted, for the health reporter's tokens per second. */
+  onFinished: (generation: Pick<DoneFrame, "finishReason" | "usage" | "timings">) => void;
 }
 
 type Timings = () => { firstTokenMs: number | null; totalMs: number };
@@ -33,7 +33,7 @@ export class GenerationRunner {
 
   /** Resolves once the request has ended and its last frame, if any, was sent. */
   async run(frame: GenerateFrame, entry: InFlight): Promise<void> {
-    const { engine, log, maxBufferedBytes, onTokens } = this.options;
+    const { engine, log, maxBufferedBytes, onFinished } = this.options;
     const { id, link, signal } = entry;
     const startedAt = performance.now();
     let firstTokenMs: number | null = null;
@@ -69,7 +69,6 @@ export class GenerationRunner {
         if (signal.aborted) break;
         firstTokenMs ??= round1(performance.now() - startedAt);
         completionTokens += piece.tokens;
-        onTokens(piece.tokens);
         coalescer.push(piece);
         if (link.bufferedAmount > maxBufferedBytes) {
           // Backpressure: a slow hub must not make the agent buffer without bound.
@@ -80,7 +79,9 @@ export class GenerationRunner {
       if (!signal.aborted) {
         coalescer.flush();
         const { finishReason, usage } = await result;
-        sendFrame(link, { type: "done", id, finishReason, usage, timings: timings() });
+        const done = { finishReason, usage, timings: timings() };
+        sendFrame(link, { type: "done", id, ...done });
+        onFinished(done);
         log.info("generation done", { id, finishReason, completionTokens: usage.completionTokens });
         return;
       }

@@ -124,27 +124,46 @@ export const ModelInfo = z.object({
 });
 export type ModelInfo = z.infer<typeof ModelInfo>;
 
-/** Facts about the host the agent runs on, reported in `hello` and every `health`. */
+/**
+ * Facts about the host the agent runs on, reported in `hello` and every `health`. The agent reads
+ * the OS at most once per report (node-agent/host-facts.ts); a fact its OS does not give, or whose
+ * source failed, is left out.
+ */
 export const HostFacts = z.object({
   platform: z.string().max(64),
   arch: z.string().max(64),
   cpus: z.number().int().nonnegative(),
   cpuModel: z.string().max(256).optional(),
   memoryTotalBytes: z.number().nonnegative(),
+  /**
+   * Memory a new allocation gets without paging out: on macOS free + inactive + speculative +
+   * purgeable pages (vm_stat; the free pages alone are a small share, since macOS keeps its file
+   * cache full), on Linux MemAvailable. Placement weighs model footprints against it.
+   */
   memoryFreeBytes: z.number().nonnegative(),
+  /** The agent process's resident set. */
   rssBytes: z.number().nonnegative().optional(),
   loadAverage1m: z.number().nonnegative().optional(),
+  /** The whole host's busy CPU share (0–100) since the previous report (os.cpus() time deltas). */
   cpuPercent: z.number().nonnegative().optional(),
   gpu: z.string().max(256).optional(),
   /**
    * Memory in use (bytes): on macOS wired + active + compressed pages (vm_stat), not total minus
    * free, which counts the file cache macOS keeps full on purpose; on Linux MemTotal - MemAvailable.
+   * It and memoryFreeBytes need not add up to memoryTotalBytes on macOS (purgeable pages are in both).
    */
   memoryUsedBytes: z.number().nonnegative().optional(),
-  /** The OS's own verdict: macOS kern.memorystatus_vm_pressure_level; Linux from PSI (/proc/pressure/memory). */
+  /**
+   * The OS's own verdict: macOS kern.memorystatus_vm_pressure_level (1 normal, 2 warn, 4 critical);
+   * Linux PSI /proc/pressure/memory `some avg10` (below 10 % normal, from 10 % warn, from 40 % critical).
+   */
   memoryPressure: z.enum(["normal", "warn", "critical"]).optional(),
-  /** GPU utilization (percent) where the OS reports it without root (macOS: IOAccelerator statistics). */
+  /**
+   * GPU utilization (percent) where the OS reports it without root: macOS IOAccelerator
+   * PerformanceStatistics "Device Utilization %" (the busiest GPU when there are several).
+   */
   gpuPercent: z.number().min(0).max(100).optional(),
+  /** Swap in use: macOS vm.swapusage, Linux SwapTotal - SwapFree. */
   swapUsedBytes: z.number().nonnegative().optional(),
 });
 export type HostFacts = z.infer<typeof HostFacts>;

@@ -320,21 +320,33 @@ describe("Agent session", () => {
     expect(agent.stats.malformedFrames).toBe(0);
   });
 
-  it("sends health with in-flight count, tokens per second and host facts", async () => {
+  it("sends health with in-flight count, the decode rate of finished generations, and host facts", async () => {
     const { hub, engine } = await setup({ healthIntervalMs: 40 });
     const conn = await hub.connection(0);
+    // A generation still running counts for nothing yet, however many tokens it has produced.
     engine.script = { pieces: ["a", "b", "c"], holdUntilAborted: true };
     conn.send(generate("h1"));
-    // The three tokens come back to back, so one report window (at least ~40 ms) holds them all.
-    const health = await conn.waitFor("health", (h) => h.inFlight === 1 && h.tokensPerSecond > 0);
-    expect(health).toMatchObject({ queued: 0, models: [{ name: "test-model" }] });
-    expect(health.tokensPerSecond).toBeLessThanOrEqual(3 / 0.035);
-    expect(health.host.cpus).toBe(availableParallelism());
-    expect(health.host.rssBytes).toBeGreaterThan(0);
-    // Nothing is generated after them (the generation holds), so the next report counts none.
+    await vi.waitFor(() => expect(engine.piecesPulled).toBe(3));
+    const busy = await conn.waitFor("health", (h) => h.inFlight === 1 && conn.of("chunk").length > 0);
+    expect(busy).toMatchObject({ queued: 0, tokensPerSecond: 0, models: [{ name: "test-model" }] });
+    expect(busy.host.cpus).toBe(availableParallelism());
+    expect(busy.host.rssBytes).toBeGreaterThan(0);
+    // Nor does it once cancelled.
+    conn.send({ type: "cancel", id: "h1", reason: "client_disconnected" });
+    await conn.waitFor("done", (d) => d.id === "h1");
+    // A finished one does: 4 tokens after the first over the time after the first token, >= 80 ms.
+    engine.script = { pieces: ["a", "b", "c", "d", "e"], delayMs: 20 };
+    conn.send(generate("h2"));
+    const done = await conn.waitFor("done", (d) => d.id === "h2");
+    expect(done.finishReason).toBe("stop");
+    const health = await conn.waitFor("health", (h) => h.tokensPerSecond > 0);
+    const decodeSeconds = (done.timings.totalMs - (done.timings.firstTokenMs ?? Number.NaN)) / 1000;
+    expect(health.tokensPerSecond).toBeCloseTo(4 / decodeSeconds, 1);
+    expect(health.tokensPerSecond).toBeLessThanOrEqual(4 / 0.075);
+    // It stays while the generation is recent, though nothing is generated since.
     const reported = conn.of("health").indexOf(health);
     const next = await conn.waitFor("health", (h) => conn.of("health").indexOf(h) > reported);
-    expect(next).toMatchObject({ inFlight: 1, tokensPerSecond: 0 });
+    expect(next).toMatchObject({ inFlight: 0, tokensPerSecond: health.tokensPerSecond });
   });
 
   it("stops pulling from the engine while the socket is backed up", async () => {
