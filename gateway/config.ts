@@ -47,6 +47,8 @@ export interface GatewayConfig {
   healthCacheMs: number;
   /** How often each hub rolls its live per-version traffic into the registry's history (ms). */
   liveMetricsFlushMs: number;
+  /** How often a hub writes its Prometheus counters and open traffic windows to storage (ms). */
+  metricsFlushMs: number;
   /** How often a running deployment's controller observes, judges and steps (ms, at least 100). */
   rolloutTickMs: number;
   /** GET /alerts/active and the health score: ALERT_THRESHOLDS over the defaults. */
@@ -119,6 +121,7 @@ export function readConfig(bindings: object): GatewayConfig {
     pools: pools(env.POOLS),
     healthCacheMs: nonNegativeInt(env, "HEALTH_CACHE_MS", 2_000),
     liveMetricsFlushMs: Math.max(1_000, nonNegativeInt(env, "LIVE_METRICS_FLUSH_MS", 60_000)),
+    metricsFlushMs: Math.max(1_000, nonNegativeInt(env, "METRICS_FLUSH_MS", 10_000)),
     rolloutTickMs: Math.max(100, nonNegativeInt(env, "ROLLOUT_TICK_MS", 5_000)),
     alertThresholds: alertThresholds(env.ALERT_THRESHOLDS),
   };

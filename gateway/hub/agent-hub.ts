@@ -7,12 +7,7 @@ import { eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { agents as agentsTable } from "../../schema/db.ts";
 import { DEFAULT_POOL, HubHeader, type HubSnapshot, isDispatchRequest } from "../../schema/hub.ts";
-import {
-  AlertThresholds,
-  type MetricFamily,
-  type PoolMonitoring,
-  type ReportWindow,
-} from "../../schema/monitoring.ts";
+import type { MetricFamily, PoolMonitoring, ReportWindow } from "../../schema/monitoring.ts";
 import {
   type AgentFrame,
   CloseCode,
@@ -43,7 +38,6 @@ import type { RolloutStatsReport } from "./rollout-stats.ts";
 
 /** Where the fleet's alert memory (alert key -> first seen) lives: in the default pool's hub. */
 const ALERT_MEMORY_KEY = "alerts:memory";
-const DEFAULT_MEMORY_THRESHOLD = AlertThresholds.parse({}).memoryPercent;
 
 /** last_seen_at in D1 is refreshed at most this often per agent (on `hello` and `health`). */
 const LAST_SEEN_WRITE_INTERVAL_MS = 60_000;
@@ -101,8 +95,9 @@ export class AgentHub extends DurableObject<Env> {
     );
     this.#telemetry = new HubTelemetry(
       ctx.storage,
-      () => DEFAULT_MEMORY_THRESHOLD,
+      () => this.#config.alertThresholds.memoryPercent,
       env.ANALYTICS,
+      this.#config.metricsFlushMs,
       Date.now(),
     );
     this.#view = {

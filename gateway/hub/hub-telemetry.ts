@@ -36,8 +36,6 @@ const MINUTE_KEY_PREFIX = "tw:m:";
 const HOUR_KEY_PREFIX = "tw:h:";
 /** A model no agent has served for this long is no longer reported as down. */
 export const MODEL_GONE_RETENTION_MS = 24 * HOUR;
-/** Counters and open windows reach storage at least this often while they change. */
-export const TELEMETRY_FLUSH_MS = 10_000;
 
 /** What the telemetry reads from the live pool. */
 export interface TelemetryView {
@@ -82,6 +80,8 @@ export class HubTelemetry {
     private readonly storage: DurableObjectStorage,
     private readonly memoryThresholdPercent: () => number,
     private readonly analytics: AnalyticsEngineDataset | undefined,
+    /** Counters and open windows reach storage at least this often while they change (METRICS_FLUSH_MS). */
+    private readonly flushMs: number,
     now: number,
   ) {
     this.windows = new TrafficWindows(now);
@@ -477,12 +477,12 @@ export class HubTelemetry {
 
   /** When the next flush is due (null: nothing to write). */
   nextDue(): number | null {
-    return this.counters.dirty || this.windows.dirty ? this.#flushedAt + TELEMETRY_FLUSH_MS : null;
+    return this.counters.dirty || this.windows.dirty ? this.#flushedAt + this.flushMs : null;
   }
 
   /** On the hub's alarm: writes what changed when a flush is due. */
   async flushIfDue(now: number): Promise<void> {
-    if (now < this.#flushedAt + TELEMETRY_FLUSH_MS) return;
+    if (now < this.#flushedAt + this.flushMs) return;
     if (!this.#restored) await this.restore(now);
     if (!this.#restored) return;
     this.#flushedAt = now;

@@ -4,12 +4,8 @@
 // format or OpenMetrics as the scraper's Accept asks. Protected: an admin JWT, or the scrape token
 // METRICS_TOKEN (a secret) that a Prometheus scrape config sends as its bearer credentials.
 import { type Context, Hono, type Next } from "hono";
-import {
-  AlertThresholds,
-  HEALTH_COMPONENTS,
-  type MetricFamily,
-  type PoolMonitoring,
-} from "../../schema/monitoring.ts";
+import { HEALTH_COMPONENTS, type MetricFamily, type PoolMonitoring } from "../../schema/monitoring.ts";
+import { readConfig } from "../config.ts";
 import { askPools } from "../inference/hub-client.ts";
 import { CONTENT_TYPES, mergeFamilies, negotiateFormat, renderFamilies } from "../metrics/exposition.ts";
 import { auth } from "../middleware/auth/index.ts";
@@ -66,7 +62,7 @@ export const metricsRoutes = new Hono<AppEnv>().get("/metrics", scrapeAuth, asyn
     lists.push(answer.families);
     pools.push(answer.monitoring);
   }
-  const thresholds = AlertThresholds.parse({});
+  const thresholds = readConfig(c.env).alertThresholds;
   const fleet = healthScore(pools, thresholds, unreachable);
   const score: MetricFamily = {
     name: "ml_inference_health_score",
