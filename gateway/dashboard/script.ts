@@ -519,7 +519,7 @@ function minutePoints(series) {
     t: p.t,
     requests: p.requests,
     errors: p.errors,
-    p95: typeof p.latencyP95Ms === "number" ? p.latencyP95Ms : sketchQuantile(p.latencyMs, 0.95),
+    p95: sketchQuantile(p.latencyMs, 0.95),
     tps: p.generationMs > 0 ? p.completionTokens / (p.generationMs / 1000) : null,
   }));
 }
@@ -602,7 +602,8 @@ function chart(title, points, kind, digits, unit, now) {
     const w = Math.max(1, (W - 2 * PAD) / 60 - 1);
     for (const p of values) {
       if (p.v <= 0) continue;
-      figure.append(svg("rect", { x: x(p.t), y: y(p.v), width: w, height: H - PAD - y(p.v), class: "mark" }));
+      const left = Math.min(x(p.t), W - PAD - w);
+      figure.append(svg("rect", { x: left, y: y(p.v), width: w, height: H - PAD - y(p.v), class: "mark" }));
     }
   } else if (values.length) {
     const d = values.map((p, i) => (i ? "L" : "M") + x(p.t).toFixed(1) + " " + y(p.v).toFixed(1)).join(" ");
