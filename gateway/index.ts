@@ -11,6 +11,7 @@ import { generateRoutes } from "./routes/generate.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { modelRoutes } from "./routes/models.ts";
+import { monitoringRoutes } from "./routes/monitoring.ts";
 import { openaiRoutes } from "./routes/openai.ts";
 import { abTestRoutes, deploymentRoutes, feedbackRoutes } from "./routes/rollouts.ts";
 import type { AppEnv } from "./types.ts";
@@ -31,6 +32,7 @@ const app = new Hono<AppEnv>()
   .route("/generate", generateRoutes)
   .route("/", metricsRoutes)
   .route("/models", modelRoutes)
+  .route("/", monitoringRoutes)
   .route("/v1", openaiRoutes);
 
 app.onError(errorHandler());

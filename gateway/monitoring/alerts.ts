@@ -121,14 +121,23 @@ export function alertKey(rule: AlertRule, labels: Record<string, string>): strin
   return `${rule}{${pairs.join(",")}}`;
 }
 
-/** What to write to the stored memory to make it `after`; null when nothing changed. */
+/**
+ * What to write to the stored memory to make it `after`; null when nothing changed. The hub keeps
+ * the earlier time of a key it is set (two evaluations racing agree on the first), and clears
+ * before it sets: a key that moves later (a since restarted, the evaluation time) is in both.
+ */
 export function alertMemoryChanges(
   before: AlertMemory,
   after: AlertMemory,
 ): { set: Record<string, number>; clear: string[] } | null {
   const set: Record<string, number> = {};
-  for (const [key, value] of Object.entries(after)) if (before[key] !== value) set[key] = value;
   const clear = Object.keys(before).filter((key) => !(key in after));
+  for (const [key, value] of Object.entries(after)) {
+    const was = before[key];
+    if (was === value) continue;
+    set[key] = value;
+    if (was !== undefined && value > was) clear.push(key);
+  }
   return Object.keys(set).length === 0 && clear.length === 0 ? null : { set, clear };
 }
 

@@ -304,16 +304,17 @@ describe("the alert memory", () => {
     unreachable(evaluator, T0 + 61_000);
     expect(alertMemoryChanges(first, evaluator.memory)).toEqual({
       set: { [EVALUATED_AT_KEY]: T0 + 61_000 },
-      clear: [],
+      clear: [EVALUATED_AT_KEY],
     });
     // Evaluations 50 s apart keep the continuity, though the evaluation time lags by up to a minute.
     for (let now = T0 + 61_000; now < T0 + 20 * 60_000; now += 50_000) unreachable(evaluator, now);
     expect(evaluator.memory[alertKey("ServiceDown", { pool: "lab-a" })]).toBe(T0);
   });
 
-  it("alertMemoryChanges: what to set and what to clear", () => {
+  it("alertMemoryChanges: what to set and what to clear (a key moving later is cleared, then set)", () => {
     expect(alertMemoryChanges({ a: 1, b: 2 }, { a: 1, c: 3 })).toEqual({ set: { c: 3 }, clear: ["b"] });
-    expect(alertMemoryChanges({ a: 1 }, { a: 2 })).toEqual({ set: { a: 2 }, clear: [] });
+    expect(alertMemoryChanges({ a: 2 }, { a: 1 })).toEqual({ set: { a: 1 }, clear: [] });
+    expect(alertMemoryChanges({ a: 1 }, { a: 2 })).toEqual({ set: { a: 2 }, clear: ["a"] });
     expect(alertMemoryChanges({ a: 1 }, { a: 1 })).toBeNull();
   });
 
