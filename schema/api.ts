@@ -261,6 +261,21 @@ export const HealthResponse = z.object({
   d1: z.enum(["ok", "error"]),
   /** Agents that said hello, over every pool. */
   agentsConnected: z.number().int(),
+  /** The fleet's health score, 0-100 (GET /performance/report says what lowers it). */
+  healthScore: z.number().int().min(0).max(100).optional(),
+  /** Per configured pool: whether its hub answered, its own score, what it serves and with how many agents. */
+  pools: z
+    .array(
+      z.object({
+        pool: z.string(),
+        reachable: z.boolean(),
+        /** null when the pool's hub did not report its numbers. */
+        healthScore: z.number().int().min(0).max(100).nullable(),
+        /** Models the pool's ready, not draining agents serve, each with how many serve it. */
+        models: z.array(z.object({ id: z.string(), agents: z.number().int() })),
+      }),
+    )
+    .optional(),
 });
 export type HealthResponse = z.infer<typeof HealthResponse>;
 

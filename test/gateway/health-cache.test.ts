@@ -1,5 +1,6 @@
-// /health and /ready under a flood of probes: one observation of D1 and the hubs per isolate and
-// HEALTH_CACHE_MS, shared by concurrent probes, counted on the real bindings the Worker is given.
+// /health and /ready under a flood of probes: one observation of D1 and the hubs (a snapshot and the
+// health score's monitoring() per pool) per isolate and HEALTH_CACHE_MS, shared by concurrent
+// probes, counted on the real bindings the Worker is given.
 // (The rest of the suite runs with HEALTH_CACHE_MS=0; here it is the shipped default, 2000 ms.)
 import { env } from "cloudflare:workers";
 import { expect, it } from "vitest";
@@ -10,15 +11,16 @@ import { countingD1, fetchWith, recordingHubs } from "./instrumented-env.ts";
 const agents = trackedAgents();
 const DEFAULT_TTL_MS = 2000;
 
-it("50 concurrent probes cost one D1 query and one snapshot per pool; a change shows after the TTL", async () => {
+it("50 concurrent probes cost one D1 query and one snapshot and monitoring() per pool; a change shows after the TTL", async () => {
   const d1 = countingD1();
   const hubs = recordingHubs();
   const bindings = { ...env, DB: d1.db, AGENT_HUB: hubs.namespace, HEALTH_CACHE_MS: undefined };
-  const snapshots = () =>
+  const asked = (method: string) =>
     hubs.calls
-      .filter((c) => c.method === "snapshot")
+      .filter((c) => c.method === method)
       .map((c) => c.pool)
       .sort();
+  const snapshots = () => asked("snapshot");
 
   const observedAt = Date.now();
   const burst = await Promise.all(
@@ -35,6 +37,7 @@ it("50 concurrent probes cost one D1 query and one snapshot per pool; a change s
   }
   expect(d1.counter.queries).toBe(1);
   expect(snapshots()).toEqual(["default", "lab-a"]);
+  expect(asked("monitoring")).toEqual(["default", "lab-a"]);
 
   // An agent arrives; within the TTL the probes still answer from the first observation.
   await agents.serving("cache-model");
@@ -54,6 +57,7 @@ it("50 concurrent probes cost one D1 query and one snapshot per pool; a change s
   expect(Date.now() - observedAt).toBeGreaterThanOrEqual(DEFAULT_TTL_MS);
   expect(d1.counter.queries).toBe(2);
   expect(snapshots()).toEqual(["default", "default", "lab-a", "lab-a"]);
+  expect(asked("monitoring")).toEqual(["default", "default", "lab-a", "lab-a"]);
   const ready = await fetchWith(bindings, "/ready");
   expect(ready.status).toBe(200);
   expect(ReadyResponse.parse(await ready.json()).models).toEqual(["cache-model"]);
