@@ -9,7 +9,7 @@
 // N" as a console error for every non-2xx fetch, though the page handles it. So the test counts
 // every console error and page error, except that line for an endpoint the page treats as
 // optional answering 404/501 (not deployed on this gateway: the page says "not available"), and
-// one per 403 answered to the user's token that the paste test signs in with on purpose.
+// one per 401/403 answered to the user's and the forged token the paste test tries on purpose.
 import { existsSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DDSketch } from "../../gateway/experiments/stats/ddsketch.ts";
 import { DEMO_MODEL_NAME } from "../../node-agent/demo-model.ts";
 import type { ActiveAlerts, MinutePoint, PerformanceReport, ReportRow } from "../../schema/monitoring.ts";
+import { mintToken } from "../../scripts/lib/token.ts";
 import { type AgentProcess, type Stack, startStack } from "../helpers/stack.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -42,10 +43,12 @@ let context: BrowserContext;
 let page: Page;
 let admin: string;
 let viewer: string;
+/** An admin's token signed with another secret: the gateway answers 401. */
+let forged: string;
 let secondAgent: Promise<AgentProcess> | undefined;
 const logged: Logged[] = [];
-/** URLs that answered 403 to a request carrying the user's token, once per answer. */
-const refusedToViewer: string[] = [];
+/** "status url" of each 401/403 answered to a request carrying the user's or the forged token. */
+const refusedOnPurpose: string[] = [];
 const requests: { url: string; authorization?: string; referer?: string }[] = [];
 const agentIds = { first: "dash-mac-1", second: "dash-mac-2" };
 
@@ -72,12 +75,14 @@ async function openPage(): Promise<Page> {
       .then((h) => requests.push({ url: r.url(), authorization: h.authorization, referer: h.referer }));
   });
   tab.on("response", (r) => {
-    if (r.status() !== 403) return;
+    if (r.status() !== 401 && r.status() !== 403) return;
     void r
       .request()
       .allHeaders()
       .then((h) => {
-        if (h.authorization === `Bearer ${viewer}`) refusedToViewer.push(r.url());
+        if (h.authorization === `Bearer ${viewer}` || h.authorization === `Bearer ${forged}`) {
+          refusedOnPurpose.push(`${r.status()} ${r.url()}`);
+        }
       });
   });
   return tab;
@@ -85,7 +90,7 @@ async function openPage(): Promise<Page> {
 
 /** The console lines the page cannot prevent and has handled (see the top comment). */
 function unexpectedErrors(entries: readonly Logged[]): Logged[] {
-  const refused = [...refusedToViewer];
+  const refused = [...refusedOnPurpose];
   return entries.filter((entry) => {
     if (entry.kind !== "console") return true;
     const failed = /^Failed to load resource: the server responded with a status of (\d+)/.exec(entry.text);
@@ -93,7 +98,7 @@ function unexpectedErrors(entries: readonly Logged[]): Logged[] {
     if ((failed[1] === "404" || failed[1] === "501") && OPTIONAL_ENDPOINTS.has(new URL(entry.url).pathname)) {
       return false;
     }
-    const at = failed[1] === "403" ? refused.indexOf(entry.url) : -1;
+    const at = refused.indexOf(`${failed[1]} ${entry.url}`);
     if (at === -1) return true;
     refused.splice(at, 1);
     return false;
@@ -174,6 +179,7 @@ describe.skipIf(SKIP)(
       stack = await startStack({ vars: { HEALTH_INTERVAL_MS: "500" } });
       admin = await stack.token("admin", "dash-operator");
       viewer = await stack.token("user", "dash-viewer");
+      forged = await mintToken({ secret: "not-the-gateway-secret", role: "admin", sub: "dash-forger" });
       // launch() runs Chromium on a fresh temporary profile of its own, removed on close.
       const [, launched] = await Promise.all([
         stack.startAgent({ id: agentIds.first }),
@@ -282,15 +288,8 @@ describe.skipIf(SKIP)(
       expect(await background()).toBe("rgb(246, 247, 249)");
     });
 
-    it("shows an agent that connects while the page is open, on its own refresh", async () => {
-      const before = await text(page.locator("#updated"));
-      await secondAgent;
-      await page.locator("#agents-body tbody tr", { hasText: agentIds.second }).waitFor({ timeout: 15_000 });
-      expect(await text(page.locator("#updated"))).not.toBe(before);
-      await expect(text(page.getByRole("status"))).resolves.toMatch(/^Fleet ok · 2 agents connected( · |$)/);
-    });
-
     it("draws the last hour, alerts, deployments and A/B tests from bodies of the API's shapes", async () => {
+      await secondAgent;
       const now = Date.now();
       const { series, lastP95 } = hourOfMinutes(now);
       const alerts: ActiveAlerts = {
@@ -385,8 +384,12 @@ describe.skipIf(SKIP)(
       await expect(text(tab.locator("#charts-note"))).resolves.toBe(
         "Per minute over the last hour, all pools.",
       );
-      await expect(text(tab.getByRole("status"))).resolves.toBe(
-        "Fleet ok · 2 agents connected · health score 87/100",
+      // The score comes from /health where it says one, else from the report (87 here).
+      const health = (await (await fetch(`${stack.origin}/health`)).json()) as { healthScore?: number };
+      await expect(text(tab.getByRole("status"))).resolves.toMatch(
+        health.healthScore === undefined
+          ? /^Fleet ok · 2 agents connected · health score 87\/100$/
+          : /^Fleet ok · 2 agents connected · health score \d+\/100$/,
       );
 
       const alertTable = tab.getByRole("table", { name: /Alerts firing now/ });
@@ -446,6 +449,14 @@ describe.skipIf(SKIP)(
       await tab.close();
     });
 
+    it("shows an agent that connects while the page is open, on its own refresh", async () => {
+      const before = await text(page.locator("#updated"));
+      await secondAgent;
+      await page.locator("#agents-body tbody tr", { hasText: agentIds.second }).waitFor({ timeout: 15_000 });
+      expect(await text(page.locator("#updated"))).not.toBe(before);
+      await expect(text(page.getByRole("status"))).resolves.toMatch(/^Fleet ok · 2 agents connected( · |$)/);
+    });
+
     it("signing out clears the token and the data and returns to the form", async () => {
       await page.getByRole("button", { name: "Sign out" }).click();
       await expect(page.getByLabel("Admin token").isVisible()).resolves.toBe(true);
@@ -457,7 +468,7 @@ describe.skipIf(SKIP)(
       await expect(text(page.getByRole("status"))).resolves.toBe("Not signed in");
     });
 
-    it("signs in with a pasted token, after refusing one that is not a token or not an admin's", async () => {
+    it("signs in with a pasted token, after refusing a non-token, a user's token and a forged one", async () => {
       const input = page.getByLabel("Admin token");
       const signIn = page.getByRole("button", { name: "Sign in" });
       await input.fill("not-a-token");
@@ -470,7 +481,15 @@ describe.skipIf(SKIP)(
       await page.getByText("This token is not an admin's").waitFor();
       expect(await storedToken()).toBeNull();
       await expect(input.isVisible()).resolves.toBe(true);
-      await expect.poll(() => refusedToViewer).toContain(`${stack.origin}/agents`);
+      await expect.poll(() => refusedOnPurpose).toContain(`403 ${stack.origin}/agents`);
+
+      await input.fill(forged);
+      await signIn.click();
+      await page
+        .getByText("The gateway refused this token: it is invalid or expired (UNAUTHORIZED)")
+        .waitFor();
+      expect(await storedToken()).toBeNull();
+      await expect.poll(() => refusedOnPurpose).toContain(`401 ${stack.origin}/agents`);
 
       await input.fill(admin);
       await signIn.click();
@@ -479,7 +498,7 @@ describe.skipIf(SKIP)(
       expect(page.url()).toBe(dashboardUrl());
     });
 
-    it("logged no console error or page error beyond the expected 404s and 403s", async () => {
+    it("logged no console error or page error beyond the expected 404s, 401s and 403s", async () => {
       // A round trip to the page: console events sent before it have arrived.
       await page.evaluate(() => 0);
       expect(logged.length).toBeGreaterThan(0);
