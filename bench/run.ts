@@ -4,7 +4,7 @@
 // throughput and time to first token, the agent with llama.cpp, and growth to 1,000 streams.
 // Prints tables and writes bench-results/<date>.json. See bench/README.md.
 //
-// Flags: --reps N (default 3)  --only a,b (ceiling,overhead,streaming,llama,growth,micro,profile,variants)
+// Flags: --reps N (default 3)  --only a,b (ceiling,overhead,streaming,llama,growth,scrape,micro,profile,variants)
 //        --profile (also CPU profiles and prototyped optimizations on copies; adds ~4 min)
 //        --time-scale X (multiplies every measuring window)
 //        --against REF (this checkout's gateway vs the one at git REF, side by side: a before/after)
@@ -36,11 +36,12 @@ import { runGrowth } from "./suites/growth.ts";
 import { runLlama } from "./suites/llama.ts";
 import { runOverhead } from "./suites/overhead.ts";
 import { runProfile } from "./suites/profile.ts";
+import { runScrape } from "./suites/scrape.ts";
 import { runStreaming } from "./suites/streaming.ts";
 import { runVariants } from "./suites/variants.ts";
 import { warmUp } from "./suites/warmup.ts";
 
-const ALL = ["ceiling", "overhead", "streaming", "llama", "growth", "micro"] as const;
+const ALL = ["ceiling", "overhead", "streaming", "llama", "growth", "scrape", "micro"] as const;
 type Suite = (typeof ALL)[number] | "profile" | "variants";
 
 function parseArgs(argv: string[]) {
@@ -199,6 +200,12 @@ async function main(): Promise<void> {
       results.growth = { rows: r.rows, bytesPerStream: r.bytesPerStream };
       checks.push(...r.checks);
       section("Growth: concurrent open streams", r.text);
+    }
+    if (args.suites.includes("scrape")) {
+      log("scrapes of a 50-agent, 20-model pool…");
+      const r = await runScrape(bench, secret);
+      results.scrape = r.rows;
+      section("The operator's reads at fleet size (a gateway of its own)", r.text);
     }
     if (args.suites.includes("profile")) {
       log("profiling (inspector-enabled Workers)…");

@@ -71,7 +71,7 @@ export const METRICS = {
   },
   ml_inference_request_duration_seconds: {
     type: "histogram",
-    help: "Time from the hub receiving a request to its last byte (streamed: the whole stream).",
+    help: "Time from the pool's hub taking a request to its end (streamed: the whole stream); refused requests count 0.",
     labels: ["pool", "model", "version", "route"],
     buckets: DURATION_BUCKETS,
   },
@@ -82,7 +82,7 @@ export const METRICS = {
   },
   ml_inference_circuit_breaker_state: {
     type: "gauge",
-    help: 'Circuit breaker per agent (model="") and per agent and model: 0 closed, 1 half-open, 2 open.',
+    help: 'Circuit breaker per agent (model="") and per agent and model (only while not closed): 0 closed, 1 half-open, 2 open.',
     labels: ["pool", "agent", "model"],
   },
   ml_inference_memory_usage_percent: {
@@ -103,7 +103,7 @@ export const METRICS = {
   },
   ml_inference_time_to_first_token_seconds: {
     type: "histogram",
-    help: "Time from the hub receiving a request to the first generated token, for requests that produced one.",
+    help: "Time from the pool's hub taking a request to its first generated token, for requests that produced one.",
     labels: ["pool", "model", "version"],
     buckets: TTFT_BUCKETS,
   },
@@ -119,7 +119,7 @@ export const METRICS = {
   },
   ml_inference_agent_requests_total: {
     type: "counter",
-    help: "Requests sent to an agent (each attempt), by status class of the attempt.",
+    help: "Requests an agent served last (the attempt that answered or failed), by the request's status class.",
     labels: ["pool", "agent", "status_class"],
   },
   ml_inference_agent_generated_tokens_total: {

@@ -357,10 +357,14 @@ export class HubTelemetry {
       ...this.counters.families(pool),
       gauge(
         "ml_inference_circuit_breaker_state",
-        this.#breakers(view, now).map((b) => ({
-          labels: { pool, agent: b.agentId, model: b.model ?? "" },
-          value: BREAKER_STATE_VALUE[b.state],
-        })),
+        // Per agent always; per agent and model only while not closed: a pool of 50 agents with
+        // 20 models would otherwise write 1,000 zeros per scrape (a missing series reads as closed).
+        this.#breakers(view, now)
+          .filter((b) => b.model === null || b.state !== "closed")
+          .map((b) => ({
+            labels: { pool, agent: b.agentId, model: b.model ?? "" },
+            value: BREAKER_STATE_VALUE[b.state],
+          })),
       ),
       gauge(
         "ml_inference_memory_usage_percent",
