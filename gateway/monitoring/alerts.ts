@@ -16,7 +16,9 @@
 // Why these severities: a breaker open or an agent lost is routed around (failover, other agents);
 // when nothing is left to route to, ServiceDown for the model fires, critical. Users see failures
 // from HighErrorRate and the critical ServiceDowns; slowness, memory and a low score warn.
-// A half-open breaker still alerts (value 1; open is 2): it has not recovered until it closes.
+// A half-open breaker still alerts (value 1; open is 2) while it opened less than
+// HALF_OPEN_ALERT_MS ago: one failing its probes alternates open and half-open and stays one alert,
+// while one that nobody sends a probe to (no traffic for it) stays half-open and stops alerting.
 // HighErrorRate is per pool because the hub keeps its 2-minute buckets per pool; a window longer
 // than the two minutes the hub keeps is cut to what is there. HighLatencyP95 needs no minimum of
 // requests, like the Prometheus rule over the histogram (ops/).
@@ -43,6 +45,8 @@ export type AlertMemory = Record<string, number>;
  */
 export const EVALUATED_AT_KEY = "@evaluatedAt";
 export const ALERT_MEMORY_CONTINUITY_MS = 5 * 60_000;
+/** How long after it opened a half-open breaker still counts as open for CircuitBreakerOpen. */
+export const HALF_OPEN_ALERT_MS = 5 * 60_000;
 /** EVALUATED_AT_KEY is rewritten at most this often (not on every evaluation: each is a write). */
 const EVALUATED_AT_REFRESH_MS = 60_000;
 
@@ -77,7 +81,7 @@ export function evaluateAlerts(
   const conditions: Condition[] = [
     ...pools.flatMap((pool) => [
       ...highErrorRate(pool, thresholds, now),
-      ...breakersOpen(pool),
+      ...breakersOpen(pool, now),
       ...highLatency(pool, thresholds),
       ...highMemory(pool, thresholds),
       ...serviceDown(pool),
@@ -191,9 +195,13 @@ function highErrorRate(pool: PoolMonitoring, thresholds: AlertThresholds, now: n
   ];
 }
 
-function breakersOpen(pool: PoolMonitoring): Condition[] {
+function breakersOpen(pool: PoolMonitoring, now: number): Condition[] {
   return pool.breakers
-    .filter((b) => b.state !== "closed")
+    .filter(
+      (b) =>
+        b.state === "open" ||
+        (b.state === "half_open" && b.openedAt !== null && now - b.openedAt < HALF_OPEN_ALERT_MS),
+    )
     .map((b) => ({
       rule: "CircuitBreakerOpen",
       severity: "warning",

@@ -9,6 +9,7 @@ import {
   alertMemoryChanges,
   EVALUATED_AT_KEY,
   evaluateAlerts,
+  HALF_OPEN_ALERT_MS,
 } from "../../gateway/monitoring/alerts.ts";
 import type { Alert, AlertRule, PoolMonitoring } from "../../schema/monitoring.ts";
 import { agent, aggregate, DEFAULTS, minute, pool, recent, spread, windows } from "./monitoring-fixtures.ts";
@@ -108,12 +109,22 @@ describe("CircuitBreakerOpen", () => {
       since: iso(opened),
       summary: "circuit breaker open for agent a1 and model m in pool default",
     });
-    const halfOpen = evaluator.at(T0 + 30_000, [withBreaker("half_open", null)]);
+    const halfOpen = evaluator.at(T0 + 30_000, [withBreaker("half_open", opened)]);
     expect(halfOpen.map((a) => [a.value, a.since])).toEqual([[1, iso(opened)]]);
     expect(evaluator.at(T0 + 31_000, [withBreaker("closed", null)])).toEqual([]);
     // Opened again: a new alert, since its new openedAt.
     const reopened = evaluator.at(T0 + 60_000, [withBreaker("open", T0 + 55_000)]);
     expect(reopened.map((a) => a.since)).toEqual([iso(T0 + 55_000)]);
+  });
+
+  it("stops alerting for a breaker left half-open (no probe came) HALF_OPEN_ALERT_MS after it opened", () => {
+    const evaluator = new Evaluator();
+    const opened = T0 - 60_000;
+    expect(evaluator.at(T0, [withBreaker("half_open", opened)]).map((a) => a.value)).toEqual([1]);
+    const idle = opened + HALF_OPEN_ALERT_MS;
+    expect(evaluator.at(idle, [withBreaker("half_open", opened)])).toEqual([]);
+    // Open again is an alert again, however long ago it first opened.
+    expect(evaluator.at(idle + 1000, [withBreaker("open", opened)]).map((a) => a.value)).toEqual([2]);
   });
 
   it("labels an agent's own breaker with model ''", () => {
