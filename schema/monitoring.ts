@@ -15,6 +15,7 @@ export type MetricType = "counter" | "gauge" | "histogram";
  * - agent: agents connected to the pool (and those lost in the last AGENT_GONE_RETENTION_MS);
  * - route: "generate" | "chat" | "structured"; status_class: "2xx" | "4xx" | "5xx";
  * - code: the stable ErrorCode set (schema/api.ts); rollout/arm: running rollouts (one per model), a|b;
+ *   kind: the rollout's kind (ROLLOUT_KINDS in schema/rollouts.ts: the deployment strategies and ab_test);
  * - component: the health score's components (HEALTH_COMPONENTS).
  */
 export const METRIC_LABELS = [
@@ -77,8 +78,8 @@ export const METRICS = {
   },
   ml_inference_errors_total: {
     type: "counter",
-    help: "Requests that ended in an error, by stable error code.",
-    labels: ["pool", "model", "version", "code"],
+    help: "Requests that ended in an error, by stable error code and status class (4xx refused, 5xx failed).",
+    labels: ["pool", "model", "version", "code", "status_class"],
   },
   ml_inference_circuit_breaker_state: {
     type: "gauge",
@@ -92,7 +93,12 @@ export const METRICS = {
   },
   ml_inference_health_score: {
     type: "gauge",
-    help: 'Health score 0-100 of the fleet (pool="") and of each pool; see the README for the formula.',
+    help: "Health score 0-100 of the whole fleet; see the README for the formula.",
+    labels: [],
+  },
+  ml_inference_pool_health_score: {
+    type: "gauge",
+    help: "Health score 0-100 of each pool, from its own hub's numbers alone.",
     labels: ["pool"],
   },
   // What an LLM operator needs besides.
@@ -174,7 +180,7 @@ export const METRICS = {
   },
   ml_inference_model_agents: {
     type: "gauge",
-    help: "Ready agents serving the model in the pool (0: a model the pool serves has no agent).",
+    help: "Agents that can serve the model now: ready, not draining, breaker not open (0: the pool serves it with none).",
     labels: ["pool", "model", "version"],
   },
   ml_inference_queue_depth: {

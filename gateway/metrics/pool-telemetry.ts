@@ -120,7 +120,7 @@ export class PoolTelemetry {
     const [model, version] = this.modelLabels(r.model);
     const status = statusClassOf(r.outcome);
     this.#counter("ml_inference_requests_total").add([model, version, r.route, status]);
-    if (r.code !== null) this.#counter("ml_inference_errors_total").add([model, version, r.code]);
+    if (r.code !== null) this.#counter("ml_inference_errors_total").add([model, version, r.code, status]);
     this.#histogram("ml_inference_request_duration_seconds").observe(
       [model, version, r.route],
       r.latencyMs / 1000,

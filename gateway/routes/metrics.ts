@@ -67,10 +67,12 @@ export const metricsRoutes = new Hono<AppEnv>().get("/metrics", scrapeAuth, asyn
   const score: MetricFamily = {
     name: "ml_inference_health_score",
     type: "gauge",
-    samples: [
-      { labels: { pool: "" }, value: fleet.score },
-      ...pools.map((p) => ({ labels: { pool: p.pool }, value: healthScore([p], thresholds).score })),
-    ],
+    samples: [{ labels: {}, value: fleet.score }],
+  };
+  const poolScores: MetricFamily = {
+    name: "ml_inference_pool_health_score",
+    type: "gauge",
+    samples: pools.map((p) => ({ labels: { pool: p.pool }, value: healthScore([p], thresholds).score })),
   };
   const components: MetricFamily = {
     name: "ml_inference_health_score_component",
@@ -81,6 +83,6 @@ export const metricsRoutes = new Hono<AppEnv>().get("/metrics", scrapeAuth, asyn
     })),
   };
   const format = negotiateFormat(c.req.header("Accept"));
-  const body = renderFamilies(mergeFamilies([...lists, [up, score, components]]), format);
+  const body = renderFamilies(mergeFamilies([...lists, [up, score, poolScores, components]]), format);
   return c.body(body, 200, { "Content-Type": CONTENT_TYPES[format], "Cache-Control": "no-store" });
 });

@@ -372,7 +372,7 @@ export const SPECS: DashboardSpec[] = [
             min: 0,
             max: 100,
             threshold: { value: THRESHOLDS.healthScore, below: true },
-            targets: [{ expr: 'ml_inference_health_score{pool=""}' }],
+            targets: [{ expr: "ml_inference_health_score" }],
           },
           {
             type: "stat",
@@ -531,8 +531,8 @@ export const SPECS: DashboardSpec[] = [
             max: 100,
             threshold: { value: THRESHOLDS.healthScore, below: true },
             targets: [
-              { expr: 'ml_inference_health_score{pool=""}', legend: "fleet" },
-              { expr: 'ml_inference_health_score{pool!="", pool=~"$pool"}', legend: "{{pool}}" },
+              { expr: "ml_inference_health_score", legend: "fleet" },
+              { expr: 'ml_inference_pool_health_score{pool=~"$pool"}', legend: "{{pool}}" },
             ],
           },
           {

@@ -145,7 +145,9 @@ describe("GET /metrics", () => {
     expect(value(series, "ml_inference_model_agents", { pool: "default", model })).toBe(1);
     expect(value(series, "ml_inference_pool_up", { pool: "default" })).toBe(1);
     expect(value(series, "ml_inference_pool_up", { pool: "lab-a" })).toBe(1);
-    const score = value(series, "ml_inference_health_score", { pool: "" });
+    const score = value(series, "ml_inference_health_score", {});
+    expect(series.find((s) => s.name === "ml_inference_health_score")?.labels).toEqual({});
+    expect(value(series, "ml_inference_pool_health_score", { pool: "lab-a" })).toBeGreaterThanOrEqual(0);
     expect(score).toBeGreaterThanOrEqual(0);
     expect(score).toBeLessThanOrEqual(100);
   });

@@ -81,7 +81,7 @@ describe("alerts.yml", () => {
     expect(only("HighMemoryUsage").expr).toContain(
       `ml_inference_memory_usage_percent > ${DEFAULTS.memoryPercent}`,
     );
-    expect(only("LowHealthScore").expr).toBe(`ml_inference_health_score{pool=""} < ${DEFAULTS.healthScore}`);
+    expect(only("LowHealthScore").expr).toBe(`ml_inference_health_score < ${DEFAULTS.healthScore}`);
     expect(only("CircuitBreakerOpen").expr).toMatch(
       new RegExp(`ml_inference_circuit_breaker_state\\[1m\\]\\) == ${BREAKER_STATE_VALUE.open}$`),
     );
@@ -240,8 +240,7 @@ describe("Grafana dashboards", () => {
         for (const s of promqlRefs(expr).selectors) {
           const r = resolveMetric(s.metric);
           if ("error" in r || !r.labels.includes("pool")) continue;
-          const fleet = s.metric === "ml_inference_health_score" && expr.includes(`${s.metric}{pool=""}`);
-          if (!fleet) expect(s.labels, `${file}: ${expr}`).toContain("pool");
+          expect(s.labels, `${file}: ${expr}`).toContain("pool");
         }
   });
 
