@@ -13,6 +13,7 @@ import { metricsRoutes } from "./routes/metrics.ts";
 import { modelRoutes } from "./routes/models.ts";
 import { monitoringRoutes } from "./routes/monitoring.ts";
 import { openaiRoutes } from "./routes/openai.ts";
+import { openapiRoutes } from "./routes/openapi.ts";
 import { abTestRoutes, deploymentRoutes, feedbackRoutes } from "./routes/rollouts.ts";
 import type { AppEnv } from "./types.ts";
 
@@ -33,10 +34,14 @@ const app = new Hono<AppEnv>()
   .route("/", metricsRoutes)
   .route("/models", modelRoutes)
   .route("/", monitoringRoutes)
+  .route("/", openapiRoutes)
   .route("/v1", openaiRoutes);
 
 app.onError(errorHandler());
 app.notFound(notFoundHandler(() => app.routes));
+
+/** The assembled app, for tests that read its routes (the OpenAPI coverage test). */
+export { app };
 
 export default {
   fetch: app.fetch,
