@@ -229,6 +229,45 @@ export async function runMicro(rounds = 9): Promise<MicroCase[]> {
       }),
   );
   await add("crypto.randomUUID()", "Worker, per request (request id)", () => () => crypto.randomUUID());
+
+  const { PoolTelemetry } = await import("../../gateway/metrics/pool-telemetry.ts");
+  const { TrafficWindows } = await import("../../gateway/metrics/traffic-windows.ts");
+  const telemetry = new PoolTelemetry();
+  const finished = {
+    model: "synthetic-a1:0.0.0-local",
+    route: "generate",
+    outcome: "ok" as const,
+    code: null,
+    agent: "bench-synthetic-1",
+    latencyMs: 1.7,
+    ttftMs: 0.9,
+    queueWaitMs: 0,
+    promptTokens: 4,
+    completionTokens: 16,
+    rollout: { id: "dep-1", kind: "canary", arm: "b" },
+  };
+  await add(
+    "PoolTelemetry.record(finished request)",
+    "hub, once per request (Prometheus counters and histograms)",
+    () => () => telemetry.record(finished),
+  );
+  const windows = new TrafficWindows(Date.now());
+  const event = {
+    model: finished.model,
+    agent: finished.agent,
+    ok: true,
+    code: null,
+    latencyMs: 1.7,
+    ttftMs: 0.9,
+    promptTokens: 4,
+    completionTokens: 16,
+    generationMs: 0.8,
+  };
+  await add(
+    "TrafficWindows.record(finished request)",
+    "hub, once per request (report and alert windows)",
+    () => () => windows.record(event, Date.now()),
+  );
   // Round-robin over the cases, so a busy moment on the machine hits every case alike.
   for (let round = 0; round < rounds; round++) {
     for (const r of runnable) r.samples.push(await sample(r.fn, r.isAsync, r.n));
