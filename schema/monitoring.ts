@@ -386,6 +386,8 @@ export interface PerformanceReport {
   health: HealthScore;
   /** Pools whose hub did not answer: their numbers are missing from the report. */
   unreachablePools: string[];
+  /** The last hour per minute, all pools summed (latency sketches merged), oldest first. */
+  series: MinutePoint[];
 }
 
 // ---- health score ----

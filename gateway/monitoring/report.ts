@@ -4,6 +4,7 @@
 // the top error codes; each agent's resources; the health score.
 import {
   AlertThresholds,
+  type MinutePoint,
   type PerformanceReport,
   type PoolMonitoring,
   REPORT_WINDOWS,
@@ -90,7 +91,33 @@ export function buildReport(
       .sort((a, b) => compare(a.pool, b.pool) || compare(a.agent, b.agent)),
     health: healthScore(pools, thresholds, unreachable),
     unreachablePools: [...unreachable].sort(),
+    series: fleetSeries(pools),
   };
+}
+
+/** The pools' minute points of the last hour summed per minute, latency sketches merged, oldest first. */
+export function fleetSeries(pools: readonly PoolMonitoring[]): MinutePoint[] {
+  const byMinute = new Map<number, { point: MinutePoint; latency: SketchSum }>();
+  for (const pool of pools) {
+    for (const p of pool.series) {
+      let sum = byMinute.get(p.t);
+      if (sum === undefined) {
+        sum = {
+          point: { t: p.t, requests: 0, errors: 0, completionTokens: 0, generationMs: 0, latencyMs: null },
+          latency: new SketchSum(),
+        };
+        byMinute.set(p.t, sum);
+      }
+      sum.point.requests += p.requests;
+      sum.point.errors += p.errors;
+      sum.point.completionTokens += p.completionTokens;
+      sum.point.generationMs += p.generationMs;
+      sum.latency.add(p.latencyMs);
+    }
+  }
+  return [...byMinute.values()]
+    .map(({ point, latency }) => ({ ...point, latencyMs: latency.sketch?.toJSON() ?? null }))
+    .sort((a, b) => a.t - b.t);
 }
 
 interface Tagged {

@@ -2,9 +2,10 @@
 // DDSketch's 1 %), each window from its own numbers, tokens/s, top error codes, model ids split into
 // name and version, a malformed sketch left out with a log line, resources and the health score.
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { DDSketch, type DDSketchJson } from "../../gateway/experiments/stats/ddsketch.ts";
 import { buildReport, TOP_ERRORS } from "../../gateway/monitoring/report.ts";
 import { REPORT_WINDOWS } from "../../schema/monitoring.ts";
-import { agent, aggregate, DEFAULTS, pool, spread, windows } from "./monitoring-fixtures.ts";
+import { agent, aggregate, DEFAULTS, minute, pool, spread, windows } from "./monitoring-fixtures.ts";
 
 const NOW = Date.UTC(2026, 6, 1, 12);
 
@@ -283,5 +284,20 @@ describe("buildReport", () => {
     const pools = [pool("default", NOW, { agents: [agent("a1", { memoryUsedPercent: 92.5 })] })];
     expect(buildReport(pools, [], NOW).health.score).toBe(95);
     expect(buildReport(pools, [], NOW, { ...DEFAULTS, memoryPercent: 95 }).health.score).toBe(100);
+  });
+
+  it("sums the pools' minute points per minute for the fleet's series, sketches merged", () => {
+    const t = NOW - (NOW % 60_000);
+    const a = pool("default", NOW, { series: [minute(t - 60_000, spread(10, 1, 10)), minute(t, [5])] });
+    const b = pool("lab-a", NOW, { series: [minute(t, spread(90, 100, 190))] });
+    const series = buildReport([a, b], [], NOW).series;
+    expect(series.map((p) => [p.t, p.requests])).toEqual([
+      [t - 60_000, 10],
+      [t, 91],
+    ]);
+    const merged = DDSketch.fromJSON(series[1]?.latencyMs as DDSketchJson);
+    expect(merged.count).toBe(91);
+    expect(merged.quantile(0.5)).toBeGreaterThan(100);
+    expect(buildReport([], [], NOW).series).toEqual([]);
   });
 });
