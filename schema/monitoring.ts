@@ -135,7 +135,7 @@ export const METRICS = {
   },
   ml_inference_agent_tokens_per_second: {
     type: "gauge",
-    help: "Generation speed the agent last reported (tokens/s over its recent requests).",
+    help: "Decode speed the agent last reported: tokens/s of the generations it finished in the last 60 s.",
     labels: ["pool", "agent"],
   },
   ml_inference_agent_up: {
