@@ -224,6 +224,10 @@ Try it:
   OpenAI SDK: new OpenAI({ baseURL: "${origin}/v1", apiKey: "<user token>" })
   More tokens: npm run token -- --role user --sub alice --ttl 1h
 
+  Dashboard   ${origin}/dashboard#token=${adminToken}
+  Metrics     curl -s ${origin}/metrics -H "Authorization: Bearer <admin token>"
+  API docs    ${origin}/docs
+
 Ctrl-C stops everything (the agent drains first); a crashed agent is restarted.`);
 
 /**
