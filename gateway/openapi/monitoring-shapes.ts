@@ -46,6 +46,15 @@ export const HealthScore = z.object({
   ),
 });
 
+const MinutePoint = z.object({
+  t: z.number().describe("Start of the minute, epoch ms."),
+  requests: z.number().int(),
+  errors: z.number().int(),
+  completionTokens: z.number().int(),
+  generationMs: z.number().describe("Time spent generating (first token to last) by successful requests."),
+  latencyMs: z.unknown().describe("The minute's latencies in ms, as a DDSketch in JSON."),
+});
+
 export const PerformanceReport = z.object({
   generatedAt: z.string(),
   windows: z.record(z.enum(REPORT_WINDOWS), WindowReport).describe("Every window (1m, 5m, 1h, 24h)."),
@@ -67,6 +76,7 @@ export const PerformanceReport = z.object({
   unreachablePools: z
     .array(z.string())
     .describe("Pools whose hub did not answer: their numbers are missing from the report."),
+  series: z.array(MinutePoint).describe("The last hour per minute, all pools summed, oldest first."),
 });
 
 export const Alert = z.object({
