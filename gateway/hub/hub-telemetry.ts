@@ -31,6 +31,8 @@ import type { BreakerStatus } from "./circuit-breakers.ts";
 import type { InferenceJob } from "./inference-job.ts";
 
 export const TELEMETRY_KEY = "telemetry";
+/** The model label of requests for a model the pool does not know (404 MODEL_NOT_FOUND). */
+export const UNKNOWN_MODEL_LABEL = "(unknown)";
 export const WINDOWS_OPEN_KEY = "tw:open";
 const MINUTE_KEY_PREFIX = "tw:m:";
 const HOUR_KEY_PREFIX = "tw:h:";
@@ -130,8 +132,11 @@ export class HubTelemetry {
     view: TelemetryView,
     now: number,
   ): void {
+    // A name nobody serves is the caller's text: labelled as one value, or any caller could fill
+    // the pool's bounded model labels (and the report) with names of its choosing.
+    const model = outcome === "model_not_found" ? UNKNOWN_MODEL_LABEL : (request.model ?? "");
     const record = {
-      model: request.model ?? "",
+      model,
       route: request.response.api,
       outcome,
       code,

@@ -102,7 +102,8 @@ export class PoolTelemetry {
       const { name, version } = parseModelId(id);
       labels = [name, version ?? ""];
     } catch {
-      labels = [id === "" ? "" : OTHER_LABEL, ""];
+      // "" (no model named) and "(unknown)" (refused as unknown) are not model ids: kept as they are.
+      labels = [id === "" || id.startsWith("(") ? id : OTHER_LABEL, ""];
     }
     this.#modelLabels.set(id, labels);
     return labels;
