@@ -35,8 +35,11 @@ function constraints(s: Json): string {
   range(s.minLength, s.maxLength, " chars");
   range(s.minItems, s.maxItems, " items");
   range(s.minProperties, s.maxProperties, " keys");
-  const lo = s.minimum ?? (s.exclusiveMinimum === undefined ? undefined : `>${s.exclusiveMinimum}`);
-  const hi = s.maximum ?? (s.exclusiveMaximum === undefined ? undefined : `<${s.exclusiveMaximum}`);
+  // zod's .int() bounds every integer by the safe range: no news to a reader.
+  const bound = (v: unknown) =>
+    v === Number.MAX_SAFE_INTEGER || v === Number.MIN_SAFE_INTEGER ? undefined : v;
+  const lo = bound(s.minimum) ?? (s.exclusiveMinimum === undefined ? undefined : `>${s.exclusiveMinimum}`);
+  const hi = bound(s.maximum) ?? (s.exclusiveMaximum === undefined ? undefined : `<${s.exclusiveMaximum}`);
   range(lo, hi, "");
   if (typeof s.format === "string") parts.push(s.format);
   let text = parts.length > 0 ? ` (${parts.join(", ")})` : "";
@@ -67,7 +70,8 @@ export function typeText(schema: unknown, depth = 0): string {
   const type = types[0];
   if (type === "array") {
     const item = typeText(s.items, depth);
-    return `${/[ |\n]/.test(item) ? `(${item})` : item}[]${constraints(s)}`;
+    const visible = item.replace(/<[^>]+>/g, "");
+    return `${/[ |\n]/.test(visible) ? `(${item})` : item}[]${constraints(s)}`;
   }
   if (type === "object" || s.properties !== undefined) return objectText(s, depth) + constraints(s);
   if (type === undefined) return "any";
@@ -203,13 +207,13 @@ const STYLE = `
 *{box-sizing:border-box}body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:var(--fg);background:var(--bg)}
 a{color:var(--link)}.skip{position:absolute;left:-999px}.skip:focus{left:1rem;top:1rem;background:var(--bg);padding:.5rem}
 header,main,footer{max-width:64rem;margin:0 auto;padding:0 1.25rem}
-.layout{display:grid;grid-template-columns:17rem minmax(0,1fr);max-width:84rem;margin:0 auto}
+.layout{display:grid;grid-template-columns:21rem minmax(0,1fr);max-width:86rem;margin:0 auto}
 nav{position:sticky;top:0;align-self:start;max-height:100vh;overflow:auto;padding:1rem;border-right:1px solid var(--line);font-size:.875rem}
-nav ul{list-style:none;padding-left:.75rem;margin:.25rem 0}nav a{text-decoration:none}
+nav ul{list-style:none;padding-left:.75rem;margin:.25rem 0}nav a{text-decoration:none}nav code{white-space:nowrap}
 @media (max-width:60rem){.layout{display:block}nav{position:static;max-height:none;border:0}}
 code,pre{font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 pre{background:var(--code);padding:.75rem;overflow-x:auto;border-radius:6px}p code,td code,dd code{background:var(--code);padding:0 .2em;border-radius:3px}
-article{border-top:1px solid var(--line);padding:.5rem 0 1rem}h2{margin-top:2.5rem}h3{margin-bottom:.25rem}
+article{border-top:1px solid var(--line);padding:.5rem 0 1rem}h2{margin-top:2.5rem}h3{margin-bottom:.25rem}h3 code{font-size:.95em}
 .m{display:inline-block;min-width:4.2em;text-align:center;border-radius:4px;padding:0 .3em;font-size:.8em;color:#fff}
 .get{background:#1a7f37}.post{background:#0550ae}.put{background:#9a6700}.delete{background:#cf222e}
 .summary{font-weight:600;margin:.25rem 0}.access,.c{color:var(--muted)}
