@@ -77,6 +77,7 @@ export class HubTelemetry {
   };
   #restored = false;
   #flushedAt = 0;
+  #analyticsFailures = 0;
 
   constructor(
     private readonly storage: DurableObjectStorage,
@@ -231,7 +232,13 @@ export class HubTelemetry {
         doubles: [r.latencyMs, r.ttftMs ?? -1, r.promptTokens, r.completionTokens],
       });
     } catch (err) {
-      log("warn", "analytics engine write failed", describeError(err));
+      // Once, then every 1,000th: a binding that fails fails for every request.
+      if (this.#analyticsFailures++ % 1000 === 0) {
+        log("warn", "analytics engine write failed", {
+          failures: this.#analyticsFailures,
+          ...describeError(err),
+        });
+      }
     }
   }
 
