@@ -354,6 +354,8 @@ export type AgentEventsResponse = z.infer<typeof AgentEventsResponse>;
 export const BreakerStatusResponse = z.object({
   breakers: z.array(
     z.object({
+      /** The pool whose hub keeps the breaker. */
+      pool: z.string(),
       agentId: z.string(),
       /** null: the agent's own breaker (disconnects, timeouts); else the agent+model breaker. */
       model: z.string().nullable(),
@@ -369,7 +371,10 @@ export const BreakerStatusResponse = z.object({
       nextAttemptAt: z.number().nullable(),
     }),
   ),
+  /** Pools whose hub did not answer: their breakers are missing. */
+  unreachablePools: z.array(z.string()).optional(),
 });
+
 export type BreakerStatusResponse = z.infer<typeof BreakerStatusResponse>;
 
 /** {} resets every breaker; {agentId} that agent's (its own and its per-model ones); {agentId, model} one. */
@@ -381,4 +386,8 @@ export const BreakerResetRequest = z
   });
 export type BreakerResetRequest = z.infer<typeof BreakerResetRequest>;
 
-export const BreakerResetResponse = z.object({ reset: z.number().int() });
+export const BreakerResetResponse = z.object({
+  reset: z.number().int(),
+  /** Pools whose hub did not answer: their breakers were not reset (the reset can be repeated). */
+  unreachablePools: z.array(z.string()).optional(),
+});

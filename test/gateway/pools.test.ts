@@ -228,4 +228,21 @@ describe("/agents, /health and /ready over every pool", () => {
       ],
     });
   });
+
+  it("shows and resets the breakers of every pool, not only the default one", async () => {
+    const agent = await agentInPool("lab-a", ["lab-a-model"]);
+    const pending = postJson("/generate", { prompt: "x", model: "lab-a-model" });
+    const frame = await agent.next("generate");
+    await agent.chunk(frame.id, "hi");
+    await agent.done(frame.id);
+    expect((await pending).status).toBe(200);
+    const admin = await bearer({ role: "admin" });
+    const status = await gatewayFetch("/circuit-breaker/status", { headers: admin });
+    const { breakers } = (await status.json()) as { breakers: { pool: string; agentId: string }[] };
+    expect(breakers.filter((b) => b.agentId === agent.id).map((b) => b.pool)).toEqual(["lab-a", "lab-a"]);
+    const reset = await postJson("/circuit-breaker/reset", { agentId: agent.id }, { headers: admin });
+    expect(await reset.json()).toEqual({ reset: 2 });
+    const none = await postJson("/circuit-breaker/reset", { agentId: "nobody-anywhere" }, { headers: admin });
+    expect(none.status).toBe(404);
+  });
 });

@@ -271,6 +271,7 @@ describe("circuit breaker endpoints", () => {
     const { agent, model } = await openModelBreaker();
     const row = (await breakerStatus()).find((r) => r.agentId === agent.id && r.model === model);
     expect(row).toEqual({
+      pool: "default",
       agentId: agent.id,
       model,
       state: "open",
