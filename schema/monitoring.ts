@@ -1,8 +1,10 @@
 // The monitoring contract: every metric /metrics exposes (name, type, labels, meaning), the shapes
-// of GET /performance/report, GET /alerts/active and the health score, and what each pool's
-// AgentHub reports for them over RPC. The Prometheus rules and Grafana dashboards in ops/ name
-// metrics from METRICS only (a test checks), and the README's metric table is this list.
+// of GET /performance/report, GET /alerts/active and the health score (zod: the types and the
+// OpenAPI document come from them), and what each pool's AgentHub reports for them over RPC. The
+// Prometheus rules and Grafana dashboards in ops/ name metrics from METRICS only (a test checks),
+// and the README's metric table is this list.
 import { z } from "zod";
+import { DDSketchJson } from "./sketch.ts";
 
 // ---- metrics ----
 
@@ -260,7 +262,7 @@ export const REPORT_WINDOW_MS: Record<ReportWindow, number> = {
 
 /**
  * What a hub counted over a window for one model version or one agent: counts, errors by code,
- * tokens, and DDSketches (gateway/experiments/stats/ddsketch.ts, as JSON) of latency and TTFT in ms.
+ * tokens, and DDSketches (DDSketchJson, schema/sketch.ts) of latency and TTFT in ms.
  */
 export interface WindowAggregate {
   requests: number;
@@ -270,20 +272,25 @@ export interface WindowAggregate {
   completionTokens: number;
   /** Time spent generating (first token to last) by successful requests: tokens/s's denominator. */
   generationMs: number;
+  /** Unchecked on the RPC: gateway/monitoring/sketches.ts reads it, leaving out a malformed one. */
   latencyMs: unknown;
   ttftMs: unknown;
 }
 
-/** One minute of a pool's traffic, for the dashboard's charts. */
-export interface MinutePoint {
-  /** Start of the minute, epoch ms. */
-  t: number;
-  requests: number;
-  errors: number;
-  completionTokens: number;
-  generationMs: number;
-  latencyMs: unknown;
-}
+/** One minute of traffic, for the dashboard's charts: a pool's (RPC) or the fleet's (the report). */
+export const MinutePoint = z.object({
+  t: z.number().int().describe("Start of the minute, epoch ms."),
+  requests: z.number().int(),
+  errors: z.number().int(),
+  completionTokens: z.number().int(),
+  generationMs: z
+    .number()
+    .describe("Time spent generating (first token to last) by successful requests: tokens/s's denominator."),
+  latencyMs: DDSketchJson.nullable().describe(
+    "The minute's request latencies in ms, as a DDSketch; null when none was recorded.",
+  ),
+});
+export type MinutePoint = z.infer<typeof MinutePoint>;
 
 export interface AgentTelemetry {
   id: string;
@@ -325,7 +332,11 @@ export interface BreakerTelemetry {
   openedAt: number | null;
 }
 
-/** What one pool's hub reports for the report, the alerts and the health score (RPC monitoring()). */
+/**
+ * What one pool's hub reports for the report, the alerts and the health score (RPC monitoring()).
+ * Plain interfaces, not zod: the RPC is between the Worker and its own Durable Objects, never seen
+ * by a caller, and nothing parses it (the sketches in it are read defensively instead).
+ */
 export interface PoolMonitoring {
   pool: string;
   at: number;
@@ -343,70 +354,93 @@ export interface PoolMonitoring {
   series: MinutePoint[];
 }
 
-export interface Percentiles {
-  p50: number | null;
-  p95: number | null;
-  p99: number | null;
-}
-
-export interface ReportRow {
-  requests: number;
-  errors: number;
-  errorRate: number | null;
-  topErrors: { code: string; count: number }[];
-  latencyMs: Percentiles;
-  ttftMs: Percentiles;
-  tokensPerSecond: number | null;
-  promptTokens: number;
-  completionTokens: number;
-}
-
-export interface PerformanceReport {
-  generatedAt: string;
-  windows: Record<
-    ReportWindow,
-    {
-      overall: ReportRow;
-      byModel: ({ model: string; version: string | null } & ReportRow)[];
-      byAgent: ({ agent: string; pool: string } & ReportRow)[];
-    }
-  >;
-  resources: {
-    agent: string;
-    pool: string;
-    up: boolean;
-    memoryUsedPercent: number | null;
-    memoryPressure: string | null;
-    cpuPercent: number | null;
-    gpuPercent: number | null;
-    tokensPerSecond: number | null;
-    inFlight: number;
-    capacity: number;
-  }[];
-  health: HealthScore;
-  /** Pools whose hub did not answer: their numbers are missing from the report. */
-  unreachablePools: string[];
-  /** The last hour per minute, all pools summed (latency sketches merged), oldest first. */
-  series: MinutePoint[];
-}
-
 // ---- health score ----
 
 export const HEALTH_COMPONENTS = ["availability", "errors", "breakers", "latency", "memory"] as const;
 export type HealthComponent = (typeof HEALTH_COMPONENTS)[number];
 
-export interface HealthScore {
-  /** 0-100. */
-  score: number;
-  components: {
-    name: HealthComponent;
-    /** 0-1, 1 healthy. */
-    value: number;
-    weight: number;
-    /** What lowers it, in words with the numbers ("2 of 3 models have an agent"). */
-    detail: string;
-  }[];
-}
+export const HealthScore = z.object({
+  score: z.number().int().min(0).max(100).describe("0-100: the components' weighted mean × 100, rounded."),
+  components: z.array(
+    z.object({
+      name: z.enum(HEALTH_COMPONENTS),
+      value: z.number().min(0).max(1).describe("0-1, 1 healthy."),
+      weight: z.number().describe("The component's weight in the mean."),
+      detail: z
+        .string()
+        .describe('What lowers it, in words with the numbers ("2 of 3 models have an agent").'),
+    }),
+  ),
+});
+export type HealthScore = z.infer<typeof HealthScore>;
+
+// ---- the performance report ----
+
+export const Percentiles = z
+  .object({ p50: z.number().nullable(), p95: z.number().nullable(), p99: z.number().nullable() })
+  .describe("Milliseconds, from the pools' DDSketches merged; null where the window holds no observation.");
+export type Percentiles = z.infer<typeof Percentiles>;
+
+export const ReportRow = z.object({
+  requests: z.number().int(),
+  errors: z.number().int(),
+  errorRate: z.number().min(0).max(1).nullable().describe("errors / requests, null without requests."),
+  topErrors: z
+    .array(z.object({ code: z.string(), count: z.number().int() }))
+    .describe("The most frequent error codes, most frequent first."),
+  latencyMs: Percentiles.describe(
+    "Request latency in ms, from the hub taking the request to its end; null where the window holds none.",
+  ),
+  ttftMs: Percentiles.describe("Time to first token in ms; null where the window holds none."),
+  tokensPerSecond: z
+    .number()
+    .nullable()
+    .describe("Tokens generated per second of generation (first token to last); null without any."),
+  promptTokens: z.number().int(),
+  completionTokens: z.number().int(),
+});
+export type ReportRow = z.infer<typeof ReportRow>;
+
+const WindowReport = z.object({
+  overall: ReportRow.describe("The whole fleet, from the per-model rows (a retried request counts once)."),
+  byModel: z.array(
+    z.object({
+      model: z.string(),
+      version: z.string().nullable().describe("null for a model served without a registry version."),
+      ...ReportRow.shape,
+    }),
+  ),
+  byAgent: z.array(z.object({ agent: z.string(), pool: z.string(), ...ReportRow.shape })),
+});
+
+export const PerformanceReport = z.object({
+  generatedAt: z.string().describe("ISO time the report was built."),
+  windows: z.record(z.enum(REPORT_WINDOWS), WindowReport).describe("Every window (1m, 5m, 1h, 24h)."),
+  resources: z
+    .array(
+      z.object({
+        agent: z.string(),
+        pool: z.string(),
+        up: z.boolean(),
+        memoryUsedPercent: z.number().nullable(),
+        memoryPressure: z.string().nullable().describe("normal, warn or critical, as the host reports it."),
+        cpuPercent: z.number().nullable(),
+        gpuPercent: z.number().nullable(),
+        tokensPerSecond: z.number().nullable(),
+        inFlight: z.number().int(),
+        capacity: z.number().int(),
+      }),
+    )
+    .describe("Each agent's host and load, as its pool's hub last saw them."),
+  health: HealthScore,
+  unreachablePools: z
+    .array(z.string())
+    .describe("Pools whose hub did not answer: their numbers are missing from the report."),
+  series: z
+    .array(MinutePoint)
+    .describe("The last hour per minute, all pools summed (latency sketches merged), oldest first."),
+});
+export type PerformanceReport = z.infer<typeof PerformanceReport>;
 
 // ---- alerts ----
 
@@ -420,36 +454,48 @@ export const ALERT_RULES = [
 ] as const;
 export type AlertRule = (typeof ALERT_RULES)[number];
 
-export interface Alert {
-  rule: AlertRule;
-  severity: "warning" | "critical";
-  /** ISO time the condition was first seen (continuously since). */
-  since: string;
-  labels: Record<string, string>;
-  value: number;
-  threshold: number;
-  summary: string;
-}
+export const Alert = z.object({
+  rule: z.enum(ALERT_RULES),
+  severity: z.enum(["warning", "critical"]),
+  since: z.string().describe("ISO time the condition was first seen (continuously since)."),
+  labels: z
+    .record(z.string(), z.string())
+    .describe("Where it fires, as the metrics label it: pool, and agent, model or version by rule."),
+  value: z.number().describe("The number that fired it, in the threshold's unit."),
+  threshold: z.number(),
+  summary: z.string(),
+});
+export type Alert = z.infer<typeof Alert>;
 
 /** Alert thresholds: ALERT_THRESHOLDS in wrangler.toml (JSON, any subset) overrides these. */
 export const AlertThresholds = z
   .object({
     errorRate: z.number().min(0).max(1).default(0.1),
     errorRateWindowMs: z.number().int().positive().default(120_000),
-    /** The error-rate rule needs at least this many requests in its window. */
-    errorRateMinRequests: z.number().int().nonnegative().default(10),
+    errorRateMinRequests: z
+      .number()
+      .int()
+      .nonnegative()
+      .default(10)
+      .describe("The error-rate rule needs at least this many requests in its window."),
     latencyP95Ms: z.number().positive().default(10_000),
     memoryPercent: z.number().min(0).max(100).default(85),
     healthScore: z.number().min(0).max(100).default(70),
-    /** The latency objective the health score's latency component compares p95 with. */
-    latencyObjectiveMs: z.number().positive().default(10_000),
+    latencyObjectiveMs: z
+      .number()
+      .positive()
+      .default(10_000)
+      .describe("The latency objective the health score's latency component compares p95 with."),
   })
   .strict();
 export type AlertThresholds = z.infer<typeof AlertThresholds>;
 
-export interface ActiveAlerts {
-  generatedAt: string;
-  alerts: Alert[];
-  thresholds: AlertThresholds;
-  unreachablePools: string[];
-}
+export const ActiveAlerts = z.object({
+  generatedAt: z.string().describe("ISO time the alerts were evaluated."),
+  alerts: z.array(Alert),
+  thresholds: AlertThresholds.describe("The thresholds in force (ALERT_THRESHOLDS over the defaults)."),
+  unreachablePools: z
+    .array(z.string())
+    .describe("Pools whose hub did not answer (each also raises ServiceDown)."),
+});
+export type ActiveAlerts = z.infer<typeof ActiveAlerts>;

@@ -34,6 +34,7 @@ import {
   SampleRatioReport,
 } from "../../schema/experiments.ts";
 import { AgentSummary, HubMetrics } from "../../schema/hub.ts";
+import { ActiveAlerts, Alert, HealthScore, PerformanceReport, ReportRow } from "../../schema/monitoring.ts";
 import {
   AgentFrame,
   GatewayFrame,
@@ -75,7 +76,6 @@ import {
 } from "../../schema/registry-api.ts";
 import { AbTestStartRequest, DeployRequest, FeedbackRequest } from "../../schema/rollouts-api.ts";
 import { isOpenAIPath, STATUS_BY_CODE } from "../errors.ts";
-import { ActiveAlerts, Alert, HealthScore, PerformanceReport, ReportRow } from "./monitoring-shapes.ts";
 import {
   type Access,
   AUTH_ERRORS,

@@ -15,6 +15,7 @@ import type {
   HealthResponse,
   ReadyResponse,
 } from "../../schema/api.ts";
+import type { ActiveAlerts, PerformanceReport } from "../../schema/monitoring.ts";
 import type {
   ActivateResponse,
   LineageResponse,
@@ -28,6 +29,7 @@ import type { agentRoutes } from "../routes/agents.ts";
 import type { circuitBreakerRoutes } from "../routes/circuit-breakers.ts";
 import type { healthRoutes } from "../routes/health.ts";
 import type { modelRoutes } from "../routes/models.ts";
+import type { monitoringRoutes } from "../routes/monitoring.ts";
 import type { openaiRoutes } from "../routes/openai.ts";
 import type { abTestRoutes, deploymentRoutes, feedbackRoutes } from "../routes/rollouts.ts";
 import type * as shapes from "./shapes.ts";
@@ -152,4 +154,8 @@ export type RouteAnswersMatchTheDocument = [
   Holds<Covers<Answer<typeof circuitBreakerRoutes, "/reset", "$post">, Doc<typeof BreakerResetResponse>>>,
   Holds<Covers<Answer<typeof healthRoutes, "/health", "$get">, Doc<typeof HealthResponse>>>,
   Holds<Covers<Answer<typeof healthRoutes, "/ready", "$get">, Doc<typeof ReadyResponse>>>,
+  Holds<
+    Covers<Answer<typeof monitoringRoutes, "/performance/report", "$get">, Doc<typeof PerformanceReport>>
+  >,
+  Holds<Covers<Answer<typeof monitoringRoutes, "/alerts/active", "$get">, Doc<typeof ActiveAlerts>>>,
 ];

@@ -5,7 +5,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { readConfig } from "../../gateway/config.ts";
 import { alertKey } from "../../gateway/monitoring/alerts.ts";
-import type { ActiveAlerts, PerformanceReport } from "../../schema/monitoring.ts";
+import { ActiveAlerts, PerformanceReport } from "../../schema/monitoring.ts";
 import { bearer, gatewayFetch, postJson, TestAgent, trackedAgents, uniqueId, waitFor } from "./helpers.ts";
 import { fetchWith } from "./instrumented-env.ts";
 import { DEFAULTS } from "./monitoring-fixtures.ts";
@@ -197,6 +197,33 @@ describe("GET /alerts/active", () => {
     expect(lowered.thresholds).toEqual({ ...DEFAULTS, memoryPercent: 70 });
     expect(mine(lowered).map((a) => [a.rule, a.severity, a.value, a.threshold])).toEqual([
       ["HighMemoryUsage", "warning", 75, 70],
+    ]);
+  });
+});
+
+describe("the answers against their zod schemas (schema/monitoring.ts, which the document is made from)", () => {
+  /** Parses with no issue and loses nothing: a field the schema does not name would be stripped. */
+  function expectExactly(schema: typeof PerformanceReport | typeof ActiveAlerts, body: unknown) {
+    const parsed = schema.safeParse(body);
+    expect(parsed.error?.issues ?? []).toEqual([]);
+    expect(parsed.data).toEqual(body);
+  }
+
+  it("a report with traffic, its minute series' sketches included, and alerts with one firing", async () => {
+    const model = `${uniqueId("schema-model")}:2.0.0`;
+    const agent = await agents.serving(model, 1);
+    await served(agent, model, 4);
+    const report = await getJson<unknown>("/performance/report");
+    expectExactly(PerformanceReport, report);
+    const { series, windows } = PerformanceReport.parse(report);
+    expect(series.some((p) => p.latencyMs !== null && p.latencyMs.counts.length > 0)).toBe(true);
+    expect(windows["1m"].byModel.some((r) => r.model === model.split(":")[0])).toBe(true);
+
+    const alerts = await getJson<unknown>("/alerts/active", withPoolDown("lab-schema"));
+    expectExactly(ActiveAlerts, alerts);
+    expect(ActiveAlerts.parse(alerts).alerts.map((a) => [a.rule, a.labels.pool])).toContainEqual([
+      "ServiceDown",
+      "lab-schema",
     ]);
   });
 });

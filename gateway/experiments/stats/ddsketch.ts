@@ -3,23 +3,13 @@
 // in logarithmic buckets ceil(log_γ x), γ = (1+α)/(1−α), so any quantile comes back within α of a
 // true value. Buckets are sparse; past MAX_BUCKETS the lowest are collapsed into one, which costs
 // accuracy only at the low quantiles (latency's interesting end is the high one).
-import { z } from "zod";
+import { type DDSketchJson, SKETCH_MAX_BUCKETS } from "../../../schema/sketch.ts";
+
+// The wire shape lives in schema/ (GET /performance/report names it); re-exported for the gateway.
+export { DDSketchJson, SKETCH_MAX_BUCKETS } from "../../../schema/sketch.ts";
 
 /** The relative accuracy α: a reported quantile is within 1% of a value at that rank. */
 export const SKETCH_RELATIVE_ACCURACY = 0.01;
-/** With α = 1%, 512 buckets span a factor of e^10 (e.g. 10 ms to 220 s) before any collapse. */
-export const SKETCH_MAX_BUCKETS = 512;
-
-export const DDSketchJson = z.object({
-  relativeAccuracy: z.number().positive().lt(1),
-  /** Values <= 0 (a 0 ms latency). */
-  zeroCount: z.number().int().nonnegative(),
-  /** Bucket indexes below this have been collapsed into it (null: nothing collapsed yet). */
-  collapsedBelow: z.number().int().nullable(),
-  indexes: z.array(z.number().int()).max(SKETCH_MAX_BUCKETS),
-  counts: z.array(z.number().int().positive()).max(SKETCH_MAX_BUCKETS),
-});
-export type DDSketchJson = z.infer<typeof DDSketchJson>;
 
 export class DDSketch {
   readonly relativeAccuracy: number;

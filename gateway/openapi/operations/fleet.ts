@@ -13,8 +13,7 @@ import {
   HealthResponse,
   ReadyResponse,
 } from "../../../schema/api.ts";
-import { METRICS } from "../../../schema/monitoring.ts";
-import { ActiveAlerts, PerformanceReport } from "../monitoring-shapes.ts";
+import { ActiveAlerts, METRICS, PerformanceReport } from "../../../schema/monitoring.ts";
 import type { OperationSpec } from "../operation.ts";
 import { params } from "./params.ts";
 
