@@ -1,7 +1,7 @@
 // The frames the agent writes for one request's failure, and the one way it writes any frame.
 import type { AgentErrorCode, AgentFrame, ErrorFrame } from "../schema/protocol.ts";
 import type { Link } from "./connection.ts";
-import { EngineError } from "./engines/engine.ts";
+import { agentErrorCode, EngineError } from "./engines/engine.ts";
 
 export function sendFrame(link: Link, frame: AgentFrame): void {
   link.send(JSON.stringify(frame));
@@ -18,6 +18,6 @@ export function errorFrame(
 
 /** Engine errors keep their stable code and message; anything else becomes a generic ENGINE_ERROR. */
 export function toErrorFrame(id: string, err: unknown): ErrorFrame {
-  if (err instanceof EngineError) return errorFrame(id, err.code, err.message, err.retryable);
+  if (err instanceof EngineError) return errorFrame(id, agentErrorCode(err.code), err.message, err.retryable);
   return errorFrame(id, "ENGINE_ERROR", "the engine failed while generating", false);
 }

@@ -114,6 +114,18 @@ export const ModelName = modelName;
 export const EngineName = z.enum(["llamacpp", "mlx", "ollama", "synthetic"]);
 export type EngineName = z.infer<typeof EngineName>;
 
+/**
+ * One engine as an agent's hello describes it. `capabilities` name what it can do by name, the
+ * way it enforces structured output among them ("json_schema_grammar", "format"); readers ignore
+ * names they do not know. `quantizations`: the weight quantizations it can serve ("Q4_K_M", "4bit").
+ */
+export const EngineInfo = z.object({
+  name: EngineName,
+  capabilities: z.array(z.string().min(1).max(64)).max(16),
+  quantizations: z.array(z.string().min(1).max(32)).max(64).optional(),
+});
+export type EngineInfo = z.infer<typeof EngineInfo>;
+
 export const ModelInfo = z.object({
   name: modelName,
   engine: EngineName,
@@ -204,6 +216,8 @@ export const HelloFrame = z.object({
   name: z.string().min(1).max(128).optional(),
   agentVersion: z.string().max(64),
   engines: z.array(EngineName).max(8),
+  /** Each engine's capabilities (optional: older agents send `engines` alone; older hubs drop it). */
+  engineInfo: z.array(EngineInfo).max(8).optional(),
   models: z.array(ModelInfo).max(256),
   capacity: z.number().int().positive().max(1024),
   host: HostFacts,

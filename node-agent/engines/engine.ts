@@ -1,7 +1,9 @@
 // The one interface every inference engine implements (llama.cpp, MLX, Ollama).
 import type { ModelId } from "../../schema/model-id.ts";
 import type {
+  AgentErrorCode,
   ChatMessage,
+  EngineInfo,
   EngineName,
   FinishReason,
   ModelInfo,
@@ -21,6 +23,11 @@ export interface GenerationRequest {
   prompt?: string;
   messages?: ChatMessage[];
   params: SamplingParams;
+  /**
+   * Structured output: "json" or a JSON schema the output must follow. Passed through to engines
+   * that enforce it (EngineInfo.capabilities says how); the others ignore it.
+   */
+  format?: "json" | Record<string, unknown>;
 }
 
 /** One streamed piece of output: text and the number of tokens it took. */
@@ -44,9 +51,11 @@ export interface Generation extends AsyncIterable<GenerationPiece> {
 
 /** A model the engine was not configured with, loaded at runtime (a registry version). */
 export interface LoadSpec {
-  /** The weights: a file the engine can read (a GGUF for llama.cpp). */
+  /** The weights: a file the engine can read (a GGUF for llama.cpp), or an Ollama tag. */
   path: string;
   parameters?: ModelParameters;
+  /** The engine to load it with, when an agent runs several (see engines/composite.ts). */
+  engine?: EngineName;
 }
 
 export interface UnloadOptions {
@@ -71,6 +80,11 @@ export interface Engine {
   generate(request: GenerationRequest, signal: AbortSignal): Generation;
   /** Release every native resource; the engine is unusable afterwards. */
   close(): Promise<void>;
+  /**
+   * What hello announces of the engines behind this one: capabilities and quantizations. Optional:
+   * an engine without it is announced as its name alone.
+   */
+  describe?(): Promise<EngineInfo[]>;
 }
 
 /** Stable engine error codes; the agent maps them to protocol error frames in one place. */
@@ -79,7 +93,20 @@ export type EngineErrorCode =
   | "MODEL_LOAD_FAILED"
   | "CONTEXT_OVERFLOW"
   | "ENGINE_ERROR"
-  | "INVALID_REQUEST";
+  | "INVALID_REQUEST"
+  /** The engine's runtime is not there (an Ollama server that does not answer); retryable. */
+  | "ENGINE_UNAVAILABLE"
+  /** The model does not fit in the memory the engine has. */
+  | "OUT_OF_MEMORY";
+
+/**
+ * The protocol's code for an engine error. The wire's codes are a closed enum that hubs one
+ * version older must parse, so codes newer than the wire travel as ENGINE_ERROR (with their
+ * message and retryable flag).
+ */
+export function agentErrorCode(code: EngineErrorCode): AgentErrorCode {
+  return code === "ENGINE_UNAVAILABLE" || code === "OUT_OF_MEMORY" ? "ENGINE_ERROR" : code;
+}
 
 export class EngineError extends Error {
   constructor(
