@@ -21,6 +21,17 @@ import type { ActiveAlerts, MinutePoint, PerformanceReport, ReportRow } from "..
 import { mintToken } from "../../scripts/lib/token.ts";
 import { type AgentProcess, type Stack, startStack } from "../helpers/stack.ts";
 
+// The browser's globals, as the callbacks given to page.evaluate() see them: they run in Chromium,
+// and this project's tsconfig (Node) has no DOM library.
+declare const sessionStorage: { getItem(key: string): string | null };
+declare const location: { hash: string };
+declare const document: {
+  documentElement: { scrollWidth: number };
+  body: unknown;
+  activeElement: { id: string } | null;
+};
+declare function getComputedStyle(element: unknown): { backgroundColor: string };
+
 const CHROMIUM = "/usr/bin/chromium";
 const HAVE_CHROMIUM = existsSync(CHROMIUM);
 // CI installs chromium, so there a missing binary fails the suite; elsewhere it is skipped, named.
@@ -134,7 +145,8 @@ function reportRow(over: Partial<ReportRow> = {}): ReportRow {
   };
 }
 
-function report(overall1m: ReportRow): PerformanceReport {
+/** A report as an older gateway answers it, without the per-minute series (the page's fallback). */
+function report(overall1m: ReportRow): Omit<PerformanceReport, "series"> {
   const window = (overall: ReportRow) => ({ overall, byModel: [], byAgent: [] });
   return {
     generatedAt: new Date().toISOString(),
