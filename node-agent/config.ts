@@ -11,6 +11,7 @@ import { isModelId, type ModelId } from "../schema/model-id.ts";
 import { MIN_PROTOCOL_VERSION, ModelName, PROTOCOL_VERSION } from "../schema/protocol.ts";
 import { type Fault, parseFaults } from "./faults.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
+import { readTokenFile, TokenFileError } from "./service/token-file.ts";
 
 export class ConfigError extends Error {
   readonly code = "ERR_AGENT_CONFIG";
@@ -76,6 +77,11 @@ export const SETTINGS = {
     describe: "gateway base URL, http(s):// or ws(s):// (required)",
   },
   token: { env: "ORCHARD_AGENT_TOKEN", value: "JWT", describe: "agent token, role agent (required)" },
+  "token-file": {
+    env: "ORCHARD_AGENT_TOKEN_FILE",
+    value: "FILE",
+    describe: "read the agent token from FILE (mode 0600, as `install` writes it) instead of --token",
+  },
   id: {
     env: "ORCHARD_AGENT_ID",
     value: "ID",
@@ -205,9 +211,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     nonEmpty.transform((url, ctx) => gatewayUrls(url, ctx)),
   );
 
-  required("token", "the agent token");
-  const token = pick("token", nonEmpty);
-  const agentId = tokenSubject(token, raw.token.label);
+  const { token, label: tokenLabel } = agentToken(raw.token, raw["token-file"]);
+  const agentId = tokenSubject(token, tokenLabel);
   const id = pick("id", nonEmpty.optional());
   if (id !== undefined && id !== agentId) {
     throw new ConfigError(raw.id.label, `"${id}" does not match the token's subject "${agentId}"`);
@@ -267,6 +272,34 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     logLevel,
     ...(faults.length === 0 ? {} : { faults }),
   };
+}
+
+/**
+ * The token from --token or --token-file. A flag wins over both variables; giving both flags, or
+ * (without a flag) both variables, is an error rather than a silent choice.
+ */
+function agentToken(direct: RawSetting, file: RawSetting): { token: string; label: string } {
+  const fromFlag = [direct, file].filter((s) => s.values.length > 0 && s.label.startsWith("--"));
+  const given = fromFlag.length > 0 ? fromFlag : [direct, file].filter((s) => s.values.length > 0);
+  const [setting, other] = given;
+  if (!setting) {
+    throw new ConfigError(
+      "--token",
+      "missing the agent token (set --token, --token-file, ORCHARD_AGENT_TOKEN or ORCHARD_AGENT_TOKEN_FILE)",
+    );
+  }
+  if (other) throw new ConfigError(other.label, `give ${setting.label} or ${other.label}, not both`);
+  const value = setting.values.at(-1)?.trim() ?? "";
+  if (setting === direct) {
+    if (value === "") throw new ConfigError(setting.label, "must not be empty");
+    return { token: value, label: setting.label };
+  }
+  try {
+    return { token: readTokenFile(resolve(expandHome(value))), label: setting.label };
+  } catch (err) {
+    if (err instanceof TokenFileError) throw new ConfigError(setting.label, err.message);
+    throw err;
+  }
 }
 
 function readRawSettings(argv: readonly string[], env: NodeJS.ProcessEnv): Record<SettingName, RawSetting> {
