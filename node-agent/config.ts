@@ -9,6 +9,7 @@ import { decodeJwt } from "jose";
 import { z } from "zod";
 import { isModelId, type ModelId } from "../schema/model-id.ts";
 import { MIN_PROTOCOL_VERSION, ModelName, PROTOCOL_VERSION } from "../schema/protocol.ts";
+import { inspectModelFolder } from "./discovery.ts";
 import { type Fault, parseFaults } from "./faults.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 import { readTokenFile, TokenFileError } from "./service/token-file.ts";
@@ -25,10 +26,28 @@ export class ConfigError extends Error {
   }
 }
 
+/** The engines an agent can run models with (EngineName less the benchmark's synthetic one). */
+export const ENGINE_KINDS = ["llamacpp", "mlx", "ollama"] as const;
+export type EngineKind = (typeof ENGINE_KINDS)[number];
+
 export interface ModelSpec {
-  /** `name` or `name:version`: what the agent serves the file as. */
+  /** `name` or `name:version`: what the agent serves the model as. */
   name: ModelId;
+  /** A GGUF file, an MLX model folder, or (format "ollama") an Ollama tag. */
   path: string;
+  /** What `path` is; absent: a GGUF file. */
+  format?: "mlx" | "ollama";
+  /** The engine it must run on (NAME=ENGINE:PATH, or --engine); absent: chosen per model. */
+  engine?: EngineKind;
+  /** An MLX folder's GGUF file, for llama.cpp where MLX is not the better engine. */
+  gguf?: string;
+}
+
+export interface OllamaSettings {
+  /** http(s)://host:port, without a trailing /v1 or /api. */
+  baseUrl: string;
+  /** keep_alive for requests of models not pinned by a load: seconds or a Go duration. */
+  keepAlive?: string | number;
 }
 
 export interface AgentConfig {
@@ -40,9 +59,14 @@ export interface AgentConfig {
   /** The token's `sub`. */
   agentId: string;
   name: string;
-  engine: "llamacpp";
+  /** `auto`: each model on its best engine (engines/registry.ts); else every model on this one. */
+  engine: "auto" | EngineKind;
   models: ModelSpec[];
-  /** True when no model was configured: the agent serves the generated demo model. */
+  /** A folder whose GGUF files and MLX model folders the agent serves too (discovery.ts). */
+  modelsDir?: string;
+  /** The local Ollama server whose models the agent offers; absent: none. */
+  ollama?: OllamaSettings;
+  /** True when nothing at all was configured: the agent serves the generated demo model. */
   useDemoModel: boolean;
   capacity: number;
   threads?: number;
@@ -88,12 +112,39 @@ export const SETTINGS = {
     describe: "agent id; must equal the token's sub (default: sub)",
   },
   name: { env: "ORCHARD_AGENT_NAME", value: "NAME", describe: "display name (default: hostname)" },
-  engine: { env: "ORCHARD_ENGINE", value: "ENGINE", describe: "auto | llamacpp (default: auto)" },
+  engine: {
+    env: "ORCHARD_ENGINE",
+    value: "ENGINE",
+    describe: "auto | llamacpp | mlx | ollama: auto runs each model on its best engine (default: auto)",
+  },
   model: {
     env: "ORCHARD_MODEL_PATH",
     multiple: true,
-    value: "[NAME=]PATH",
-    describe: "GGUF model, repeatable; env: comma-separated (default: built-in demo model)",
+    value: "[NAME=][ENGINE:]PATH",
+    describe:
+      "a GGUF file, an MLX model folder, or ollama:TAG; ENGINE (llamacpp, mlx, ollama) picks the engine; repeatable; env: comma-separated (default: built-in demo model)",
+  },
+  "models-dir": {
+    env: "ORCHARD_MODELS_DIR",
+    value: "DIR",
+    describe: "also serve every GGUF file and MLX model folder in DIR (and its subfolders, one level)",
+  },
+  ollama: {
+    env: "ORCHARD_OLLAMA",
+    value: "auto|on|off",
+    describe:
+      "offer a local Ollama server's models; auto: when OLLAMA_BASE_URL is set or a model names ollama (default: auto)",
+  },
+  "ollama-url": {
+    env: "OLLAMA_BASE_URL",
+    value: "URL",
+    describe: "the Ollama server; a trailing /v1 or /api is dropped (default: http://localhost:11434)",
+  },
+  "ollama-keep-alive": {
+    env: "ORCHARD_OLLAMA_KEEP_ALIVE",
+    value: "DURATION",
+    describe:
+      "how long Ollama keeps a model in memory after a request: seconds or 5m, 1h; -1 = until unloaded (default: the server's)",
   },
   capacity: { env: "ORCHARD_CAPACITY", value: "N", describe: "concurrent generations (default: 4)" },
   threads: { env: "ORCHARD_THREADS", value: "N", describe: "engine CPU threads (default: engine's choice)" },
@@ -219,8 +270,16 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   }
 
   const name = pick("name", nonEmpty.max(128, "must be at most 128 characters").default(hostname()));
-  pick("engine", z.enum(["auto", "llamacpp"], "must be auto or llamacpp").default("auto"));
-  const models = parseModels(raw.model);
+  const engine = pick(
+    "engine",
+    z.enum(["auto", ...ENGINE_KINDS], "must be auto, llamacpp, mlx or ollama").default("auto"),
+  );
+  const models = parseModels(raw.model, engine === "auto" ? undefined : engine);
+  const modelsDir = pick("models-dir", nonEmpty.transform((dir) => resolve(expandHome(dir))).optional());
+  if (modelsDir !== undefined && !isDirectory(modelsDir)) {
+    throw new ConfigError(raw["models-dir"].label, `${modelsDir} is not a folder`);
+  }
+  const ollama = ollamaSettings(raw, pick, engine, models);
   const capacity = pick("capacity", wholeNumber(1, 1024).default(4));
   const threads = pick("threads", wholeNumber(1, 256).optional());
   const contextSize = pick("context-size", wholeNumber(16, 1_048_576).optional());
@@ -256,9 +315,13 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     token,
     agentId,
     name,
-    engine: "llamacpp", // "auto" resolves to the only engine this agent ships with today
+    engine,
     models,
-    useDemoModel: models.length === 0,
+    ...(modelsDir === undefined ? {} : { modelsDir }),
+    ...(ollama === undefined ? {} : { ollama }),
+    // The demo model stands in only when nothing else could serve: no model, folder or Ollama.
+    useDemoModel:
+      models.length === 0 && modelsDir === undefined && ollama === undefined && engine !== "ollama",
     capacity,
     ...(threads === undefined ? {} : { threads }),
     ...(contextSize === undefined ? {} : { contextSize }),
@@ -302,7 +365,11 @@ function agentToken(direct: RawSetting, file: RawSetting): { token: string; labe
   }
 }
 
-function readRawSettings(argv: readonly string[], env: NodeJS.ProcessEnv): Record<SettingName, RawSetting> {
+/** Each setting as given (its flags, else its variable), before validation; `install` writes them out as flags. */
+export function readRawSettings(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+): Record<SettingName, RawSetting> {
   const options = Object.fromEntries(
     Object.entries(SETTINGS).map(([flag, spec]) => [
       flag,
@@ -414,10 +481,70 @@ export function tokenExpiry(token: string): number | undefined {
   }
 }
 
-function parseModels(setting: RawSetting): ModelSpec[] {
+/**
+ * The Ollama server to offer models of: with --ollama on, or (auto) when its URL is set, --engine
+ * is ollama or a model is an Ollama tag. --engine llamacpp or mlx runs no Ollama.
+ */
+function ollamaSettings(
+  raw: Record<SettingName, RawSetting>,
+  pick: <T>(name: SettingName, schema: z.ZodType<T>) => T,
+  engine: AgentConfig["engine"],
+  models: ModelSpec[],
+): OllamaSettings | undefined {
+  const mode = pick("ollama", z.enum(["auto", "on", "off"], "must be auto, on or off").default("auto"));
+  const baseUrl = pick("ollama-url", nonEmpty.transform(ollamaUrl).optional());
+  const keepAlive = pick("ollama-keep-alive", nonEmpty.transform(keepAliveValue).optional());
+  const wanted = models.find((m) => m.format === "ollama");
+  if (mode === "off" && (engine === "ollama" || wanted)) {
+    const why = wanted ? `model "${wanted.name}" is an Ollama model` : "--engine is ollama";
+    throw new ConfigError(raw.ollama.label, `is off, but ${why}`);
+  }
+  if (mode === "on" && engine !== "auto" && engine !== "ollama") {
+    throw new ConfigError(raw.ollama.label, `is on, but --engine ${engine} runs no other engine`);
+  }
+  const enabled =
+    mode === "on" ||
+    engine === "ollama" ||
+    (mode === "auto" && engine === "auto" && (baseUrl !== undefined || wanted !== undefined));
+  if (!enabled) return undefined;
+  return {
+    baseUrl: baseUrl ?? "http://localhost:11434",
+    ...(keepAlive === undefined ? {} : { keepAlive }),
+  };
+}
+
+/** An http(s) URL without a trailing slash, /v1 (the specification's OpenAI-style path) or /api. */
+function ollamaUrl(input: string, ctx: z.RefinementCtx<string>): string {
+  let url: URL;
+  try {
+    url = new URL(input);
+  } catch {
+    ctx.addIssue({ code: "custom", message: `"${input}" is not a URL (e.g. http://localhost:11434)` });
+    return z.NEVER;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    ctx.addIssue({ code: "custom", message: `must be an http(s):// URL, got ${url.protocol}//` });
+    return z.NEVER;
+  }
+  const path = url.pathname.replace(/\/+$/, "").replace(/\/(v1|api)$/, "");
+  return `${url.protocol}//${url.host}${path}`;
+}
+
+/** Ollama's keep_alive: a number is seconds (negative: forever), else a Go duration such as 5m or 1h30m. */
+function keepAliveValue(input: string, ctx: z.RefinementCtx<string>): string | number {
+  if (/^-?\d+$/.test(input)) return Number(input);
+  if (/^-?(\d+(\.\d+)?(ns|us|ms|s|m|h))+$/.test(input)) return input;
+  ctx.addIssue({
+    code: "custom",
+    message: `must be seconds or a duration such as 5m, 1h or -1, got "${input}"`,
+  });
+  return z.NEVER;
+}
+
+function parseModels(setting: RawSetting, engine: EngineKind | undefined): ModelSpec[] {
   const models: ModelSpec[] = [];
   for (const value of setting.values) {
-    const spec = parseModelSpec(value, setting.label);
+    const spec = parseModelSpec(value, setting.label, engine);
     if (models.some((m) => m.name === spec.name)) {
       throw new ConfigError(setting.label, `model name "${spec.name}" is given twice`);
     }
@@ -426,29 +553,85 @@ function parseModels(setting: RawSetting): ModelSpec[] {
   return models;
 }
 
-/** `PATH` (name from the file name without .gguf) or `NAME=PATH`; NAME may carry a version (`NAME:1.2`). */
-export function parseModelSpec(value: string, label = "--model"): ModelSpec {
+const ENGINE_PREFIX = /^(llamacpp|mlx|ollama):(.*)$/s;
+/** Ollama's model names: [host/][namespace/]model[:tag]. */
+const OLLAMA_TAG = /^[A-Za-z0-9][A-Za-z0-9._\-/:]{0,255}$/;
+
+/**
+ * `[NAME=][ENGINE:]PATH`. PATH is a GGUF file (the name defaults to the file name without its
+ * extension), an MLX model folder (the folder's name), or with ENGINE `ollama` an Ollama tag (the
+ * tag). NAME may carry a version (`NAME:1.2`). ENGINE, or else `engine` (--engine), binds the
+ * model to that engine, and a model that engine cannot run is refused here.
+ */
+export function parseModelSpec(value: string, label = "--model", engine?: EngineKind): ModelSpec {
   const eq = value.indexOf("=");
   // Anything shaped like a name before the "=" is one; whether it is a valid model id comes next.
   const named = eq > 0 && ModelName.safeParse(value.slice(0, eq)).success;
-  const name = named ? value.slice(0, eq) : basename(value, extname(value));
-  const path = resolve(expandHome(named ? value.slice(eq + 1) : value));
-  if (!isModelId(name)) {
-    throw new ConfigError(
-      label,
-      named
-        ? `cannot use "${name}" as a model name; it may end in one :VERSION at most`
-        : `cannot use "${name}" as a model name; give one with NAME=PATH`,
-    );
+  let target = named ? value.slice(eq + 1) : value;
+  const prefix = ENGINE_PREFIX.exec(target);
+  const chosen = (prefix?.[1] as EngineKind | undefined) ?? engine;
+  if (prefix) target = prefix[2] ?? "";
+  const bound = chosen === undefined ? {} : { engine: chosen };
+  if (chosen === "ollama") {
+    const tag = target.trim();
+    if (!OLLAMA_TAG.test(tag))
+      throw new ConfigError(label, `"${tag}" is not an Ollama model tag (e.g. llama3.2:3b)`);
+    const name = named ? value.slice(0, eq) : tag;
+    checkModelName(name, named, label, "NAME=ollama:TAG");
+    return { name, path: tag, format: "ollama", ...bound };
   }
-  let isFile = false;
+  const path = resolve(expandHome(target));
+  let file: boolean;
   try {
-    isFile = statSync(path).isFile();
+    file = statSync(path).isFile();
   } catch {
     throw new ConfigError(label, `model file ${path} does not exist`);
   }
-  if (!isFile) throw new ConfigError(label, `${path} is not a file`);
-  return { name, path };
+  if (file) {
+    if (chosen === "mlx") {
+      throw new ConfigError(
+        label,
+        `${path} is a file; the MLX engine loads model folders (config.json and *.safetensors)`,
+      );
+    }
+    const name = named ? value.slice(0, eq) : basename(path, extname(path));
+    checkModelName(name, named, label, "NAME=PATH");
+    return { name, path, ...bound };
+  }
+  const folder = inspectModelFolder(path);
+  if (!folder.mlx) {
+    throw new ConfigError(
+      label,
+      `${path} is not a file, nor an MLX model folder (config.json and *.safetensors)`,
+    );
+  }
+  if (chosen === "llamacpp" && !folder.gguf) {
+    throw new ConfigError(
+      label,
+      `${path} is an MLX model folder without a GGUF file; llama.cpp cannot load it`,
+    );
+  }
+  const name = named ? value.slice(0, eq) : basename(path);
+  checkModelName(name, named, label, "NAME=PATH");
+  return { name, path, format: "mlx", ...(folder.gguf ? { gguf: folder.gguf } : {}), ...bound };
+}
+
+function checkModelName(name: string, named: boolean, label: string, form: string): asserts name is ModelId {
+  if (isModelId(name)) return;
+  throw new ConfigError(
+    label,
+    named
+      ? `cannot use "${name}" as a model name; it may end in one :VERSION at most`
+      : `cannot use "${name}" as a model name; give one with ${form}`,
+  );
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function expandHome(path: string): string {

@@ -69,7 +69,8 @@ async function resolveModels(
   config: AgentConfig,
   report: (check: DoctorCheck) => void,
 ): Promise<ModelSpec[]> {
-  if (!config.useDemoModel) return config.models;
+  // GGUF files only: MLX folders and Ollama tags are not checked here yet (docs/engines.md).
+  if (!config.useDemoModel) return config.models.filter((m) => m.format === undefined);
   try {
     const { demoModelSpec } = await import("./demo-model.ts");
     return [await demoModelSpec(config.cacheDir)];

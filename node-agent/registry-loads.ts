@@ -8,7 +8,7 @@ import type { LoadFailureCode, LoadFrame, ModelInfo } from "../schema/protocol.t
 import { type ArtifactRef, LOAD_MEMORY_HEADROOM, type ModelParameters } from "../schema/registry.ts";
 import type { ArtifactCache, CacheReport } from "./artifacts/artifact-cache.ts";
 import { ArtifactError } from "./artifacts/download.ts";
-import type { Engine } from "./engines/engine.ts";
+import { type Engine, EngineError } from "./engines/engine.ts";
 import { availableMemoryBytes } from "./health.ts";
 import { errorMessage, type Logger } from "./log.ts";
 
@@ -95,10 +95,12 @@ export class RegistryLoads {
   private async run(model: ModelId, frame: LoadFrame): Promise<ModelInfo> {
     const { engine } = this.options;
     const source = frame.source;
-    if (frame.parameters?.engines && !(frame.parameters.engines as readonly string[]).includes(engine.name)) {
+    // The engines behind a composite engine (engines/composite.ts), or this one alone.
+    const engines = (await engine.describe?.().catch(() => undefined))?.map((e) => e.name) ?? [engine.name];
+    if (frame.parameters?.engines && !frame.parameters.engines.some((e) => engines.includes(e))) {
       throw new ArtifactError(
         "SOURCE_UNSUPPORTED",
-        `the version asks for engines ${frame.parameters.engines.join(", ")}; this agent runs ${engine.name}`,
+        `the version asks for engines ${frame.parameters.engines.join(", ")}; this agent runs ${engines.join(", ")}`,
       );
     }
     switch (source?.kind) {
@@ -108,9 +110,13 @@ export class RegistryLoads {
       case "path":
         return this.loadFile(model, source.path, frame.parameters);
       case "ollama":
+        if (engines.includes("ollama")) {
+          const parameters = frame.parameters ? { parameters: frame.parameters } : {};
+          return engine.load(model, { path: source.tag, engine: "ollama", ...parameters });
+        }
         throw new ArtifactError(
           "SOURCE_UNSUPPORTED",
-          `source "ollama" (tag ${source.tag}) needs the Ollama engine; this agent runs ${engine.name} only`,
+          `source "ollama" (tag ${source.tag}) needs the Ollama engine; this agent runs ${engines.join(", ")} only`,
         );
       case "huggingface":
         throw new ArtifactError(
@@ -180,6 +186,9 @@ export class RegistryLoads {
 
 function failure(err: unknown): LoadOutcome {
   if (err instanceof ArtifactError) return { ok: false, code: err.code, message: err.message };
+  if (err instanceof EngineError && err.code === "OUT_OF_MEMORY") {
+    return { ok: false, code: "INSUFFICIENT_MEMORY", message: err.message.slice(0, 2000) };
+  }
   // Every engine failure to load (EngineError or not) is MODEL_LOAD_FAILED on the wire.
   return { ok: false, code: "MODEL_LOAD_FAILED", message: errorMessage(err).slice(0, 2000) };
 }

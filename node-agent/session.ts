@@ -86,6 +86,10 @@ export class Session {
     } catch (err) {
       log.error("engine could not list its models", { error: errorMessage(err) });
     }
+    const engineInfo = await engine.describe?.().catch((err: unknown) => {
+      log.warn("engine could not describe itself", { error: errorMessage(err) });
+      return undefined;
+    });
     sendFrame(this.link, {
       type: "hello",
       protocol: identity.protocol,
@@ -94,7 +98,8 @@ export class Session {
       agentId: identity.agentId,
       ...(identity.name ? { name: identity.name.slice(0, 128) } : {}),
       agentVersion: identity.agentVersion,
-      engines: [engine.name],
+      engines: engineInfo ? engineInfo.map((e) => e.name).slice(0, 8) : [engine.name],
+      ...(engineInfo ? { engineInfo: engineInfo.slice(0, 8) } : {}),
       models,
       capacity: identity.capacity,
       host: this.ctx.hostFacts(),
