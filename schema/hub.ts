@@ -21,7 +21,15 @@
 //   RPC  snapshot()            -> HubSnapshot (agents, models, queue, counters).
 import { z } from "zod";
 import { BreakerState, ErrorCode } from "./api.ts";
-import { ChatMessage, EngineName, HealthFrame, ModelInfo, ModelName, SamplingParams } from "./protocol.ts";
+import {
+  ChatMessage,
+  EngineInfo,
+  EngineName,
+  HealthFrame,
+  ModelInfo,
+  ModelName,
+  SamplingParams,
+} from "./protocol.ts";
 
 export const DEFAULT_POOL = "default";
 
@@ -194,6 +202,8 @@ export const AgentSummary = z.object({
   /** The agent's optional features the hub uses (Capability in protocol.ts). */
   capabilities: z.array(z.string()),
   engines: z.array(EngineName),
+  /** Each engine's capabilities and quantizations, as the agent's hello said (empty: it did not say). */
+  engineInfo: z.array(EngineInfo),
   /** What the agent announced (hello, health, loaded/unloaded), sorted by name. */
   models: z.array(ModelInfo),
   capacity: z.number().int(),

@@ -5,6 +5,7 @@ import type { AgentSummary } from "../../schema/hub.ts";
 import { isModelId, type ModelId } from "../../schema/model-id.ts";
 import type {
   Capability,
+  EngineInfo,
   EngineName,
   HealthFrame,
   HelloFrame,
@@ -32,6 +33,8 @@ export interface AgentCapabilities {
   agentVersion: string;
   name: string | undefined;
   engines: EngineName[];
+  /** Absent in attachments written before hello carried it. */
+  engineInfo?: EngineInfo[];
   models: ModelInfo[];
   capacity: number;
   host: HostFacts;
@@ -128,6 +131,7 @@ export class AgentConnection implements AgentLoad {
       agentVersion: hello.agentVersion,
       name: hello.name,
       engines: hello.engines,
+      engineInfo: hello.engineInfo ?? [],
       models: hello.models,
       capacity: hello.capacity,
       host: hello.host,
@@ -166,6 +170,7 @@ export class AgentConnection implements AgentLoad {
       protocol: this.caps?.protocol ?? null,
       capabilities: this.caps?.capabilities ?? [],
       engines: this.caps?.engines ?? [],
+      engineInfo: this.caps?.engineInfo ?? [],
       models: [...(this.caps?.models ?? [])].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
       capacity: this.capacity,
       inFlight: this.requests.size,
