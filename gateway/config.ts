@@ -11,6 +11,12 @@ export interface GatewayConfig {
   version: string;
   jwtIssuer: string | undefined;
   jwtAudience: string | undefined;
+  /** Seconds a token's `nbf` may lie in the future (the issuer's clock ahead of ours); `exp` is exact. */
+  jwtClockToleranceS: number;
+  /** An identity provider's key set (JWT_JWKS_URL), or why its settings are refused; undefined: none. */
+  jwks: JwksConfig | { invalid: string } | undefined;
+  /** How long an isolate trusts its copy of the token deny-list before it reads D1 again (ms). */
+  tokenRevocationRefreshMs: number;
   /** Queued requests per model in one pool. */
   queueMax: number;
   /** How long a request may wait in the queue for an agent. */
@@ -55,6 +61,37 @@ export interface GatewayConfig {
   alertThresholds: AlertThresholds;
 }
 
+/** Signature algorithms a JWKS key may use: asymmetric only (never `none`, never HS* with a public key). */
+export const JWKS_ALGORITHMS = [
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "ES256",
+  "ES384",
+  "ES512",
+  "EdDSA",
+  "Ed25519",
+] as const;
+export const DEFAULT_JWKS_ALGORITHMS = ["RS256", "ES256", "EdDSA"] as const;
+
+/** JWT_JWKS_*: where an identity provider publishes its keys, and how tokens it signs are read. */
+export interface JwksConfig {
+  url: URL;
+  /** JWT_JWKS_ALGORITHMS: the allow-list for tokens verified with a JWKS key. */
+  algorithms: readonly string[];
+  /** jose's fetch timeout: a JWKS that does not answer within it fails the request with AUTH_UNAVAILABLE. */
+  timeoutMs: number;
+  /** An unknown `kid` refetches the set at most this often (jose's cooldownDuration). */
+  cooldownMs: number;
+  /** The set is refetched once it is this old (jose's cacheMaxAge). */
+  maxAgeMs: number;
+  /** JWT_ROLE_CLAIM: the claim that carries the role in the provider's tokens (default `role`). */
+  roleClaim: string;
+}
+
 /** One agent pool: an AgentHub Durable Object and the agents whose D1 row names it. */
 export interface PoolConfig {
   name: string;
@@ -97,6 +134,12 @@ export function readConfig(bindings: object): GatewayConfig {
     version: text(env.ORCHARD_VERSION) ?? "0.0.0",
     jwtIssuer: text(env.JWT_ISSUER),
     jwtAudience: text(env.JWT_AUDIENCE),
+    jwtClockToleranceS: Math.min(300, nonNegativeInt(env, "JWT_CLOCK_TOLERANCE_S", 30)),
+    jwks: jwks(env),
+    tokenRevocationRefreshMs: Math.min(
+      60_000,
+      Math.max(500, nonNegativeInt(env, "TOKEN_REVOCATION_REFRESH_MS", 5_000)),
+    ),
     queueMax: positiveInt(env, "QUEUE_MAX", 64),
     queueTimeoutMs: positiveInt(env, "QUEUE_TIMEOUT_MS", 30_000),
     defaultModel: text(env.DEFAULT_MODEL),
@@ -125,6 +168,70 @@ export function readConfig(bindings: object): GatewayConfig {
     rolloutTickMs: Math.max(100, nonNegativeInt(env, "ROLLOUT_TICK_MS", 5_000)),
     alertThresholds: alertThresholds(env.ALERT_THRESHOLDS),
   };
+}
+
+/** The vars jwks() reads, in order. */
+const JWKS_VARS = [
+  "JWT_JWKS_URL",
+  "JWT_JWKS_ALGORITHMS",
+  "JWT_ROLE_CLAIM",
+  "JWT_JWKS_TIMEOUT_MS",
+  "JWT_JWKS_COOLDOWN_MS",
+  "JWT_JWKS_MAX_AGE_MS",
+] as const;
+
+/** Like parsedFallbacks: a per-isolate cache of a pure function of the vars (compared as given). */
+let parsedJwks: { raw: unknown[]; value: JwksConfig | { invalid: string } } | undefined;
+
+/**
+ * JWT_JWKS_URL and the settings that go with it. These are security settings: a malformed one is not
+ * replaced by a default but refused ({invalid}), and the auth middleware then fails closed.
+ */
+function jwks(env: Partial<Record<string, unknown>>): JwksConfig | { invalid: string } | undefined {
+  const url = text(env.JWT_JWKS_URL);
+  if (url === undefined) return undefined;
+  const raw = JWKS_VARS.map((name) => env[name]);
+  if (parsedJwks === undefined || raw.some((value, i) => value !== parsedJwks?.raw[i])) {
+    parsedJwks = {
+      raw,
+      value: parseJwks(url, text(env.JWT_JWKS_ALGORITHMS), {
+        roleClaim: text(env.JWT_ROLE_CLAIM) ?? "role",
+        timeoutMs: Math.max(100, nonNegativeInt(env, "JWT_JWKS_TIMEOUT_MS", 5_000)),
+        cooldownMs: nonNegativeInt(env, "JWT_JWKS_COOLDOWN_MS", 30_000),
+        maxAgeMs: Math.max(1_000, nonNegativeInt(env, "JWT_JWKS_MAX_AGE_MS", 600_000)),
+      }),
+    };
+  }
+  return parsedJwks.value;
+}
+
+function parseJwks(
+  rawUrl: string,
+  rawAlgorithms: string | undefined,
+  rest: Omit<JwksConfig, "url" | "algorithms">,
+): JwksConfig | { invalid: string } {
+  let url: URL;
+  try {
+    url = new URL(rawUrl);
+  } catch {
+    return { invalid: "JWT_JWKS_URL is not a URL" };
+  }
+  // Keys fetched in the clear could be swapped on the way: https, except on this machine (tests, dev).
+  const loopback = ["localhost", "127.0.0.1", "[::1]"].includes(url.hostname);
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && loopback)) {
+    return { invalid: "JWT_JWKS_URL must be https (http only for localhost)" };
+  }
+  const algorithms =
+    rawAlgorithms === undefined
+      ? [...DEFAULT_JWKS_ALGORITHMS]
+      : rawAlgorithms.split(",").map((a) => a.trim());
+  const refused = algorithms.filter((a) => !(JWKS_ALGORITHMS as readonly string[]).includes(a));
+  if (refused.length > 0 || algorithms.length === 0) {
+    return {
+      invalid: `JWT_JWKS_ALGORITHMS may list only ${JWKS_ALGORITHMS.join(", ")} (refused: ${refused.join(", ") || "an empty list"})`,
+    };
+  }
+  return { url, algorithms: [...new Set(algorithms)], ...rest };
 }
 
 /** MODEL_FALLBACKS: {"model-a": ["model-b", "model-c"]}. */

@@ -5,9 +5,12 @@
 // secrets are declared here instead. The code still treats an empty or unset secret as missing.
 declare namespace Cloudflare {
   interface Env {
-    /** HS256 secret for tokens without a `kid` (`wrangler secret put JWT_SECRET`; locally .dev.vars). */
+    /**
+     * HS256 secret for tokens without a `kid` (`wrangler secret put JWT_SECRET`; locally .dev.vars).
+     * At least 32 bytes: a shorter one is refused (every authenticated request answers 500).
+     */
     JWT_SECRET: string;
-    /** Optional JSON object {"<kid>": "<secret>"} for tokens carrying a `kid` header (rotation). */
+    /** Optional JSON object {"<kid>": "<secret>"} for tokens carrying a `kid` header (rotation); 32 bytes each. */
     JWT_SECRETS: string;
     /**
      * Optional bearer token GET /metrics accepts besides an admin JWT, for a Prometheus scrape

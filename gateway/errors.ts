@@ -85,6 +85,12 @@ export const STATUS_BY_CODE = {
   // Feedback on someone else's request.
   FEEDBACK_FORBIDDEN: 403,
   FEEDBACK_EXISTS: 409,
+  // A token whose jti or subject an admin revoked (POST /tokens/revoke).
+  TOKEN_REVOKED: 401,
+  // The gateway cannot check tokens right now (the JWKS or the revocation list did not answer).
+  AUTH_UNAVAILABLE: 503,
+  REVOCATION_NOT_FOUND: 404,
+  TOO_MANY_REVOCATIONS: 409,
   INTERNAL: 500,
 } as const satisfies Record<ErrorCode, ContentfulStatusCode>;
 

@@ -2,9 +2,11 @@
 // the Durable Object classes wrangler.toml binds.
 import { Hono } from "hono";
 import { accessLog } from "./middleware/access-log/index.ts";
+import { audit } from "./middleware/audit/index.ts";
 import { errorHandler, notFoundHandler } from "./middleware/errors/index.ts";
 import { requestId } from "./middleware/request-id/index.ts";
 import { agentRoutes } from "./routes/agents.ts";
+import { auditRoutes } from "./routes/audit.ts";
 import { circuitBreakerRoutes } from "./routes/circuit-breakers.ts";
 import { dashboardRoutes } from "./routes/dashboard.ts";
 import { generateRoutes } from "./routes/generate.ts";
@@ -15,6 +17,7 @@ import { monitoringRoutes } from "./routes/monitoring.ts";
 import { openaiRoutes } from "./routes/openai.ts";
 import { openapiRoutes } from "./routes/openapi.ts";
 import { abTestRoutes, deploymentRoutes, feedbackRoutes } from "./routes/rollouts.ts";
+import { tokenRoutes } from "./routes/tokens.ts";
 import type { AppEnv } from "./types.ts";
 
 export { AgentHub } from "./hub/agent-hub.ts";
@@ -23,9 +26,11 @@ export { RolloutController } from "./rollouts/controller.ts";
 const app = new Hono<AppEnv>()
   .use(requestId())
   .use(accessLog())
+  .use(audit())
   .route("/", healthRoutes)
   .route("/ab-tests", abTestRoutes)
   .route("/agents", agentRoutes)
+  .route("/audit", auditRoutes)
   .route("/circuit-breaker", circuitBreakerRoutes)
   .route("/", dashboardRoutes)
   .route("/deployments", deploymentRoutes)
@@ -35,6 +40,7 @@ const app = new Hono<AppEnv>()
   .route("/models", modelRoutes)
   .route("/", monitoringRoutes)
   .route("/", openapiRoutes)
+  .route("/tokens", tokenRoutes)
   .route("/v1", openaiRoutes);
 
 app.onError(errorHandler());

@@ -77,6 +77,11 @@ export const ErrorCode = z.enum([
   "REQUEST_NOT_FOUND",
   "FEEDBACK_FORBIDDEN",
   "FEEDBACK_EXISTS",
+  // authentication: token revocation (/tokens) and key sources (JWKS)
+  "TOKEN_REVOKED",
+  "AUTH_UNAVAILABLE",
+  "REVOCATION_NOT_FOUND",
+  "TOO_MANY_REVOCATIONS",
   "INTERNAL",
 ]);
 export type ErrorCode = z.infer<typeof ErrorCode>;
@@ -332,9 +337,9 @@ export const AuditEvent = z.object({
   at: z.string(),
   actor: z.string(),
   actorRole: z.string(),
-  /** "agent.revoke", "agent.restore". */
+  /** "<kind>.<verb>": "agent.revoke", "model.activate", "token.revoke" (gateway/middleware/audit/actions.ts). */
   action: z.string(),
-  /** "agent:<id>". */
+  /** "<kind>:<id>": "agent:mini-3", "model:llama:1.0.0", "deployment:<id>". */
   target: z.string(),
   requestId: z.string(),
   detail: z.record(z.string(), z.unknown()),
@@ -390,4 +395,85 @@ export const BreakerResetResponse = z.object({
   reset: z.number().int(),
   /** Pools whose hub did not answer: their breakers were not reset (the reset can be repeated). */
   unreachablePools: z.array(z.string()).optional(),
+});
+
+// ---- /tokens (role admin): revoking user tokens before they expire ----
+
+/** A token's `jti` as the deny-list keeps it. */
+export const TokenId = z.string().min(1).max(256);
+
+/** POST /tokens/revoke: exactly one of `jti` (one token) or `sub` (every token of a subject). */
+export const TokenRevokeRequest = z
+  .strictObject({
+    jti: TokenId.optional(),
+    sub: z.string().min(1).max(128).optional(),
+    reason: z.string().trim().min(1).max(256).optional(),
+    /** When the revocation lapses by itself (ISO 8601, in the future); absent: until lifted. */
+    until: z.iso.datetime({ offset: true }).optional(),
+  })
+  .refine((r) => (r.jti === undefined) !== (r.sub === undefined), {
+    message: "give exactly one of jti and sub",
+    path: ["jti"],
+  });
+export type TokenRevokeRequest = z.infer<typeof TokenRevokeRequest>;
+
+export const TokenRevocation = z.object({
+  id: z.number().int(),
+  /** The revoked token's id; null for a subject's revocation. */
+  jti: z.string().nullable(),
+  /** The revoked subject; null for one token's revocation. */
+  sub: z.string().nullable(),
+  reason: z.string().nullable(),
+  /** When it lapses by itself; null: until lifted (DELETE /tokens/revoked/{id}). */
+  until: z.string().nullable(),
+  revokedAt: z.string(),
+  /** The admin (token `sub`) who revoked it. */
+  revokedBy: z.string(),
+});
+export type TokenRevocation = z.infer<typeof TokenRevocation>;
+
+export const TokenRevokeResponse = TokenRevocation.extend({
+  /** True when the same jti or sub was already revoked: this revocation replaced that one. */
+  replaced: z.boolean(),
+  /** Every isolate of the gateway refuses the token at most this long after the answer. */
+  effectiveWithinMs: z.number().int(),
+});
+export type TokenRevokeResponse = z.infer<typeof TokenRevokeResponse>;
+
+export const TokenRevocationList = z.object({
+  /** Revocations in force, newest first. */
+  revocations: z.array(TokenRevocation),
+  /** Pass as `before` for the next page; null on the last. */
+  nextBefore: z.number().int().nullable(),
+});
+export type TokenRevocationList = z.infer<typeof TokenRevocationList>;
+
+export const TokenRevocationLifted = z.object({ lifted: TokenRevocation });
+export type TokenRevocationLifted = z.infer<typeof TokenRevocationLifted>;
+
+// ---- GET /audit (role admin) ----
+
+export const AuditList = z.object({
+  /** Newest first. */
+  events: z.array(AuditEvent),
+  /** Pass as `before` for the next page; null on the last. */
+  nextBefore: z.number().int().nullable(),
+});
+export type AuditList = z.infer<typeof AuditList>;
+
+/** A page of a newest-first list: at most `limit` rows with an id below `before`. */
+const Page = {
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  before: z.coerce.number().int().min(1).optional(),
+};
+
+/** GET /tokens/revoked's query. */
+export const TokenRevocationQuery = z.strictObject(Page);
+
+/** GET /audit's query: a page, optionally of one target's, actor's or action's rows. */
+export const AuditQuery = z.strictObject({
+  ...Page,
+  target: z.string().min(1).max(300).optional(),
+  actor: z.string().min(1).max(128).optional(),
+  action: z.string().min(1).max(64).optional(),
 });

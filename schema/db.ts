@@ -47,9 +47,53 @@ export const auditLog = sqliteTable(
     /** JSON object: the action's inputs and what it found (e.g. the reason, whether it was a no-op). */
     detail: text("detail", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
   },
-  (t) => [index("audit_log_target_idx").on(t.target, t.at), index("audit_log_at_idx").on(t.at)],
+  (t) => [
+    index("audit_log_target_idx").on(t.target, t.at),
+    index("audit_log_at_idx").on(t.at),
+    // GET /audit?actor=: one admin's actions, newest first.
+    index("audit_log_actor_idx").on(t.actor, t.id),
+  ],
 );
 export type AuditLogRow = typeof auditLog.$inferSelect;
+
+// ---- token revocation (issue 12) ----
+
+/** What a token revocation names: one token by its `jti`, or every token of a subject (`sub`). */
+export type TokenRevocationKind = "jti" | "sub";
+
+/**
+ * The deny-list of user tokens revoked before they expire (POST /tokens/revoke): one row per
+ * (kind, value). Every isolate's auth middleware keeps a copy (gateway/middleware/auth/
+ * token-deny-list.ts). Unlike audit_log it is mutable: lifting a revocation deletes its row, and
+ * lapsed rows (`until` passed) are pruned by the next revoke; the audit log keeps the history.
+ */
+export const tokenRevocations = sqliteTable(
+  "token_revocations",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    kind: text("kind").$type<TokenRevocationKind>().notNull(),
+    /** The revoked `jti`, or the revoked subject's `sub`. */
+    value: text("value").notNull(),
+    reason: text("reason"),
+    /** When the revocation lapses by itself; null: until an admin lifts it. */
+    until: integer("until", { mode: "timestamp_ms" }),
+    revokedAt: integer("revoked_at", { mode: "timestamp_ms" }).notNull(),
+    /** The admin (token `sub`) who revoked it. */
+    revokedBy: text("revoked_by").notNull(),
+  },
+  (t) => [uniqueIndex("token_revocations_kind_value_idx").on(t.kind, t.value)],
+);
+export type TokenRevocationRow = typeof tokenRevocations.$inferSelect;
+
+/**
+ * One row (id 1) whose revision every change of token_revocations increments in the same batch: an
+ * isolate reads this one row every few seconds, and the whole deny-list only when it changed.
+ */
+export const tokenRevocationState = sqliteTable("token_revocation_state", {
+  id: integer("id").primaryKey(),
+  revision: integer("revision").notNull(),
+  updatedAt: integer("updated_at", { mode: "timestamp_ms" }).notNull(),
+});
 
 // ---- the model registry (issue 9) ----
 

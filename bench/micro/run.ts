@@ -196,7 +196,13 @@ export async function runMicro(rounds = 9): Promise<MicroCase[]> {
       const { VerifiedTokens } = await import("../../gateway/middleware/auth/verified-tokens.ts");
       const cache = new VerifiedTokens(4096);
       const settings = { secret, secrets: undefined, issuer: undefined, audience: undefined };
-      cache.set(token, settings, { sub: "bench", role: "user", exp: Math.floor(Date.now() / 1000) + 3600 });
+      cache.set(token, settings, {
+        sub: "bench",
+        role: "user",
+        exp: Math.floor(Date.now() / 1000) + 3600,
+        jti: undefined,
+        reuseUntilMs: Number.POSITIVE_INFINITY,
+      });
       return () => {
         if (cache.get(token, settings, Date.now()) === undefined) throw new Error("cache miss");
       };

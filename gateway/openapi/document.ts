@@ -84,6 +84,7 @@ import {
   type ResponseSpec,
   TAGS,
 } from "./operation.ts";
+import { accessOperations } from "./operations/access.ts";
 import { fleetOperations } from "./operations/fleet.ts";
 import { inferenceOperations } from "./operations/inference.ts";
 import { modelOperations } from "./operations/models.ts";
@@ -96,6 +97,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
   ...modelOperations,
   ...rolloutOperations,
   ...fleetOperations,
+  ...accessOperations,
 ];
 
 /**
@@ -352,8 +354,10 @@ export function buildDocument({ version }: DocumentOptions) {
             scheme: "bearer",
             bearerFormat: "JWT",
             description:
-              "An HS256 JWT with `sub`, `exp` and `role` (user, admin or agent), signed with JWT_SECRET (or a " +
-              "JWT_SECRETS key named by its `kid`); `iss` and `aud` are checked when configured.",
+              "A JWT with `sub`, `exp` and `role` (user, admin or agent): HS256 signed with JWT_SECRET (or a " +
+              "JWT_SECRETS key named by its `kid`), or an identity provider's RS256/ES256/EdDSA token verified " +
+              "with the keys at JWT_JWKS_URL (role from JWT_ROLE_CLAIM); `iss` and `aud` are checked when " +
+              "configured, `nbf` with JWT_CLOCK_TOLERANCE_S. A revoked token (POST /tokens/revoke) is TOKEN_REVOKED.",
           },
           [METRICS_TOKEN]: {
             type: "http",

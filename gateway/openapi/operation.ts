@@ -19,6 +19,7 @@ export const TAGS = {
   "A/B tests": "Splitting a model's end users between two versions and judging the difference.",
   Agents: "The Macs that serve models: their connection, their state, revocation.",
   "Circuit breakers": "The breakers that keep requests away from failing agents and models.",
+  Authentication: "Revoking tokens before they expire, and the audit trail of admin actions.",
   "Health and monitoring": "Probes, Prometheus metrics, the performance report, alerts and the dashboard.",
   Reference: "This document and the page rendered from it.",
 } as const;
@@ -72,7 +73,13 @@ export interface OperationSpec {
 }
 
 /** The codes the auth middleware answers with. */
-export const AUTH_ERRORS = ["UNAUTHORIZED", "TOKEN_EXPIRED", "FORBIDDEN"] as const satisfies ErrorCode[];
+export const AUTH_ERRORS = [
+  "UNAUTHORIZED",
+  "TOKEN_EXPIRED",
+  "TOKEN_REVOKED",
+  "FORBIDDEN",
+  "AUTH_UNAVAILABLE",
+] as const satisfies ErrorCode[];
 /** The codes the json-body middleware answers with (schemas may add their own, e.g. INVALID_VERSION). */
 export const BODY_ERRORS = [
   "INVALID_JSON",

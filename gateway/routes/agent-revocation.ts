@@ -1,5 +1,6 @@
 // POST /agents/:id/revoke and /restore, GET /agents/:id/events (role admin): an agent's revocation,
-// written to D1 together with its row in the append-only audit log, and the live socket closed.
+// written to D1 together with its row in the append-only audit log (middleware/audit's auditRow),
+// and the live socket closed.
 import { and, desc, eq, isNull } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
@@ -18,6 +19,7 @@ import { CloseCode } from "../../schema/protocol.ts";
 import { GatewayError } from "../errors.ts";
 import { poolHub } from "../inference/hub-client.ts";
 import { describeError, log } from "../log.ts";
+import { auditRow, markAudited } from "../middleware/audit/index.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { jsonBody } from "../middleware/json-body/index.ts";
 import type { AppEnv, Caller } from "../types.ts";
@@ -130,7 +132,9 @@ type RevocationContext = Context<
   "/:id/revoke" | "/:id/restore"
 >;
 
+/** The action of this request; its audit row is written with the change (not by the audit middleware). */
 function actionOf(c: RevocationContext): AdminAction {
+  markAudited(c);
   return { d1: c.env.DB, agentId: c.req.param("id"), actor: c.get("caller"), requestId: c.get("requestId") };
 }
 
@@ -151,15 +155,9 @@ async function changeAgent(
   const { update, detail } = change(db, agentId, before, at, actor.sub);
   const [, , after] = await db.batch([
     update,
-    db.insert(auditLog).values({
-      at,
-      actor: actor.sub,
-      actorRole: actor.role,
-      action,
-      target: agentTarget(agentId),
-      requestId,
-      detail,
-    }),
+    db
+      .insert(auditLog)
+      .values(auditRow({ at, actor, action, target: agentTarget(agentId), requestId, detail })),
     db.select().from(agents).where(eq(agents.id, agentId)),
   ]);
   return after[0] ?? before;

@@ -4,7 +4,7 @@ import { env } from "cloudflare:workers";
 import { SignJWT } from "jose";
 import { describe, expect, it } from "vitest";
 import worker from "../../gateway/index.ts";
-import { VerifiedTokens, type VerifierSettings } from "../../gateway/middleware/auth/verified-tokens.ts";
+import { VerifiedTokens } from "../../gateway/middleware/auth/verified-tokens.ts";
 import { BASE, bearer, gatewayFetch, sleep, token } from "./helpers.ts";
 
 const ROTATED = { kid: "2026-rotated", secret: JSON.parse(env.JWT_SECRETS)["2026-rotated"] as string };
@@ -154,20 +154,30 @@ describe("verified-token cache", () => {
     expect((await withEnv({}, "/agents", headers)).status).toBe(403);
   });
 
-  const settings: VerifierSettings = {
-    secret: "s",
-    secrets: undefined,
-    issuer: undefined,
-    audience: undefined,
-  };
-  const claims = (exp: number) => ({ sub: "x", role: "user", exp });
+  // The cache compares key configurations by identity (a new configuration is a new KeySources).
+  const settings = { name: "one configuration" };
+  const claims = (exp: number, reuseUntilMs = Number.POSITIVE_INFINITY) => ({
+    sub: "x",
+    role: "user" as const,
+    exp,
+    jti: undefined,
+    reuseUntilMs,
+  });
 
   it("serves an entry until exp (exclusive, in whole seconds), under the same settings only", () => {
     const cache = new VerifiedTokens(10);
     cache.set("t", settings, claims(100));
     expect(cache.get("t", settings, 99_999)?.sub).toBe("x");
-    expect(cache.get("t", { ...settings, issuer: "other" }, 0)).toBeUndefined();
+    expect(cache.get("t", { ...settings }, 0)).toBeUndefined();
     expect(cache.get("t", settings, 100_000)).toBeUndefined();
+    expect(cache.size).toBe(0);
+  });
+
+  it("serves a JWKS-verified entry only until its reuse deadline, even before exp", () => {
+    const cache = new VerifiedTokens(10);
+    cache.set("t", settings, claims(1e10, 5_000));
+    expect(cache.get("t", settings, 4_999)?.sub).toBe("x");
+    expect(cache.get("t", settings, 5_000)).toBeUndefined();
     expect(cache.size).toBe(0);
   });
 
@@ -177,7 +187,7 @@ describe("verified-token cache", () => {
     expect(cache.size).toBe(3);
     expect(cache.get("a", settings, 0)).toBeUndefined();
     expect(cache.get("d", settings, 0)?.sub).toBe("x");
-    cache.set("e", { ...settings, secret: "rotated" }, claims(1e10));
+    cache.set("e", { name: "rotated" }, claims(1e10));
     expect(cache.size).toBe(1);
     expect(cache.get("d", settings, 0)).toBeUndefined();
   });
