@@ -162,6 +162,14 @@ describe("the audit middleware on routes added later", () => {
       jsonBody(z.object({ rpm: z.number(), note: z.string().optional() })),
       (c) => c.json({ ok: true }),
     )
+    .put(
+      "/security/injection-policy",
+      auth({ role: "admin" }),
+      jsonBody(
+        z.object({ mode: z.string().nullable(), route: z.string().optional(), model: z.string().optional() }),
+      ),
+      (c) => c.json({ ok: true }),
+    )
     .post("/unnamed/:thing", auth({ role: "admin" }), (c) => c.json({ ok: true }))
     .post("/for-users", auth({ role: "user" }), (c) => c.json({ ok: true }))
     .post("/refuses", auth({ role: "admin" }), () => {
@@ -179,8 +187,19 @@ describe("the audit middleware on routes added later", () => {
     );
   }
 
-  it("names a rate-limit override, records an unnamed admin route by its pattern, and skips the rest", async () => {
+  it("names a rate-limit override and an injection-policy line, records an unnamed admin route by its pattern, and skips the rest", async () => {
     const actor = uniqueId("ops");
+    const policyActor = uniqueId("ops");
+    expect(
+      (await send("PUT", "/security/injection-policy", policyActor, { mode: "block", route: "chat" })).status,
+    ).toBe(200);
+    expect(
+      (await send("PUT", "/security/injection-policy", policyActor, { mode: null, model: "tiny" })).status,
+    ).toBe(200);
+    expect((await byActor(policyActor)).map((e) => [e.action, e.target])).toEqual([
+      ["security.injection_policy_set", "injection_policy:*/tiny"],
+      ["security.injection_policy_set", "injection_policy:chat/*"],
+    ]);
     expect((await send("PUT", "/rate-limits/alice", actor, { rpm: 60 })).status).toBe(200);
     expect((await send("POST", "/unnamed/x1", actor)).status).toBe(200);
     expect((await send("POST", "/for-users", actor)).status).toBe(200);

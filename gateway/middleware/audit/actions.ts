@@ -88,7 +88,14 @@ export const AUDITED_ROUTES: Readonly<Record<string, AuditedRoute>> = {
     action: "token.restore",
     target: ({ params }) => `revocation:${params.id}`,
   },
-  // Issue 12's rate-limit overrides (another part of the issue).
+  // Issue 12's other parts: the injection policy's admin lines, and rate-limit overrides.
+  "PUT /security/injection-policy": {
+    action: "security.injection_policy_set",
+    target: ({ body }) => {
+      const [route, modelName] = [field(body, "route"), field(body, "model")];
+      return `injection_policy:${route === "?" ? "*" : route}/${modelName === "?" ? "*" : modelName}`;
+    },
+  },
   "PUT /rate-limits/:subject": {
     action: "rate_limit.set",
     target: ({ params }) => `subject:${params.subject}`,
