@@ -167,10 +167,13 @@ describe("routing and error shapes", () => {
   });
 
   it("an unknown error is a plain 500 INTERNAL with no internal detail", async () => {
+    // Broken for the route's own queries; auth's token deny-list still reads (else it answers 503 first).
     const brokenDb = {
-      prepare() {
+      prepare(sql: string) {
+        if (sql.includes("token_revocation")) return env.DB.prepare(sql);
         throw new Error("SQLITE_CORRUPT secret internal detail");
       },
+      batch: (statements: D1PreparedStatement[]) => env.DB.batch(statements),
     } as unknown as D1Database;
     const ctx = createExecutionContext();
     const response = await worker.fetch(
