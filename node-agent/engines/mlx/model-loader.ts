@@ -4,6 +4,7 @@
 // float16 matmul aborts the process there), 4-bit/8-bit affine quantization as the config says.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { patchLlama3Rope } from "./rope.ts";
 import {
   firstLine,
   type LlmModel,
@@ -110,6 +111,7 @@ export async function loadMlxModel(
     }
     model.loadWeights(Object.entries(weights));
     mx.eval(model.parameters());
+    patchLlama3Rope(mx, model, config);
   } catch (err) {
     throw new ModelFolderError(`the weights do not fit config.json: ${firstLine(err)}`, { cause: err });
   }

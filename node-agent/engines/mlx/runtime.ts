@@ -54,6 +54,22 @@ export interface MlxCore {
   zerosLike(a: MlxArray): MlxArray;
   log(a: MlxArray): MlxArray;
   matmul(a: MlxArray, b: MlxArray): MlxArray;
+  add(a: MlxArray, b: MlxArray): MlxArray;
+  subtract(a: MlxArray, b: MlxArray): MlxArray;
+  cos(a: MlxArray): MlxArray;
+  sin(a: MlxArray): MlxArray;
+  arange(start: number, stop: number, step: number, dtype: MlxDtype): MlxArray;
+  concatenate(arrays: MlxArray[], axis?: number): MlxArray;
+  fast: {
+    rope(
+      x: MlxArray,
+      dims: number,
+      traditional: boolean,
+      base: number,
+      scale: number,
+      offset: number,
+    ): MlxArray;
+  };
   defaultDevice(): unknown;
   random: {
     key(seed: number): MlxArray;
