@@ -102,7 +102,7 @@ function install() {
   return withLock(() => {
     if (installed(stamp)) return true;
     const [command, prefix] = npmCommand();
-    const args = [...prefix, "ci", "--no-audit", "--no-fund", "--loglevel=error"];
+    const args = [...prefix, "ci", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"];
     if (!scripts) args.push("--ignore-scripts");
     const env = Object.fromEntries(
       Object.entries(process.env).filter(
