@@ -8,7 +8,7 @@ import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it, type TestContext } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, type TestContext, vi } from "vitest";
 import { type DemoMlxDtype, ensureDemoMlxModel } from "../../node-agent/demo-mlx-model.ts";
 import {
   EngineError,
@@ -531,6 +531,24 @@ describe("a child that dies", () => {
       model: "demo",
       pid: status?.pid,
     });
+  });
+
+  it("fails a request waiting out a restart's backoff at once when the model is unloaded", async (ctx) => {
+    skipped(ctx);
+    const engine = engineWith({ restartBaseMs: 60_000 });
+    await engine.load("demo");
+    const pid = engine.status("demo")?.pid as number;
+    const since = logLines.length;
+    process.kill(pid, "SIGKILL");
+    await vi.waitFor(() =>
+      expect(logLines.slice(since).some((l) => l.msg === "mlx child exited; restarting it")).toBe(true),
+    );
+    const waiting = engine.generate(request(), new AbortController().signal);
+    const started = performance.now();
+    setTimeout(() => void engine.unload("demo"), 100);
+    const { error } = await failure(waiting);
+    expect(error).toMatchObject({ code: "ENGINE_ERROR", mlxCode: "MLX_MODEL_UNLOADED", retryable: true });
+    expect(performance.now() - started).toBeLessThan(5_000);
   });
 
   it("survives a real native abort in MLX (float16 matmul on the CPU) and backs off between restarts", async (ctx) => {

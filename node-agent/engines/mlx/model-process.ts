@@ -79,6 +79,7 @@ export class MlxModelProcess {
   /** Crashes since the last generation that finished: the backoff's exponent. */
   private crashes = 0;
   private restartTimer?: NodeJS.Timeout;
+  private endBackoff?: () => void;
   private closed = false;
   private stderrTail = "";
   /** Times the child was started again after dying. */
@@ -140,6 +141,8 @@ export class MlxModelProcess {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.restartTimer);
+    // Whoever waits for the restart hears that it will not come.
+    this.endBackoff?.();
     for (const wake of this.waiting.splice(0)) wake();
     const child = this.child;
     this.failRunning(reason);
@@ -333,6 +336,7 @@ export class MlxModelProcess {
     });
     this.starting = new Promise<void>((resolve) => {
       this.restartTimer = setTimeout(resolve, delay);
+      this.endBackoff = resolve;
     }).then(() => {
       if (this.closed) throw this.closedError();
       this.starting = undefined;
