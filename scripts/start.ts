@@ -11,6 +11,7 @@ import { createServer } from "node:net";
 import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { type AgentConfig, ConfigError, loadConfig } from "../node-agent/config.ts";
+import { bestLocalEngine, engineAvailable, THIS_HOST } from "../node-agent/engines/registry.ts";
 import { AgentEventsResponse } from "../schema/api.ts";
 import { AgentSupervisor } from "./lib/agent-supervisor.ts";
 import { ensureDevSecret } from "./lib/dev-vars.ts";
@@ -96,6 +97,30 @@ const agentEnv = (origin: string) => ({
 });
 const agentConfig = checkAgentConfig(agentArgs, agentEnv(`http://127.0.0.1:${port}`));
 
+/**
+ * The engine, as DESIGN.md orders them, when the agent's arguments choose none: MLX on Apple
+ * Silicon, else a reachable Ollama with a model, else llama.cpp with the demo model.
+ */
+async function chooseEngine(config: AgentConfig): Promise<{ args: string[]; line: string }> {
+  if (!config.useDemoModel) {
+    const parts = [`--engine ${config.engine}`, `${config.models.length} model(s)`];
+    if (config.modelsDir) parts.push(`models folder ${config.modelsDir}`);
+    if (config.ollama) parts.push(`Ollama at ${config.ollama.baseUrl}`);
+    return { args: [], line: `Engine: as configured (${parts.join("; ")})` };
+  }
+  const url = "http://localhost:11434";
+  const models = await fetch(`${url}/api/tags`, { signal: AbortSignal.timeout(1_000) })
+    .then((res) => (res.ok ? (res.json() as Promise<{ models?: { name: string }[] }>) : undefined))
+    .then((body) => body?.models?.map((m) => m.name))
+    .catch(() => undefined);
+  return bestLocalEngine({
+    host: THIS_HOST,
+    mlxAvailable: await engineAvailable("mlx"),
+    ollama: { url, models },
+  });
+}
+const engineChoice = await chooseEngine(agentConfig);
+
 // --- stopping: every path ends here, whatever had been started by then ---
 let gateway: GatewayProcess | undefined;
 let agent: AgentSupervisor | undefined;
@@ -171,8 +196,9 @@ void gateway.exited.then((exit) => {
 
 await restoreIfRevoked(origin);
 say(`Gateway at ${origin}. Starting a node agent (${agentId})...`);
+say(engineChoice.line);
 agent = new AgentSupervisor({
-  args: agentArgs,
+  args: [...agentArgs, ...engineChoice.args],
   env: agentEnv(origin),
   drainTimeoutMs: agentConfig.drainTimeoutMs,
   say: complain,

@@ -262,6 +262,12 @@ describe("npm start", () => {
       const { child, ready, output } = startStack(port);
       const banner = await ready;
       expect(banner).toContain(`http://127.0.0.1:${port}`);
+      // It says which engine it chose: here no Mac and no Ollama, so llama.cpp with the demo model.
+      expect(banner.match(/^Engine: .*$/gm), banner).toEqual([
+        expect.stringMatching(
+          /^Engine: llama\.cpp with the built-in demo model \(MLX needs Apple Silicon; no Ollama server answers at http:\/\/localhost:11434\)$/,
+        ),
+      ]);
       const userToken = /User token\s+(\S+)/.exec(banner)?.[1];
       expect(userToken, `round ${round}`).toBeTruthy();
       const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
