@@ -6,6 +6,7 @@ import { AlertThresholds } from "../schema/monitoring.ts";
 import { ModelName } from "../schema/protocol.ts";
 import type { BreakerPolicy } from "./hub/circuit-breaker.ts";
 import { log } from "./log.ts";
+import { readSecurityConfig, type SecurityConfig } from "./security/config.ts";
 
 export interface GatewayConfig {
   version: string;
@@ -59,6 +60,8 @@ export interface GatewayConfig {
   rolloutTickMs: number;
   /** GET /alerts/active and the health score: ALERT_THRESHOLDS over the defaults. */
   alertThresholds: AlertThresholds;
+  /** Prompt injection, content filters, output redaction, CORS (gateway/security/config.ts). */
+  security: SecurityConfig;
 }
 
 /** Signature algorithms a JWKS key may use: asymmetric only (never `none`, never HS* with a public key). */
@@ -167,6 +170,7 @@ export function readConfig(bindings: object): GatewayConfig {
     metricsFlushMs: Math.max(1_000, nonNegativeInt(env, "METRICS_FLUSH_MS", 10_000)),
     rolloutTickMs: Math.max(100, nonNegativeInt(env, "ROLLOUT_TICK_MS", 5_000)),
     alertThresholds: alertThresholds(env.ALERT_THRESHOLDS),
+    security: readSecurityConfig(env),
   };
 }
 

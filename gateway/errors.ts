@@ -85,6 +85,10 @@ export const STATUS_BY_CODE = {
   // Feedback on someone else's request.
   FEEDBACK_FORBIDDEN: 403,
   FEEDBACK_EXISTS: 409,
+  // The prompt-injection rules refused the prompt (INJECTION_POLICY block); the message names the rule.
+  PROMPT_INJECTION: 400,
+  // A CONTENT_FILTERS pattern with action block matched the prompt, or the generated text.
+  CONTENT_FILTERED: 400,
   // A token whose jti or subject an admin revoked (POST /tokens/revoke).
   TOKEN_REVOKED: 401,
   // The gateway cannot check tokens right now (the JWKS or the revocation list did not answer).

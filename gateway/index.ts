@@ -3,8 +3,10 @@
 import { Hono } from "hono";
 import { accessLog } from "./middleware/access-log/index.ts";
 import { audit } from "./middleware/audit/index.ts";
+import { cors } from "./middleware/cors/index.ts";
 import { errorHandler, notFoundHandler } from "./middleware/errors/index.ts";
 import { requestId } from "./middleware/request-id/index.ts";
+import { securityHeaders } from "./middleware/security-headers/index.ts";
 import { agentRoutes } from "./routes/agents.ts";
 import { auditRoutes } from "./routes/audit.ts";
 import { circuitBreakerRoutes } from "./routes/circuit-breakers.ts";
@@ -17,6 +19,7 @@ import { monitoringRoutes } from "./routes/monitoring.ts";
 import { openaiRoutes } from "./routes/openai.ts";
 import { openapiRoutes } from "./routes/openapi.ts";
 import { abTestRoutes, deploymentRoutes, feedbackRoutes } from "./routes/rollouts.ts";
+import { securityRoutes } from "./routes/security.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import type { AppEnv } from "./types.ts";
 
@@ -25,6 +28,8 @@ export { RolloutController } from "./rollouts/controller.ts";
 
 const app = new Hono<AppEnv>()
   .use(requestId())
+  .use(securityHeaders())
+  .use(cors())
   .use(accessLog())
   .use(audit())
   .route("/", healthRoutes)
@@ -40,6 +45,7 @@ const app = new Hono<AppEnv>()
   .route("/models", modelRoutes)
   .route("/", monitoringRoutes)
   .route("/", openapiRoutes)
+  .route("/security", securityRoutes)
   .route("/tokens", tokenRoutes)
   .route("/v1", openaiRoutes);
 

@@ -45,6 +45,12 @@ declare namespace Cloudflare {
 		ARTIFACT_MAX_BYTES: "17179869184";
 		ROLLOUT_TICK_MS: "5000";
 		ALERT_THRESHOLDS: "";
+		INJECTION_POLICY: "flag";
+		INJECTION_POLICY_CACHE_MS: "5000";
+		CONTENT_FILTERS: "";
+		OUTPUT_REDACTION: "on";
+		CORS_ORIGINS: "";
+		CORS_CREDENTIALS: "false";
 		AGENT_HUB: DurableObjectNamespace<import("./index").AgentHub>;
 		ROLLOUTS: DurableObjectNamespace<import("./index").RolloutController>;
 	}

@@ -77,6 +77,9 @@ export const ErrorCode = z.enum([
   "REQUEST_NOT_FOUND",
   "FEEDBACK_FORBIDDEN",
   "FEEDBACK_EXISTS",
+  // input and output security (gateway/security): a prompt the injection rules or a content filter refuse
+  "PROMPT_INJECTION",
+  "CONTENT_FILTERED",
   // authentication: token revocation (/tokens) and key sources (JWKS)
   "TOKEN_REVOKED",
   "AUTH_UNAVAILABLE",

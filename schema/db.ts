@@ -297,3 +297,41 @@ export const rolloutEvents = sqliteTable(
   (t) => [index("rollout_events_rollout_idx").on(t.rolloutId, t.id)],
 );
 export type RolloutEventRow = typeof rolloutEvents.$inferSelect;
+
+// ---- input and output security (issue 12) ----
+
+/**
+ * The admins' prompt-injection policy lines (PUT /security/injection-policy), over INJECTION_POLICY's:
+ * one per scope, route and model "" meaning any (a primary key over NULLs would not be unique).
+ * Every Worker isolate reads the table at most every INJECTION_POLICY_CACHE_MS.
+ */
+export const injectionPolicies = sqliteTable(
+  "injection_policies",
+  {
+    /** "generate", "chat", or "" for every route. */
+    route: text("route").notNull(),
+    /** A model name (covering its versions and aliases), a name:version or name@alias, or "" for every model. */
+    model: text("model").notNull(),
+    mode: text("mode").$type<"off" | "flag" | "block">().notNull(),
+    updatedAt: integer("updated_at", { mode: "timestamp_ms" }).notNull(),
+    /** The admin (token `sub`) who set it. */
+    updatedBy: text("updated_by").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.route, t.model] })],
+);
+
+/**
+ * ml_inference_injection_detections_total: prompts the injection rules flagged or blocked, by route,
+ * the rule that scored most, and the mode. Counted from the Worker (a blocked prompt never reaches a
+ * hub), so in D1, where every isolate adds to the same row.
+ */
+export const injectionDetections = sqliteTable(
+  "injection_detections",
+  {
+    route: text("route").notNull(),
+    rule: text("rule").notNull(),
+    mode: text("mode").notNull(),
+    count: integer("count").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.route, t.rule, t.mode] })],
+);

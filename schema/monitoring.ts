@@ -18,6 +18,7 @@ export type MetricType = "counter" | "gauge" | "histogram";
  * - route: "generate" | "chat" | "structured"; status_class: "2xx" | "4xx" | "5xx";
  * - code: the stable ErrorCode set (schema/api.ts); rollout/arm: running rollouts (one per model), a|b;
  *   kind: the rollout's kind (ROLLOUT_KINDS in schema/rollouts.ts: the deployment strategies and ab_test);
+ * - rule: the prompt-injection rules (RULE_NAMES, gateway/security/injection-rules.ts); mode: flag | block;
  * - component: the health score's components (HEALTH_COMPONENTS).
  */
 export const METRIC_LABELS = [
@@ -32,6 +33,8 @@ export const METRIC_LABELS = [
   "kind",
   "arm",
   "component",
+  "rule",
+  "mode",
   "le",
 ] as const;
 export type MetricLabel = (typeof METRIC_LABELS)[number];
@@ -221,6 +224,11 @@ export const METRICS = {
     help: "Request duration per rollout arm.",
     labels: ["pool", "model", "rollout", "kind", "arm"],
     buckets: DURATION_BUCKETS,
+  },
+  ml_inference_injection_detections_total: {
+    type: "counter",
+    help: "Prompts the injection rules flagged (served) or blocked (400 PROMPT_INJECTION), by route, the rule that scored most, and mode; counted in D1 by the Worker.",
+    labels: ["route", "rule", "mode"],
   },
   ml_inference_pool_up: {
     type: "gauge",

@@ -25,6 +25,7 @@ export type DispatcherConfig = Pick<
   | "idleChunkTimeoutMs"
   | "streamBufferMaxBytes"
   | "modelFallbacks"
+  | "security"
 >;
 
 export interface DispatcherHost {

@@ -15,6 +15,8 @@ import { CloseCode as Close } from "../../schema/protocol.ts";
 import type { RoutingTable } from "../../schema/registry.ts";
 import { EXPERIMENT_HEADER, VARIANT_HEADER } from "../../schema/rollouts.ts";
 import { log } from "../log.ts";
+import { outputPolicy } from "../security/config.ts";
+import { outputBlockedMessage } from "../security/messages.ts";
 import { AgentChoice } from "./agent-choice.ts";
 import type { AgentConnection } from "./agent-connection.ts";
 import { breakerOutcomeFor, PublicMessage, publicCodeFor, publicMessageFor } from "./agent-errors.ts";
@@ -129,8 +131,13 @@ export class Dispatcher {
         requestDeadline: now + timeoutMs,
         queueDeadline: now + this.#config.queueTimeoutMs,
         streamBufferMaxBytes: this.#config.streamBufferMaxBytes,
+        output: outputPolicy(this.#config.security, request.response.api),
       },
-      { callerGone: (j) => this.callerGone(j), slowConsumer: (j) => this.#slowConsumer(j) },
+      {
+        callerGone: (j) => this.callerGone(j),
+        slowConsumer: (j) => this.#slowConsumer(j),
+        outputBlocked: (j, filter) => this.#outputBlocked(j, filter),
+      },
       now,
     );
     job.deprecated = route.kind === "routed" && route.deprecated && model === route.servedAs;
@@ -200,7 +207,8 @@ export class Dispatcher {
     this.host.counters.tokens(job.model, frame.usage.promptTokens, frame.usage.completionTokens);
     this.#settle(job, "success", now);
     job.done(frame);
-    this.#finish(job, "ok");
+    // An output filter may block what the agent held back until `done`: the job failed then.
+    this.#finish(job, job.errorCode === null ? "ok" : "upstream_error");
   }
 
   onError(agent: AgentConnection, frame: ErrorFrame): void {
@@ -369,6 +377,15 @@ export class Dispatcher {
       "SLOW_CONSUMER",
       `the caller did not read its stream; more than ${this.#config.streamBufferMaxBytes} bytes were waiting`,
     );
+  }
+
+  /** An output content filter blocked the answer: stop generating and end it with CONTENT_FILTERED. */
+  #outputBlocked(job: InferenceJob, filter: string): void {
+    if (job.phase === "finished") return;
+    const agent = this.#cancel(job, "client_disconnected");
+    log("warn", "answer blocked by a content filter", { requestId: job.id, agentId: agent?.id, filter });
+    this.#settle(job, "neutral", this.host.now());
+    this.#fail(job, "CONTENT_FILTERED", outputBlockedMessage(filter));
   }
 
   /**

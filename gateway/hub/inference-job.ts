@@ -10,6 +10,8 @@ import type { ChunkFrame, DoneFrame, GenerateFrame } from "../../schema/protocol
 import { type Arm, EXPERIMENT_HEADER, VARIANT_HEADER } from "../../schema/rollouts.ts";
 import { completionBody, contentType, type StreamRenderer, streamRenderer } from "../render/render.ts";
 import { SSE_HEADERS } from "../render/sse.ts";
+import { outputBlockedMessage } from "../security/messages.ts";
+import { type OutputPolicy, OutputSanitizer } from "../security/output-sanitizer.ts";
 import type { AgentConnection } from "./agent-connection.ts";
 import type { BreakerTicket } from "./circuit-breakers.ts";
 import { errorResponse } from "./hub-response.ts";
@@ -64,6 +66,8 @@ export interface JobCallbacks {
   callerGone(job: InferenceJob): void;
   /** The caller reads so slowly that the unread bytes passed the bound. Called once. */
   slowConsumer(job: InferenceJob): void;
+  /** An output content filter blocked the answer mid-generation: stop it and end it. Called once. */
+  outputBlocked(job: InferenceJob, filter: string): void;
 }
 
 export interface JobLimits {
@@ -73,6 +77,8 @@ export interface JobLimits {
   queueDeadline: number;
   /** Unread bytes the response stream may hold. */
   streamBufferMaxBytes: number;
+  /** What generated text goes through before it is rendered: controls, credentials, filters. */
+  output: OutputPolicy;
 }
 
 export class InferenceJob implements Queued {
@@ -118,6 +124,8 @@ export class InferenceJob implements Queued {
   #renderer: StreamRenderer | null = null;
   /** Answers that are not streamed: the text so far (bounded by params.maxTokens). */
   #parts: string[] = [];
+  /** Every chunk's text passes through it, streamed or not, before any renderer encodes it. */
+  readonly #output: OutputSanitizer;
 
   constructor(
     readonly id: string,
@@ -134,6 +142,7 @@ export class InferenceJob implements Queued {
     this.requestDeadline = limits.requestDeadline;
     this.#queueDeadline = Math.min(limits.queueDeadline, limits.requestDeadline);
     this.#streamBufferMaxBytes = limits.streamBufferMaxBytes;
+    this.#output = new OutputSanitizer(limits.output);
     this.response = new Promise((resolve) => {
       this.#resolve = resolve;
     });
@@ -193,19 +202,28 @@ export class InferenceJob implements Queued {
 
   chunk(frame: ChunkFrame): void {
     this.#start();
-    if (this.#renderer === null) this.#parts.push(frame.text);
-    else this.#write(this.#renderer.chunk(frame.text));
+    const { text, blocked } = this.#output.push(frame.text);
+    if (this.#renderer === null) this.#parts.push(text);
+    else if (text !== "") this.#write(this.#renderer.chunk(text));
+    if (blocked !== null) this.callbacks.outputBlocked(this, blocked.name);
   }
 
   done(frame: DoneFrame): void {
     this.usage = frame.usage;
     this.#start();
+    // What the sanitizer held back (a possible credential's start) is decided now.
+    const tail = this.#output.end();
+    if (tail.blocked !== null) {
+      this.fail("CONTENT_FILTERED", outputBlockedMessage(tail.blocked.name));
+      return;
+    }
     if (this.#renderer === null) {
-      const body = completionBody(this.request.response, this.model, this.#parts.join(""), frame);
+      const body = completionBody(this.request.response, this.model, this.#parts.join("") + tail.text, frame);
       this.#parts = [];
       this.#resolve(new Response(body, { headers: this.#headers() }));
       return;
     }
+    if (tail.text !== "") this.#write(this.#renderer.chunk(tail.text));
     this.#write(this.#renderer.done(frame), true);
     this.#close();
   }

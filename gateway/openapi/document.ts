@@ -75,6 +75,7 @@ import {
   VersionSummary,
 } from "../../schema/registry-api.ts";
 import { AbTestStartRequest, DeployRequest, FeedbackRequest } from "../../schema/rollouts-api.ts";
+import { InjectionPolicyRequest, InjectionPolicyResponse } from "../../schema/security-api.ts";
 import { isOpenAIPath, STATUS_BY_CODE } from "../errors.ts";
 import {
   type Access,
@@ -89,6 +90,7 @@ import { fleetOperations } from "./operations/fleet.ts";
 import { inferenceOperations } from "./operations/inference.ts";
 import { modelOperations } from "./operations/models.ts";
 import { rolloutOperations } from "./operations/rollouts.ts";
+import { securityOperations } from "./operations/security.ts";
 import * as shapes from "./shapes.ts";
 
 /** Every operation the gateway serves, in the order the reference shows them. */
@@ -97,6 +99,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
   ...modelOperations,
   ...rolloutOperations,
   ...fleetOperations,
+  ...securityOperations,
   ...accessOperations,
 ];
 
@@ -165,6 +168,8 @@ const NAMED_SCHEMAS = {
   BreakerStatusResponse,
   BreakerResetRequest,
   BreakerResetResponse,
+  InjectionPolicyRequest,
+  InjectionPolicyResponse,
   HealthResponse,
   ReadyResponse,
   PerformanceReport,

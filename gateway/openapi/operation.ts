@@ -19,6 +19,7 @@ export const TAGS = {
   "A/B tests": "Splitting a model's end users between two versions and judging the difference.",
   Agents: "The Macs that serve models: their connection, their state, revocation.",
   "Circuit breakers": "The breakers that keep requests away from failing agents and models.",
+  Security: "The prompt-injection policy (filters, sanitization and headers are set in wrangler.toml).",
   Authentication: "Revoking tokens before they expire, and the audit trail of admin actions.",
   "Health and monitoring": "Probes, Prometheus metrics, the performance report, alerts and the dashboard.",
   Reference: "This document and the page rendered from it.",

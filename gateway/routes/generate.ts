@@ -10,12 +10,14 @@ import { samplingParams } from "../inference/openai.ts";
 import { endUser, requestTimeoutMs, TIMEOUT_HEADER } from "../inference/request-options.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { jsonBody } from "../middleware/json-body/index.ts";
+import { generateGate } from "../security/screen-prompt.ts";
 import type { AppEnv } from "../types.ts";
 
 export const generateRoutes = new Hono<AppEnv>().post(
   "/",
   auth({ role: "user" }),
   jsonBody(GenerateRequest),
+  generateGate,
   async (c) => {
     const body = c.get("body");
     const requestId = c.get("requestId");

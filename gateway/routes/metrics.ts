@@ -10,6 +10,7 @@ import { askPools } from "../inference/hub-client.ts";
 import { CONTENT_TYPES, mergeFamilies, negotiateFormat, renderFamilies } from "../metrics/exposition.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { healthScore } from "../monitoring/health-score.ts";
+import { detectionFamily } from "../security/detections.ts";
 import type { AppEnv } from "../types.ts";
 
 /** A hub slower than this is reported down (ml_inference_pool_up 0): a scrape must not hang. */
@@ -62,6 +63,8 @@ export const metricsRoutes = new Hono<AppEnv>().get("/metrics", scrapeAuth, asyn
     lists.push(answer.families);
     pools.push(answer.monitoring);
   }
+  // Counted in D1 by the Worker, not by a hub (gateway/security/detections.ts).
+  lists.push([await detectionFamily(c.env.DB)]);
   const thresholds = readConfig(c.env).alertThresholds;
   const fleet = healthScore(pools, thresholds, unreachable);
   const score: MetricFamily = {

@@ -11,10 +11,11 @@ import { chatMessages, chatParams } from "../inference/openai.ts";
 import { endUser, requestTimeoutMs, TIMEOUT_HEADER } from "../inference/request-options.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { jsonBody } from "../middleware/json-body/index.ts";
+import { chatGate } from "../security/screen-prompt.ts";
 import type { AppEnv } from "../types.ts";
 
 export const openaiRoutes = new Hono<AppEnv>()
-  .post("/chat/completions", auth({ role: "user" }), jsonBody(ChatCompletionRequest), async (c) => {
+  .post("/chat/completions", auth({ role: "user" }), jsonBody(ChatCompletionRequest), chatGate, async (c) => {
     const body = c.get("body");
     const requestId = c.get("requestId");
     const config = readConfig(c.env);

@@ -17,6 +17,9 @@ const DISPATCH_ERRORS = [
   "NO_AGENT_AVAILABLE",
   "QUEUE_TIMEOUT",
   "GATEWAY_TIMEOUT",
+  // The prompt screen (gateway/security): the injection rules under block, a content filter.
+  "PROMPT_INJECTION",
+  "CONTENT_FILTERED",
 ] as const satisfies ErrorCode[];
 
 export const inferenceOperations: OperationSpec[] = [
