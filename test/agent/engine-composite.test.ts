@@ -209,7 +209,8 @@ describe("an agent on several engines", () => {
     conn.send({ type: "generate", id: "g1", model: "house:2.0.0", prompt: "hi", params: { maxTokens: 5 } });
     const done = await conn.waitFor("done", (f) => f.id === "g1");
     expect(done).toMatchObject({ finishReason: "length", usage: { completionTokens: 5 } });
-    expect(double.requests.at(-1)?.body).toMatchObject({
+    // The last generation request: the agent's watcher keeps asking /api/tags and /api/ps meanwhile.
+    expect(double.requests.filter((r) => r.path === "/api/generate").at(-1)?.body).toMatchObject({
       model: TAG,
       keep_alive: -1,
       options: { num_ctx: 1024 },

@@ -282,11 +282,11 @@ describe("Ollama engine", () => {
     expect(mid.result).toMatchObject({ code: "ENGINE_ERROR", retryable: true });
     expect((mid.result as Error).message).toContain("an error was encountered while running the model");
     // An empty prompt would only load the model: refused without asking the server.
-    const before = double.requests.length;
+    const before = generations(double).length;
     expect(
       (await collect(engine.generate({ ...prompt(TAG), prompt: "" }, new AbortController().signal))).result,
     ).toMatchObject({ code: "INVALID_REQUEST" });
-    expect(double.requests.length).toBe(before);
+    expect(generations(double).length).toBe(before);
   });
 
   it("aborts the HTTP request on cancel: the server sees the connection close and stops", async () => {

@@ -89,7 +89,8 @@ describe("an agent with llama.cpp and Ollama through the gateway", () => {
     const res = await client.chat.completions.create({ model: TAG, messages, max_tokens: 6, temperature: 0 });
     expect(res.choices[0]?.message.content).toBe(expectedTag);
     expect(res.usage?.completion_tokens).toBe(6);
-    expect(double.requests.at(-1)?.body).toMatchObject({
+    // The last generation request: the agent's watcher keeps asking /api/tags and /api/ps meanwhile.
+    expect(double.requests.filter((r) => r.path === "/api/chat").at(-1)?.body).toMatchObject({
       model: TAG,
       messages,
       options: { num_predict: 6, temperature: 0 },
