@@ -144,11 +144,7 @@ async function createEngine(config: AgentConfig, log: Logger): Promise<Composite
 async function demoModelFor(config: AgentConfig, log: Logger): Promise<ModelSpec> {
   let demo: ModelSpec;
   if (config.engine === "mlx") {
-    // The MLX engine's own module (node-agent/demo-mlx-model.ts), by a computed specifier like the engine.
-    const mod = (await import(DEMO_MLX_MODULE)) as {
-      DEMO_MLX_MODEL_NAME: string;
-      ensureDemoMlxModel(cacheDir: string): Promise<string>;
-    };
+    const mod = await import("./demo-mlx-model.ts");
     const path = await mod.ensureDemoMlxModel(config.cacheDir);
     demo = { name: formatModelId(mod.DEMO_MLX_MODEL_NAME), path, format: "mlx", engine: "mlx" };
   } else {
@@ -158,7 +154,6 @@ async function demoModelFor(config: AgentConfig, log: Logger): Promise<ModelSpec
   log.info("no model configured; serving the built-in demo model", { model: demo.name, path: demo.path });
   return demo;
 }
-const DEMO_MLX_MODULE = "./demo-mlx-model.ts";
 
 /** `install`, `uninstall`, `status`: the agent as a launchd or systemd user service (service/cli.ts). */
 async function serviceCommand(command: "install" | "uninstall" | "status", args: string[]): Promise<number> {

@@ -112,21 +112,12 @@ export interface EngineFactoryOptions {
   capacity: number;
   threads?: number;
   contextSize?: number;
-  /** Where an engine may keep generated files (the MLX demo model). */
+  /** Where an engine may keep generated files. */
   cacheDir: string;
   log: Logger;
   /** For the Ollama engine. */
   ollama?: OllamaSettings;
 }
-
-/**
- * What node-agent/engines/mlx/ exports for the registry (its engine runs in a child process).
- * Imported by a computed specifier so the agent builds and runs before that engine exists.
- */
-interface MlxModule {
-  createMlxEngine(options: EngineFactoryOptions): Engine | Promise<Engine>;
-}
-const MLX_MODULE = "./mlx/index.ts";
 
 /** Builds the engine of `kind` for its models; an Ollama engine has looked at its server once. */
 export async function createEngine(kind: EngineKind, options: EngineFactoryOptions): Promise<Engine> {
@@ -152,23 +143,26 @@ export async function createEngine(kind: EngineKind, options: EngineFactoryOptio
       return engine;
     }
     case "mlx": {
-      const mlx = (await import(MLX_MODULE).catch(() => undefined)) as Partial<MlxModule> | undefined;
-      if (typeof mlx?.createMlxEngine !== "function") {
-        throw new EngineError(
-          "ENGINE_UNAVAILABLE",
-          "the MLX engine is not part of this build (node-agent/engines/mlx/)",
-        );
+      // The MLX engine runs its models in child processes; importing it loads no native code.
+      const { createMlxEngine, isMlxRuntimeInstalled } = await import("./mlx/index.ts");
+      if (!isMlxRuntimeInstalled()) {
+        throw new EngineError("ENGINE_UNAVAILABLE", "the MLX runtime is not installed (docs/engine-mlx.md)");
       }
-      return mlx.createMlxEngine(options);
+      return createMlxEngine({
+        models: options.models,
+        capacity: options.capacity,
+        ...(options.contextSize === undefined ? {} : { contextSize: options.contextSize }),
+        log: options.log.child({ engine: "mlx" }),
+      });
     }
   }
 }
 
-/** Whether `kind` can be built here at all (MLX is a module of its own). */
+/** Whether `kind` can be built here at all: MLX needs its runtime installed (a folder of its own). */
 export async function engineAvailable(kind: EngineKind): Promise<boolean> {
   if (kind !== "mlx") return true;
-  const mlx = (await import(MLX_MODULE).catch(() => undefined)) as Partial<MlxModule> | undefined;
-  return typeof mlx?.createMlxEngine === "function";
+  const { isMlxRuntimeInstalled } = await import("./mlx/index.ts");
+  return isMlxRuntimeInstalled();
 }
 
 /**
