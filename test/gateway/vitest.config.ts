@@ -41,6 +41,8 @@ export const testBindings = {
 
 export default defineConfig(async () => ({
   root: repoRoot,
+  // FUZZ_RUNS / FUZZ_SEED / FUZZ_PATH reach the fuzz tests as import.meta.env (docs/fuzzing.md).
+  envPrefix: ["VITE_", "FUZZ_"],
   plugins: [
     cloudflareTest({
       wrangler: { configPath: `${repoRoot}wrangler.toml` },

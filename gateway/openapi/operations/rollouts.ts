@@ -58,7 +58,8 @@ export const rolloutOperations: OperationSpec[] = [
     summary: "List deployments, newest first",
     params: { query: DeploymentListQuery },
     responses: { "200": { description: "The deployments (without their events).", json: DeploymentList } },
-    errors: [],
+    // A query outside its schema (an empty or unknown status, a limit out of range).
+    errors: ["INVALID_REQUEST"],
   },
   {
     method: "get",
@@ -136,7 +137,8 @@ export const rolloutOperations: OperationSpec[] = [
     summary: "List A/B tests, newest first",
     params: { query: AbTestListQuery },
     responses: { "200": { description: "The tests (without live figures or events).", json: AbTestList } },
-    errors: [],
+    // A query outside its schema (an empty or unknown status, a limit out of range).
+    errors: ["INVALID_REQUEST"],
   },
   {
     method: "get",
