@@ -37,8 +37,8 @@ export const ContentFilterSpec = z.strictObject({
 });
 export type ContentFilterSpec = z.infer<typeof ContentFilterSpec>;
 
-/** {route: [filter, ...]}: a route of PromptRoute, or "*" for every route. */
-export const ContentFiltersVar = z.record(z.union([PromptRoute, z.literal("*")]), z.array(z.unknown()));
+/** {route: [filter, ...]}: a route of PromptRoute, or "*" for every route (others are refused one by one). */
+export const ContentFiltersVar = z.record(z.string(), z.array(z.unknown()));
 
 export interface ContentFilter {
   name: string;
@@ -103,6 +103,11 @@ export function parseContentFilters(raw: string | undefined): ContentFilters {
   const refused: { route: string; index: number; reason: string }[] = [];
   const compiled = new Map<string, ContentFilter[]>();
   for (const [route, specs] of Object.entries(parsed.data)) {
+    if (route !== "*" && !PromptRoute.safeParse(route).success) {
+      const known = `${PromptRoute.options.join(", ")} or *`;
+      refused.push({ route: route.slice(0, 64), index: -1, reason: `not a route (${known})` });
+      continue;
+    }
     const list: ContentFilter[] = [];
     for (const [index, item] of specs.entries()) {
       if (index >= MAX_FILTERS_PER_ROUTE) {

@@ -24,6 +24,8 @@ export const STRIP_ONLY: OutputPolicy = { redactSecrets: false, filters: [] };
 
 /** A match of an output filter up to this long is caught however the chunks split it. */
 export const FILTER_HOLD_CHARS = 128;
+/** What an output filter's pattern may read before its match (look-behind, "\b"). */
+const FILTER_CONTEXT_CHARS = 256;
 /** A PEM block is held until its END line, for at most this many characters. */
 const MAX_PEM_HOLD_CHARS = 16_384;
 /** A word is held as a possible credential for at most this many characters (tokens are shorter). */
@@ -33,6 +35,17 @@ const PEM_BEGIN = "-----BEGIN ";
 /** Characters credentials are made of: the trailing run of these is "the trailing word". */
 const TOKEN_CHAR = /[A-Za-z0-9_\-.+/=:]/;
 const WORD_CHAR = /[A-Za-z0-9_]/;
+
+interface Edit {
+  /** Where the pattern's match starts (a kept prefix included). */
+  match: number;
+  /** What is replaced: [start, end). */
+  start: number;
+  end: number;
+  /** null: a blocking filter. */
+  replacement: string | null;
+  filter?: ContentFilter;
+}
 
 export interface SanitizedPart {
   text: string;
@@ -44,10 +57,15 @@ export class OutputSanitizer {
   readonly #stripper = new ControlStripper();
   readonly #scans: boolean;
   #buffer = "";
+  /** The end of what went out: the patterns' left context. */
+  #context = "";
+  readonly #contextChars: number;
   #blocked: ContentFilter | null = null;
 
   constructor(private readonly policy: OutputPolicy) {
     this.#scans = policy.redactSecrets || policy.filters.length > 0;
+    // Credentials need one character ("\b"); an operator's pattern may look further back.
+    this.#contextChars = policy.filters.length > 0 ? FILTER_CONTEXT_CHARS : 8;
   }
 
   get blocked(): ContentFilter | null {
@@ -74,23 +92,34 @@ export class OutputSanitizer {
   #drain(final: boolean): SanitizedPart {
     const buffer = this.#buffer;
     let cut = final ? buffer.length : this.#holdFrom(buffer);
-    const edits: { start: number; end: number; replacement: string | null; filter?: ContentFilter }[] = [];
+    // Patterns read the text just before the buffer too ("\b" after a held word, a filter's
+    // look-behind): what went out last is scanned with it, and matches starting there are past.
+    const context = this.#context;
+    const scanned = context + buffer;
+    const edits: Edit[] = [];
+    const add = (
+      match: number,
+      start: number,
+      end: number,
+      replacement: string | null,
+      filter?: ContentFilter,
+    ) => {
+      if (match < context.length) return;
+      const at = context.length;
+      edits.push({ match: match - at, start: start - at, end: end - at, replacement, filter });
+    };
     if (this.policy.redactSecrets && ANY_LEAD.test(buffer)) {
-      for (const { kind, pattern } of SECRET_KINDS) {
+      for (const { kind, pattern, keepsPrefix } of SECRET_KINDS) {
         pattern.lastIndex = 0;
-        for (const m of buffer.matchAll(pattern)) {
-          edits.push({ start: m.index, end: m.index + m[0].length, replacement: redactionFor(kind) });
+        for (const m of scanned.matchAll(pattern)) {
+          const kept = keepsPrefix ? (m[1]?.length ?? 0) : 0;
+          add(m.index, m.index + kept, m.index + m[0].length, redactionFor(kind));
         }
       }
     }
     for (const filter of this.policy.filters) {
-      for (const m of filterMatches(buffer, filter)) {
-        edits.push({
-          start: m.start,
-          end: m.end,
-          replacement: filter.action === "redact" ? FILTER_REDACTION : null,
-          filter,
-        });
+      for (const m of filterMatches(scanned, filter)) {
+        add(m.start, m.start, m.end, filter.action === "redact" ? FILTER_REDACTION : null, filter);
       }
     }
     edits.sort((a, b) => a.start - b.start || b.end - a.end);
@@ -98,12 +127,14 @@ export class OutputSanitizer {
     let at = 0;
     for (const edit of edits) {
       if (edit.start < at) continue; // overlaps an earlier edit
-      // A match reaching the end of what arrived may grow with the next chunk: decide it then.
+      // A match reaching the end of what arrived may grow with the next chunk: decide it then,
+      // holding the whole match (a kept prefix is the pattern's context).
       if (!final && edit.end >= buffer.length) {
-        cut = Math.min(cut, edit.start);
+        cut = Math.min(cut, Math.max(at, edit.match));
         break;
       }
-      if (edit.start >= cut) break;
+      // A complete block is decided wherever it is; a redaction past the hold point waits its turn.
+      if (edit.start >= cut && edit.replacement !== null) break;
       if (edit.replacement === null) {
         this.#blocked = edit.filter ?? null;
         this.#buffer = "";
@@ -117,6 +148,7 @@ export class OutputSanitizer {
     cut = Math.max(cut, at);
     out += buffer.slice(at, cut);
     this.#buffer = buffer.slice(cut);
+    this.#context = (context + out).slice(-this.#contextChars);
     return { text: out, blocked: null };
   }
 

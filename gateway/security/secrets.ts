@@ -7,6 +7,8 @@ export interface SecretKind {
   kind: string;
   /** Global: the sanitizer reads every match. */
   pattern: RegExp;
+  /** The match's first group is context that stays (a key's name): only the rest is replaced. */
+  keepsPrefix?: true;
 }
 
 export const SECRET_KINDS: readonly SecretKind[] = [
@@ -22,8 +24,8 @@ export const SECRET_KINDS: readonly SecretKind[] = [
   },
   {
     kind: "aws_secret_key",
-    pattern:
-      /(?<=\baws_?secret_?access_?key["']?\s{0,4}[:=]\s{0,4}["']?)[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])/gi,
+    pattern: /(\baws_?secret_?access_?key["']?\s{0,4}[:=]\s{0,4}["']?)[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])/gi,
+    keepsPrefix: true,
   },
   { kind: "github_token", pattern: /\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b/g },
   { kind: "slack_token", pattern: /\bxox[abeoprs]-[A-Za-z0-9-]{10,255}/g },
