@@ -4,7 +4,7 @@
 // throughput and time to first token, the agent with llama.cpp, and growth to 1,000 streams.
 // Prints tables and writes bench-results/<date>.json. See bench/README.md.
 //
-// Flags: --reps N (default 3)  --only a,b (ceiling,overhead,streaming,llama,growth,scrape,micro,profile,variants)
+// Flags: --reps N (default 3)  --only a,b (ceiling,overhead,streaming,llama,mlx,growth,scrape,micro,profile,variants)
 //        --profile (also CPU profiles and prototyped optimizations on copies; adds ~4 min)
 //        --time-scale X (multiplies every measuring window)
 //        --against REF (this checkout's gateway vs the one at git REF, side by side: a before/after)
@@ -34,6 +34,7 @@ import type { MicroCase } from "./micro/run.ts";
 import { runCeiling } from "./suites/ceiling.ts";
 import { runGrowth } from "./suites/growth.ts";
 import { runLlama } from "./suites/llama.ts";
+import { runMlx } from "./suites/mlx.ts";
 import { runOverhead } from "./suites/overhead.ts";
 import { runProfile } from "./suites/profile.ts";
 import { runScrape } from "./suites/scrape.ts";
@@ -41,7 +42,7 @@ import { runStreaming } from "./suites/streaming.ts";
 import { runVariants } from "./suites/variants.ts";
 import { warmUp } from "./suites/warmup.ts";
 
-const ALL = ["ceiling", "overhead", "streaming", "llama", "growth", "scrape", "micro"] as const;
+const ALL = ["ceiling", "overhead", "streaming", "llama", "mlx", "growth", "scrape", "micro"] as const;
 type Suite = (typeof ALL)[number] | "profile" | "variants";
 
 function parseArgs(argv: string[]) {
@@ -193,6 +194,13 @@ async function main(): Promise<void> {
       results.llama = { rows: r.rows, gatewayCpuMsPerGeneration: r.gatewayCpuMsPerGeneration };
       checks.push(...r.checks);
       section("The agent with a real engine (llama.cpp, demo model)", r.text);
+    }
+    if (args.suites.includes("mlx")) {
+      log("agent with MLX (demo MLX model, CPU here)…");
+      const r = await runMlx({ reps: args.reps });
+      results.mlx = r.rows;
+      checks.push(...r.checks);
+      section("The agent with MLX (node-mlx in a child process, demo MLX model)", r.text);
     }
     if (args.suites.includes("growth")) {
       log("growth…");
