@@ -16,7 +16,10 @@ export function requestId({
 }: RequestIdOptions = {}): MiddlewareHandler<{ Variables: { requestId: string } }> {
   return async function requestId(c, next) {
     const incoming = c.req.header(headerName);
-    const id = incoming !== undefined && pattern.test(incoming) ? incoming : generator();
+    // GET /* runs the middleware chain twice (Hono's TrieRouter matches a literal `*` segment as
+    // well as the wildcard: honojs/hono#5370); the second run keeps the id the first one chose.
+    const chosen = c.get("requestId") as string | undefined;
+    const id = chosen ?? (incoming !== undefined && pattern.test(incoming) ? incoming : generator());
     c.set("requestId", id);
     c.header(headerName, id);
     await next();
