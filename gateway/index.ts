@@ -18,6 +18,7 @@ import { modelRoutes } from "./routes/models.ts";
 import { monitoringRoutes } from "./routes/monitoring.ts";
 import { openaiRoutes } from "./routes/openai.ts";
 import { openapiRoutes } from "./routes/openapi.ts";
+import { rateLimitRoutes } from "./routes/rate-limits.ts";
 import { abTestRoutes, deploymentRoutes, feedbackRoutes } from "./routes/rollouts.ts";
 import { securityRoutes } from "./routes/security.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
@@ -46,6 +47,7 @@ const app = new Hono<AppEnv>()
   .route("/", monitoringRoutes)
   .route("/", openapiRoutes)
   .route("/security", securityRoutes)
+  .route("/rate-limits", rateLimitRoutes)
   .route("/tokens", tokenRoutes)
   .route("/v1", openaiRoutes);
 

@@ -56,6 +56,47 @@ export const ResponseShape = z.object({
 });
 export type ResponseShape = z.infer<typeof ResponseShape>;
 
+/** The largest rate limit anything accepts (requests, tokens or concurrent requests per subject). */
+export const MAX_RATE_LIMIT = 1_000_000_000_000;
+const RateLimitValue = z.number().int().positive().max(MAX_RATE_LIMIT);
+
+/** Some of a subject's limits: a token's claim, an admin's overrides, a model's limits. */
+export const PartialRateLimits = z.object({
+  rpm: RateLimitValue.optional(),
+  tpm: RateLimitValue.optional(),
+  concurrency: RateLimitValue.optional(),
+});
+export type PartialRateLimits = z.infer<typeof PartialRateLimits>;
+
+/**
+ * What the Worker asks of the rate limiter for one request (gateway/ratelimit/): the subject, the
+ * limits its role and token give it, and what to reserve. Without `id`, the hub receiving the
+ * dispatch is the limiter's home (the default pool's hub) and admits it there; with `id`, the home
+ * already admitted it by RPC and the serving hub settles that reservation when the request ends.
+ */
+export const RateLimitAsk = z.object({
+  id: z.string().min(1).max(64).optional(),
+  /** The token's `sub`: whose limits these are. */
+  subject: z.string().min(1).max(128),
+  role: z.string().min(1).max(32),
+  /** The role's limits from RATE_LIMITS. */
+  limits: z.object({ rpm: RateLimitValue, tpm: RateLimitValue, concurrency: RateLimitValue }),
+  /** The token's `rate_limits` claim. */
+  claim: PartialRateLimits.optional(),
+  /** The requested model's own limits (RATE_LIMITS models), under the key that matched. */
+  model: z.object({ key: z.string().min(1).max(128), limits: PartialRateLimits }).optional(),
+  /** The prompt's tokens as estimated (ceil(chars / 4), gateway/ratelimit/ask.ts). */
+  promptTokens: z.number().int().nonnegative(),
+  /** Tokens reserved: promptTokens + max_tokens. */
+  tokens: z.number().int().positive(),
+  /** The request's X-Orchard-Timeout-Ms: an unsettled reservation expires after that deadline. */
+  timeoutMs: z.number().int().positive().optional(),
+  /** The first pool the request is sent to, and its API: the refusal metric's labels. */
+  pool: z.string().min(1).max(64),
+  route: z.string().min(1).max(32),
+});
+export type RateLimitAsk = z.infer<typeof RateLimitAsk>;
+
 export const DispatchRequest = z
   .object({
     requestId: z.string().min(1).max(100),
@@ -75,6 +116,8 @@ export const DispatchRequest = z
     subject: z.string().min(1).max(256),
     /** The token's `sub`: who may give feedback on this request. */
     caller: z.string().min(1).max(128),
+    /** The rate limiter's reservation (absent: limits are off). */
+    reservation: RateLimitAsk.optional(),
   })
   .refine((r) => (r.prompt === undefined) !== (r.messages === undefined), {
     message: "exactly one of prompt or messages",
@@ -143,7 +186,44 @@ export function isDispatchRequest(value: unknown): value is DispatchRequest {
     isParams(r.params) &&
     isResponseShape(r.response) &&
     isString(r.subject, 1, 256) &&
-    isString(r.caller, 1, 128)
+    isString(r.caller, 1, 128) &&
+    isOptional(r.reservation, isRateLimitAsk)
+  );
+}
+
+const isRateLimit = (v: unknown): v is number =>
+  Number.isSafeInteger(v) && (v as number) > 0 && (v as number) <= MAX_RATE_LIMIT;
+
+export function isPartialRateLimits(v: unknown): v is PartialRateLimits {
+  return (
+    isObject(v) &&
+    isOptional(v.rpm, isRateLimit) &&
+    isOptional(v.tpm, isRateLimit) &&
+    isOptional(v.concurrency, isRateLimit)
+  );
+}
+
+/** RateLimitAsk by hand, as isDispatchRequest (a test compares the two on generated cases). */
+export function isRateLimitAsk(v: unknown): v is RateLimitAsk {
+  if (!isObject(v)) return false;
+  const { limits, model } = v;
+  return (
+    isOptional(v.id, (id): id is string => isString(id, 1, 64)) &&
+    isString(v.subject, 1, 128) &&
+    isString(v.role, 1, 32) &&
+    isObject(limits) &&
+    isRateLimit(limits.rpm) &&
+    isRateLimit(limits.tpm) &&
+    isRateLimit(limits.concurrency) &&
+    isOptional(v.claim, isPartialRateLimits) &&
+    (model === undefined ||
+      (isObject(model) && isString(model.key, 1, 128) && isPartialRateLimits(model.limits))) &&
+    Number.isSafeInteger(v.promptTokens) &&
+    (v.promptTokens as number) >= 0 &&
+    isPositiveInt(v.tokens) &&
+    isOptional(v.timeoutMs, isPositiveInt) &&
+    isString(v.pool, 1, 64) &&
+    isString(v.route, 1, 32)
   );
 }
 

@@ -19,7 +19,8 @@ export type MetricType = "counter" | "gauge" | "histogram";
  * - code: the stable ErrorCode set (schema/api.ts); rollout/arm: running rollouts (one per model), a|b;
  *   kind: the rollout's kind (ROLLOUT_KINDS in schema/rollouts.ts: the deployment strategies and ab_test);
  * - rule: the prompt-injection rules (RULE_NAMES, gateway/security/injection-rules.ts); mode: flag | block;
- * - component: the health score's components (HEALTH_COMPONENTS).
+ * - component: the health score's components (HEALTH_COMPONENTS);
+ * - reason: the limit that refused a request (rpm | tpm | concurrency, each also as model_<limit>).
  */
 export const METRIC_LABELS = [
   "pool",
@@ -35,6 +36,7 @@ export const METRIC_LABELS = [
   "component",
   "rule",
   "mode",
+  "reason",
   "le",
 ] as const;
 export type MetricLabel = (typeof METRIC_LABELS)[number];
@@ -224,6 +226,11 @@ export const METRICS = {
     help: "Request duration per rollout arm.",
     labels: ["pool", "model", "rollout", "kind", "arm"],
     buckets: DURATION_BUCKETS,
+  },
+  ml_inference_rate_limited_total: {
+    type: "counter",
+    help: "Requests refused 429 RATE_LIMITED, by the limit that refused them (docs/rate-limits.md); counted by the limiter's home, the default pool's hub, with the pool the request was for.",
+    labels: ["pool", "route", "reason"],
   },
   ml_inference_injection_detections_total: {
     type: "counter",

@@ -57,7 +57,15 @@ export async function startOrchard(
       config: snapshot?.configPath ?? "wrangler.toml",
       migrate: true,
       secrets: { JWT_SECRET: secret },
-      vars: { QUEUE_MAX: "100000", QUEUE_TIMEOUT_MS: "120000" },
+      vars: {
+        QUEUE_MAX: "100000",
+        QUEUE_TIMEOUT_MS: "120000",
+        // Rate limits on (their cost is measured) but out of reach: every bench request is one subject.
+        RATE_LIMITS: JSON.stringify({
+          user: { rpm: 1_000_000_000, tpm: 1_000_000_000_000, concurrency: 1_000_000 },
+          admin: { rpm: 1_000_000_000, tpm: 1_000_000_000_000, concurrency: 1_000_000 },
+        }),
+      },
       ...extra,
     });
     return {

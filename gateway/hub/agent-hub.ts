@@ -20,7 +20,9 @@ import {
 } from "../../schema/protocol.ts";
 import type { PlacementEntry, RoutingTable } from "../../schema/registry.ts";
 import { type GatewayConfig, readConfig } from "../config.ts";
+import { poolHub } from "../inference/hub-client.ts";
 import { describeError, log } from "../log.ts";
+import { HubRateLimits, type RateLimitAnswers, type RateLimitCommand } from "../ratelimit/hub-limits.ts";
 import type { AgentCapabilities, AgentConnection } from "./agent-connection.ts";
 import { AgentSockets, closeQuietly } from "./agent-sockets.ts";
 import type { BreakerSelector, BreakerStatus } from "./circuit-breakers.ts";
@@ -63,6 +65,8 @@ export class AgentHub extends DurableObject<Env> {
   /** What /metrics, the report and the alerts read (hub-telemetry.ts). */
   readonly #telemetry: HubTelemetry;
   readonly #view: TelemetryView;
+  /** The rate limiter: at home in the default pool's hub; elsewhere, settlements (ratelimit/). */
+  readonly #rateLimits: HubRateLimits;
   /** The scheduled alarm as we last set it; null when none. */
   #alarmAt: number | null = null;
 
@@ -109,6 +113,15 @@ export class AgentHub extends DurableObject<Env> {
       routingTable: () => this.#registry.table,
     };
     Object.defineProperty(this.#view, "pool", { get: () => this.#pool });
+    this.#rateLimits = new HubRateLimits({
+      storage: ctx.storage,
+      pool: () => this.#pool,
+      home: () => poolHub(env, DEFAULT_POOL, this.#config.pools),
+      requestTimeoutMs: this.#config.requestTimeoutMs,
+      requestTimeoutMaxMs: this.#config.requestTimeoutMaxMs,
+      wakeAt: (at) => this.#ensureAlarm(at),
+      waitUntil: (promise) => ctx.waitUntil(promise),
+    });
     this.#dispatcher = new Dispatcher({
       config: this.#config,
       telemetry: {
@@ -128,6 +141,7 @@ export class AgentHub extends DurableObject<Env> {
         this.#telemetry.finished(job, outcome, this.#view, now);
         this.#registry.finished(job, outcome, now);
         this.#rollouts.finished(job, outcome, now);
+        this.#rateLimits.finished(job, now);
       },
       rolloutAssigned: (assignment, counted) => this.#rollouts.assigned(assignment, counted, Date.now()),
       rolloutShed: (assignment, subject) => this.#rollouts.shed(assignment, subject, Date.now()),
@@ -211,14 +225,14 @@ export class AgentHub extends DurableObject<Env> {
 
   /** RPC: the pool's Prometheus families for GET /metrics (schema/monitoring.ts). */
   metricFamilies(): MetricFamily[] {
-    return this.#telemetry.families(this.#view, Date.now());
+    return [...this.#telemetry.families(this.#view, Date.now()), ...this.#rateLimits.families()];
   }
 
   /** RPC: what GET /metrics needs in one call: the families and the 5 minutes the health score reads. */
   scrape(): { families: MetricFamily[]; monitoring: PoolMonitoring } {
     const now = Date.now();
     return {
-      families: this.#telemetry.families(this.#view, now),
+      families: [...this.#telemetry.families(this.#view, now), ...this.#rateLimits.families()],
       monitoring: this.#telemetry.monitoring(this.#view, now, ["5m"]),
     };
   }
@@ -246,6 +260,11 @@ export class AgentHub extends DurableObject<Env> {
     }
     await this.ctx.storage.put(ALERT_MEMORY_KEY, next);
     return next;
+  }
+
+  /** RPC (to the default pool's hub, the limiter's home): admissions, settlements, overrides. */
+  rateLimit<C extends RateLimitCommand>(command: C): Promise<RateLimitAnswers[C["op"]]> {
+    return this.#rateLimits.command(command, Date.now());
   }
 
   /** RPC: GET /circuit-breaker/status. */
@@ -305,7 +324,7 @@ export class AgentHub extends DurableObject<Env> {
   async #dispatch(request: Request): Promise<Response> {
     const body: unknown = await request.json().catch(() => null);
     if (!isDispatchRequest(body)) return errorResponse("INVALID_REQUEST", "malformed dispatch request");
-    return this.#dispatcher.submit(body, request.signal);
+    return this.#rateLimits.dispatch(body, () => this.#dispatcher.submit(body, request.signal));
   }
 
   // ---- agent -> hub (hibernation handlers) ----
@@ -352,6 +371,7 @@ export class AgentHub extends DurableObject<Env> {
     if (!this.#poolSettled) await this.#restorePool();
     if (this.#state.restoreDue(Date.now())) await this.#state.restore();
     if (this.#rollouts.restoreDue(Date.now())) await this.#rollouts.restore();
+    if (this.#rateLimits.restoreDue(Date.now())) await this.#rateLimits.restore(Date.now());
     this.runChecks(Date.now());
     try {
       await this.#registry.onAlarm(Date.now());
@@ -391,6 +411,7 @@ export class AgentHub extends DurableObject<Env> {
         this.ctx.waitUntil(this.#telemetry.flushIfDue(now));
       }
       this.#rollouts.flushIfDue(now);
+      this.#rateLimits.flushIfDue(now);
     } catch (err) {
       log("error", "hub alarm failed", describeError(err));
     }
@@ -576,6 +597,7 @@ export class AgentHub extends DurableObject<Env> {
     }
     await this.#rollouts.restore();
     await this.#telemetry.restore(Date.now());
+    await this.#rateLimits.restore(Date.now());
     const storedAlarm = await this.#state.restore();
     if (storedAlarm !== null) this.#alarmAt = storedAlarm;
     this.#scheduleNextAlarm();
@@ -632,5 +654,7 @@ export class AgentHub extends DurableObject<Env> {
     if (telemetryAt !== null) this.#ensureAlarm(telemetryAt);
     const rolloutsAt = this.#rollouts.nextDue(now);
     if (rolloutsAt !== null) this.#ensureAlarm(rolloutsAt);
+    const rateLimitsAt = this.#rateLimits.nextDue();
+    if (rateLimitsAt !== null) this.#ensureAlarm(rateLimitsAt);
   }
 }

@@ -9,6 +9,7 @@ import { type PoolConfig, type Pools, poolsForModel, readConfig } from "../confi
 import { GatewayError } from "../errors.ts";
 import type { AgentHub } from "../hub/agent-hub.ts";
 import { describeError, log } from "../log.ts";
+import { RATE_LIMIT_HEADERS } from "../ratelimit/headers.ts";
 
 /** The pool's AgentHub, created (on first use) where POOLS says: near the pool's agents. */
 export function poolHub(env: Env, pool: string = DEFAULT_POOL, pools?: Pools): DurableObjectStub<AgentHub> {
@@ -99,9 +100,10 @@ async function hubFailure(response: Response): Promise<GatewayError> {
   if (!parsed.success)
     return new GatewayError("UPSTREAM_ERROR", `the agent pool answered ${response.status}`);
   const retryAfter = Number(response.headers.get("Retry-After"));
-  // A request a rollout assigned says which arm failed it, as its answers do.
+  // A request a rollout assigned says which arm failed it, as its answers do; a rate-limited or
+  // admitted one, its limits (gateway/ratelimit/headers.ts).
   const headers: Record<string, string> = {};
-  for (const name of [VARIANT_HEADER, EXPERIMENT_HEADER]) {
+  for (const name of [VARIANT_HEADER, EXPERIMENT_HEADER, ...RATE_LIMIT_HEADERS]) {
     const value = response.headers.get(name);
     if (value !== null) headers[name] = value;
   }

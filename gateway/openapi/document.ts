@@ -45,6 +45,7 @@ import {
   ModelInfo,
   WelcomeFrame,
 } from "../../schema/protocol.ts";
+import { RateLimitOverrideRequest, RateLimitStatus } from "../../schema/rate-limits-api.ts";
 import {
   ALIAS_PATTERN,
   ModelParameters,
@@ -89,6 +90,7 @@ import { accessOperations } from "./operations/access.ts";
 import { fleetOperations } from "./operations/fleet.ts";
 import { inferenceOperations } from "./operations/inference.ts";
 import { modelOperations } from "./operations/models.ts";
+import { rateLimitOperations } from "./operations/rate-limits.ts";
 import { rolloutOperations } from "./operations/rollouts.ts";
 import { securityOperations } from "./operations/security.ts";
 import * as shapes from "./shapes.ts";
@@ -100,6 +102,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
   ...rolloutOperations,
   ...fleetOperations,
   ...securityOperations,
+  ...rateLimitOperations,
   ...accessOperations,
 ];
 
@@ -168,6 +171,8 @@ const NAMED_SCHEMAS = {
   BreakerStatusResponse,
   BreakerResetRequest,
   BreakerResetResponse,
+  RateLimitOverrideRequest,
+  RateLimitStatus,
   InjectionPolicyRequest,
   InjectionPolicyResponse,
   HealthResponse,

@@ -20,6 +20,7 @@ export const TAGS = {
   Agents: "The Macs that serve models: their connection, their state, revocation.",
   "Circuit breakers": "The breakers that keep requests away from failing agents and models.",
   Security: "The prompt-injection policy (filters, sanitization and headers are set in wrangler.toml).",
+  "Rate limits": "Per-subject limits of requests, tokens and concurrency on the inference routes.",
   Authentication: "Revoking tokens before they expire, and the audit trail of admin actions.",
   "Health and monitoring": "Probes, Prometheus metrics, the performance report, alerts and the dashboard.",
   Reference: "This document and the page rendered from it.",

@@ -5,11 +5,12 @@ import { Hono } from "hono";
 import { GenerateRequest } from "../../schema/api.ts";
 import { USER_HEADER } from "../../schema/rollouts.ts";
 import { readConfig } from "../config.ts";
-import { dispatchToHub, poolOrder } from "../inference/hub-client.ts";
+import { poolOrder } from "../inference/hub-client.ts";
 import { samplingParams } from "../inference/openai.ts";
 import { endUser, requestTimeoutMs, TIMEOUT_HEADER } from "../inference/request-options.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { jsonBody } from "../middleware/json-body/index.ts";
+import { limitedDispatch } from "../ratelimit/dispatch.ts";
 import { generateGate } from "../security/screen-prompt.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -28,8 +29,8 @@ export const generateRoutes = new Hono<AppEnv>().post(
     const subject = endUser(c.req.header(USER_HEADER), undefined, caller);
     // Without a model: DEFAULT_MODEL's pools, or (none set) the default pool, whose hub picks one.
     const pools = poolOrder(config.pools, body.model ?? config.defaultModel, requestId);
-    return dispatchToHub(
-      c.env,
+    return limitedDispatch(
+      c,
       {
         requestId,
         model: body.model,

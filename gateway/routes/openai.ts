@@ -6,11 +6,12 @@ import { ChatCompletionRequest } from "../../schema/api.ts";
 import { USER_HEADER } from "../../schema/rollouts.ts";
 import { readConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
-import { dispatchToHub, observePools, poolOrder } from "../inference/hub-client.ts";
+import { observePools, poolOrder } from "../inference/hub-client.ts";
 import { chatMessages, chatParams } from "../inference/openai.ts";
 import { endUser, requestTimeoutMs, TIMEOUT_HEADER } from "../inference/request-options.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { jsonBody } from "../middleware/json-body/index.ts";
+import { limitedDispatch } from "../ratelimit/dispatch.ts";
 import { chatGate } from "../security/screen-prompt.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -21,8 +22,8 @@ export const openaiRoutes = new Hono<AppEnv>()
     const config = readConfig(c.env);
     const timeoutMs = requestTimeoutMs(c.req.header(TIMEOUT_HEADER), config.requestTimeoutMaxMs);
     const caller = c.get("caller").sub;
-    return dispatchToHub(
-      c.env,
+    return limitedDispatch(
+      c,
       {
         requestId,
         model: body.model,

@@ -37,6 +37,12 @@ export const testBindings = {
   }),
   // Tests watch /health and /ready change at once; health-cache.test.ts sets its own TTL.
   HEALTH_CACHE_MS: "0",
+  // Limits no suite's callers reach, so rate limits stay out of tests about something else;
+  // rate-limits.test.ts sets its own (overrides per subject, and the app with other vars).
+  RATE_LIMITS: JSON.stringify({
+    user: { rpm: 1_000_000, tpm: 1_000_000_000, concurrency: 10_000 },
+    admin: { rpm: 1_000_000, tpm: 1_000_000_000, concurrency: 10_000 },
+  }),
 };
 
 export default defineConfig(async () => ({

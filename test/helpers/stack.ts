@@ -60,6 +60,11 @@ export interface AgentView {
 
 let agentCounter = 0;
 
+const E2E_RATE_LIMITS = JSON.stringify({
+  user: { rpm: 1_000_000, tpm: 1_000_000_000, concurrency: 10_000 },
+  admin: { rpm: 1_000_000, tpm: 1_000_000_000, concurrency: 10_000 },
+});
+
 export async function startStack(
   options: {
     vars?: Record<string, string>;
@@ -70,10 +75,12 @@ export async function startStack(
   const stateDir = mkdtempSync(join(tmpdir(), "orchard-e2e-"));
   const cacheDir = resolve(REPO_ROOT, ".cache/orchard-test");
   const secret = randomBytes(32).toString("hex");
+  // Rate limits out of reach unless a test sets RATE_LIMITS: e2e callers are one subject each.
+  const vars = { RATE_LIMITS: E2E_RATE_LIMITS, ...options.vars };
   const gateway = await startLocalGateway({
     persistDir: stateDir,
     secret,
-    vars: options.vars,
+    vars,
     logLevel: options.logLevel ?? "error",
   });
   const agents = new Set<AgentProcess>();
@@ -104,7 +111,7 @@ export async function startStack(
           stack.gateway = await startLocalGateway({
             persistDir: stateDir,
             secret,
-            vars: options.vars,
+            vars,
             port,
             logLevel: options.logLevel ?? "error",
           });

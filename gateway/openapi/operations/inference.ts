@@ -20,6 +20,7 @@ const DISPATCH_ERRORS = [
   // The prompt screen (gateway/security): the injection rules under block, a content filter.
   "PROMPT_INJECTION",
   "CONTENT_FILTERED",
+  "RATE_LIMITED",
 ] as const satisfies ErrorCode[];
 
 export const inferenceOperations: OperationSpec[] = [

@@ -80,6 +80,18 @@ export const AnswerHeaders = z.object({
     .literal("true")
     .optional()
     .describe("The pinned version is deprecated: it still serves, but not for long."),
+  "RateLimit-Policy": z
+    .string()
+    .optional()
+    .describe(
+      'The caller\'s quota policies (draft-ietf-httpapi-ratelimit-headers), on answers and on 429 RATE_LIMITED: "rpm";q=600;w=60, "tpm";q=200000;w=60;orchard-unit="tokens", "concurrency";q=16;qu="concurrent-requests".',
+    ),
+  RateLimit: z
+    .string()
+    .optional()
+    .describe(
+      'What is left of each policy after this request: "rpm";r=599;t=1, "tpm";r=199744;t=1, "concurrency";r=15.',
+    ),
 });
 
 /** Location of what a 201/202 created. */
