@@ -121,7 +121,7 @@ describe.concurrent("orchard-agent CLI", () => {
     expect(run.code).toBe(2);
     expect(run.stderr).toContain('unknown command "serve"');
     expect(run.stderr).toBe(
-      'orchard-agent: unknown command "serve" (commands: start, doctor, demo-model, help)\n',
+      'orchard-agent: unknown command "serve" (commands: start, doctor, demo-model, install, uninstall, status, help)\n',
     );
     expect(run.stdout).toBe("");
   });
