@@ -282,10 +282,15 @@ async function waitForPlacement(
   }
 }
 
+/**
+ * Counts and failure codes, never agent ids (error bodies name no machine of the fleet): the
+ * agents are in the version's activation_failed event, which admins read with the version.
+ */
 function notReadyMessage(modelId: string, timeoutMs: number, r: Readiness): string {
-  const failed = r.failed.map((f) => `${f.agentId} (${f.code})`).join(", ") || "none";
+  const codes = [...new Set(r.failed.map((f) => f.code))].join(", ");
   return (
     `${modelId} was loaded on ${r.loaded.length} of ${r.required} agents within ${timeoutMs} ms; nothing switched ` +
-    `(loaded: ${r.loaded.join(", ") || "none"}; loading: ${r.loading.join(", ") || "none"}; failed: ${failed})`
+    `(loading: ${r.loading.length}; failed: ${r.failed.length}${codes ? ` (${codes})` : ""}; the agents are in the ` +
+    "version's activation_failed event)"
   );
 }

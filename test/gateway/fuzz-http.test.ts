@@ -69,11 +69,7 @@ const VALID_USER: Extract<AuthRecipe, { a: "jwt" }> = {
  * right now; each is a reported bug, excused from the documented-code check only (and only that
  * code on that route), with a regression test below that fails until the document lists it.
  */
-const UNDOCUMENTED: Record<string, ErrorCode[]> = {
-  // Found with FUZZ_SEED=18011945 (GET /security/injection-policy?model=): a query outside its
-  // schema is 400 INVALID_REQUEST, which operations/security.ts does not list for the operation.
-  "GET /security/injection-policy": ["INVALID_REQUEST"],
-};
+const UNDOCUMENTED: Record<string, ErrorCode[]> = {};
 
 interface Route {
   method: string;
@@ -514,10 +510,8 @@ describe("regressions the fuzzing found", () => {
     }
   });
 
-  // Known bug, reported (operations/security.ts is another engineer's, in progress): excused in
-  // UNDOCUMENTED above. This test fails as long as the bug is there (it.fails); when the document
-  // lists the code it passes, vitest reports it, and the exclusion and `.fails` go.
-  it.fails("seed 18011945: GET /security/injection-policy?model= answers INVALID_REQUEST, which the document lists", async () => {
+  // Found by seed 18011945; operations/security.ts lists the code now.
+  it("seed 18011945: GET /security/injection-policy?model= answers INVALID_REQUEST, which the document lists", async () => {
     const { documented, sent } = await askDocumented(
       "GET",
       "/security/injection-policy",

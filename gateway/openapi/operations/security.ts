@@ -20,7 +20,8 @@ export const securityOperations: OperationSpec[] = [
       query: z.object({ model: z.string().optional().describe("Resolve the modes for this model.") }),
     },
     responses: { "200": { description: "The policy.", json: InjectionPolicyResponse } },
-    errors: [],
+    // A `model` that is not a model name.
+    errors: ["INVALID_REQUEST"],
   },
   {
     method: "put",
