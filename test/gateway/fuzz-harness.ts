@@ -118,6 +118,10 @@ async function jwtOf(recipe: Extract<AuthRecipe, { a: "jwt" }>, caller: string):
   return new SignJWT(claims).setProtectedHeader(header).sign(encoder.encode(secret));
 }
 
+/** Milliseconds since the fuzz file started: on failures and slow answers, to line them up. */
+const T0 = Date.now();
+export const since = () => Date.now() - T0;
+
 // ---- requests ----
 
 /**
@@ -344,6 +348,9 @@ export function servedText(frame: GenerateFrame): string {
  * every `cancel` with `done` (cancelled), as the real agent does.
  */
 export class ServingAgent {
+  /** Per request id, what happened when (ms since start): for explaining a late answer. */
+  readonly events = new Map<string, string[]>();
+
   private constructor(readonly socket: AgentSocket) {}
 
   static async start(models: string[], capacity = 8): Promise<ServingAgent> {
@@ -364,6 +371,12 @@ export class ServingAgent {
     return this.socket.id;
   }
 
+  #note(id: string, what: string): void {
+    const list = this.events.get(id) ?? [];
+    list.push(`${what} at ${since()} ms`);
+    this.events.set(id, list);
+  }
+
   async #answer(frame: GatewayFrame): Promise<void> {
     const done = (id: string, finishReason: "stop" | "cancelled", completionTokens: number) =>
       this.socket.send({
@@ -373,15 +386,18 @@ export class ServingAgent {
         usage: { promptTokens: 1, completionTokens },
         timings: { firstTokenMs: 1, totalMs: 2 },
       });
-    try {
-      if (frame.type === "cancel") done(frame.id, "cancelled", 0);
-      if (frame.type !== "generate") return;
-      this.socket.send({ type: "chunk", id: frame.id, text: servedText(frame), tokens: 1 });
-      await this.socket.handled();
-      done(frame.id, "stop", 1);
-    } catch {
-      // The socket closed meanwhile: the hub fails the request over, which the caller sees.
+    if (frame.type === "cancel") {
+      this.#note(frame.id, `cancel (${frame.reason})`);
+      done(frame.id, "cancelled", 0);
     }
+    if (frame.type !== "generate") return;
+    this.#note(frame.id, "generate");
+    this.socket.send({ type: "chunk", id: frame.id, text: servedText(frame), tokens: 1 });
+    // done after the hub handled the chunk (else it may see them in the other order); a hub that
+    // takes longer than handled() waits still gets its done, and the delay is noted.
+    await this.socket.handled().catch((err: unknown) => this.#note(frame.id, String(err)));
+    this.#note(frame.id, "chunk handled, done sent");
+    done(frame.id, "stop", 1);
   }
 
   close(): void {
@@ -403,6 +419,8 @@ export class WellBehavedCaller {
 
   constructor(
     readonly model: string,
+    /** Explains a late answer: the serving agent's events for a request id. */
+    readonly explain: (requestId: string) => string[] = () => [],
     readonly boundMs = 5000,
   ) {
     this.#loop = this.#run();
@@ -412,10 +430,16 @@ export class WellBehavedCaller {
     const sub = uniqueId("well-behaved");
     for (let i = 0; this.#running; i++) {
       // A fresh token per call, as a client renews them (the run outlives any one token's exp).
-      const headers = { "Content-Type": "application/json", ...(await bearer({ sub })) };
+      const requestId = `${sub}-${i}`;
+      const headers = {
+        "Content-Type": "application/json",
+        "X-Request-Id": requestId,
+        ...(await bearer({ sub })),
+      };
       const prompt = `well-behaved ${i}`;
       const stream = i % 3 === 2;
       const started = Date.now();
+      const at = since();
       try {
         const answer = await within(
           (async () => {
@@ -442,8 +466,11 @@ export class WellBehavedCaller {
           })(),
           this.boundMs,
         );
-        if (!answer.done) this.failures.push(`call ${i}: no answer within ${this.boundMs} ms`);
-        else if (answer.value !== null) this.failures.push(`call ${i}: ${answer.value}`);
+        if (!answer.done) {
+          this.failures.push(
+            `call ${i} (${requestId}, from ${at} ms): no answer within ${this.boundMs} ms; agent: ${this.explain(requestId).join(", ") || "nothing"}`,
+          );
+        } else if (answer.value !== null) this.failures.push(`call ${i}: ${answer.value}`);
       } catch (err) {
         this.failures.push(`call ${i}: ${String(err)} after ${Date.now() - started} ms`);
       }

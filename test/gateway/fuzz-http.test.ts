@@ -15,6 +15,7 @@ import {
   type Sent,
   ServingAgent,
   send,
+  since,
   timeoutFor,
   WellBehavedCaller,
 } from "./fuzz-harness.ts";
@@ -305,7 +306,13 @@ async function exchange(
 /** Answers per route and status, and their time, printed after the run (visible with --silent=false). */
 const tally = new Map<string, { counts: Map<string, number>; totalMs: number; maxMs: number }>();
 
-function count(route: string, sent: Sent): void {
+/** Answers slower than a second, with when and what was asked: to explain a late caller. */
+const slow: string[] = [];
+
+function count(route: string, sent: Sent, recipe?: unknown): void {
+  if (sent.kind !== "unsendable" && sent.elapsedMs > 1000) {
+    slow.push(`${route}: ${sent.elapsedMs} ms, until ${since()} ms: ${JSON.stringify(recipe).slice(0, 400)}`);
+  }
   const key = sent.kind === "answered" ? String(sent.status) : sent.kind;
   const entry = tally.get(route) ?? { counts: new Map<string, number>(), totalMs: 0, maxMs: 0 };
   entry.counts.set(key, (entry.counts.get(key) ?? 0) + 1);
@@ -336,7 +343,7 @@ describe("fuzzing every HTTP route", () => {
 
   beforeAll(async () => {
     serving = await ServingAgent.start([GOOD_MODEL, FUZZ_MODEL]);
-    caller = new WellBehavedCaller(GOOD_MODEL);
+    caller = new WellBehavedCaller(GOOD_MODEL, (id) => serving.events.get(id) ?? []);
   });
 
   afterAll(async () => {
@@ -358,7 +365,7 @@ describe("fuzzing every HTTP route", () => {
           name,
           fc.asyncProperty(requestArb(route), async (r) => {
             const { sent, problems } = await exchange(route, r, [serving.id]);
-            count(name, sent);
+            count(name, sent, r);
             if (problems.length > 0) failWith(`${r.method} ${route.template}`, problems, sent);
           }),
           { file: FILE },
@@ -426,6 +433,7 @@ describe("fuzzing every HTTP route", () => {
 
   it("afterwards the gateway still serves, and the caller beside the fuzzing was unaffected", async () => {
     const { calls, failures } = await caller.stop();
+    if (failures.length > 0) console.log(`slow answers:\n${slow.join("\n")}`);
     expect(failures).toEqual([]);
     expect(calls).toBeGreaterThan(0);
     expect(serving.socket.closedWith).toBeNull();
