@@ -7,7 +7,7 @@
 //   tsx scripts/pack-agent.ts [--out DIR]     build, check, npm pack into DIR (default: a temp dir)
 //   tsx scripts/pack-agent.ts --build-only    build and check (node-agent's prepack runs this)
 //   tsx scripts/pack-agent.ts --install-check also npm install -g --prefix <empty dir> the tarball
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import {
   chmodSync,
   copyFileSync,
@@ -165,6 +165,13 @@ async function cli(): Promise<void> {
   console.log(`${join(prefix, "bin", "orchard-agent")} help: ${help.split("\n")[0]}`);
   console.log(
     `installed package: ${du(prefix)}; the repository's node_modules: ${du(join(root, "node_modules"))}`,
+  );
+  // The MLX runtime is a step of its own (it may fetch a platform build): its size separately.
+  const mlx = spawnSync(join(prefix, "bin", "orchard-agent-mlx-install"), [], { stdio: "inherit" });
+  console.log(
+    mlx.status === 0
+      ? `with the MLX runtime (orchard-agent-mlx-install): ${du(prefix)}`
+      : `orchard-agent-mlx-install failed (exit ${mlx.status}); MLX stays unavailable`,
   );
 }
 

@@ -2,7 +2,7 @@
 // read back by parsers that are not the generator (a small strict XML plist reader here, Python's
 // plistlib and macOS's plutil where present, systemd-analyze verify where present).
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -162,6 +162,22 @@ describe("launchd plist", () => {
 
   it("is a pure function of the definition", () => {
     expect(launchdPlist(definitionFor())).toBe(plist);
+  });
+
+  it("ops/launchd/com.orchard.agent.plist is what install writes for its example settings", () => {
+    // The example operators can read before installing; regenerate it when the generator changes.
+    const example = serviceDefinition(
+      launch,
+      [
+        "--gateway=https://orchard.example.workers.dev",
+        "--model=llama3=/Users/lab/models/llama-3.1-8b-instruct-q4_k_m.gguf",
+        `--token-file=${macPaths.tokenFile}`,
+      ],
+      macPaths,
+      { workingDirectory: "/Users/lab", drainTimeoutMs: 30_000 },
+    );
+    const file = join(import.meta.dirname, "..", "..", "ops", "launchd", "com.orchard.agent.plist");
+    expect(readFileSync(file, "utf8")).toBe(launchdPlist(example));
   });
 
   it.skipIf(!has("python3"))(
