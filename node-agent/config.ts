@@ -100,7 +100,11 @@ export const SETTINGS = {
     value: "URL",
     describe: "gateway base URL, http(s):// or ws(s):// (required)",
   },
-  token: { env: "ORCHARD_AGENT_TOKEN", value: "JWT", describe: "agent token, role agent (required)" },
+  token: {
+    env: "ORCHARD_AGENT_TOKEN",
+    value: "JWT",
+    describe: "agent token, role agent (this or --token-file is required)",
+  },
   "token-file": {
     env: "ORCHARD_AGENT_TOKEN_FILE",
     value: "FILE",
