@@ -462,6 +462,21 @@ export const SPECS: DashboardSpec[] = [
               },
             ],
           },
+          {
+            type: "timeseries",
+            title: "Rate-limited requests/s by limit",
+            description:
+              "Requests refused 429 RATE_LIMITED, by the limit that refused them (rpm, tpm, concurrency, model_*) and route; pool is the pool the request was for (docs/rate-limits.md).",
+            w: 24,
+            unit: "short",
+            stack: true,
+            targets: [
+              {
+                expr: `sum by (reason, route) (rate(ml_inference_rate_limited_total{pool=~"$pool"}[${RATE}]))`,
+                legend: "{{reason}} / {{route}}",
+              },
+            ],
+          },
         ],
       },
       {

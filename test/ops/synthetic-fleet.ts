@@ -19,6 +19,7 @@ const VALUES: Record<Exclude<MetricLabel, "le">, string[]> = {
   kind: ["deployment", "ab_test"],
   arm: ["a", "b"],
   component: ["availability"],
+  reason: ["rpm", "tpm"],
 };
 /** Series where "" is a real value (the label is then absent, as Prometheus stores it). */
 const OVERRIDES: Partial<Record<MetricName, Partial<Record<MetricLabel, string[]>>>> = {
