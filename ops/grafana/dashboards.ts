@@ -477,6 +477,21 @@ export const SPECS: DashboardSpec[] = [
               },
             ],
           },
+          {
+            type: "timeseries",
+            title: "Prompt-injection detections/s by rule",
+            description:
+              "Prompts the injection rules flagged (served) or blocked (400 PROMPT_INJECTION), by the rule that scored most and the mode (README: Security). Fleet-wide: the Worker counts them, no pool label.",
+            w: 24,
+            unit: "short",
+            stack: true,
+            targets: [
+              {
+                expr: `sum by (rule, mode) (rate(ml_inference_injection_detections_total[${RATE}]))`,
+                legend: "{{rule}} / {{mode}}",
+              },
+            ],
+          },
         ],
       },
       {

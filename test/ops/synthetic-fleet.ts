@@ -20,6 +20,8 @@ const VALUES: Record<Exclude<MetricLabel, "le">, string[]> = {
   arm: ["a", "b"],
   component: ["availability"],
   reason: ["rpm", "tpm"],
+  rule: ["instruction_override"],
+  mode: ["flag", "block"],
 };
 /** Series where "" is a real value (the label is then absent, as Prometheus stores it). */
 const OVERRIDES: Partial<Record<MetricName, Partial<Record<MetricLabel, string[]>>>> = {
