@@ -71,12 +71,8 @@ export function openServiceRun(
   // The state file needs the info lines (connected, disconnected) even when fewer are logged.
   const level = config.logLevel === "debug" ? "debug" : "info";
   const write = (line: string) => {
-    let record: Record<string, unknown> = {};
-    try {
-      record = JSON.parse(line);
-    } catch {
-      // every logger line is JSON; pass anything else through
-    }
+    // The logger's lines are JSON by construction (log.ts); parsed once for both uses.
+    const record = JSON.parse(line) as Record<string, unknown>;
     state?.observe(record);
     if (passes(record.level, config.logLevel)) sink(line);
   };
