@@ -16,7 +16,14 @@ import { auth } from "../middleware/auth/index.ts";
 import type { AppEnv } from "../types.ts";
 import { agentRevocationRoutes } from "./agent-revocation.ts";
 
-const AgentName = z.string().trim().min(1).max(128);
+// No control characters: the name travels to the hub in a header, where NUL, CR and LF are refused
+// (a TypeError, so a 500: found by the HTTP fuzz, seed 1100528108), and into log lines.
+const AgentName = z
+  .string()
+  .trim()
+  .min(1)
+  .max(128)
+  .regex(/^[^\p{Cc}]*$/u);
 
 export const agentRoutes = new Hono<AppEnv>()
   .get("/connect", auth({ role: "agent" }), async (c) => {
@@ -30,7 +37,9 @@ export const agentRoutes = new Hono<AppEnv>()
     const nameParam = c.req.query("name");
     const name = nameParam === undefined ? undefined : AgentName.safeParse(nameParam);
     if (name?.success === false) {
-      throw new GatewayError("INVALID_REQUEST", "name: 1 to 128 characters", { param: "name" });
+      throw new GatewayError("INVALID_REQUEST", "name: 1 to 128 characters, no control characters", {
+        param: "name",
+      });
     }
 
     const db = drizzle(c.env.DB);

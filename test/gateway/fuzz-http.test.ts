@@ -3,7 +3,7 @@
 // OpenAPI examples and are mutated. Every answer is judged by fuzz-oracle.ts; a serving agent
 // answers what reaches the hub, and a well-behaved caller runs beside the fuzzing throughout.
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { app } from "../../gateway/index.ts";
 import { errorCodesOf, OPERATIONS } from "../../gateway/openapi/document.ts";
 import type { OperationSpec } from "../../gateway/openapi/operation.ts";
@@ -309,7 +309,15 @@ const tally = new Map<string, { counts: Map<string, number>; totalMs: number; ma
 /** Answers slower than a second, with when and what was asked: to explain a late caller. */
 const slow: string[] = [];
 
+/** The gateway's log lines (not the access log's) and when: printed around a late answer. */
+const logged: { at: number; text: string }[] = [];
+
+/** Every exchange: when it ended, what it was; printed around a late well-behaved answer. */
+const history: { at: number; line: string }[] = [];
+
 function count(route: string, sent: Sent, recipe?: unknown): void {
+  const line = `${route} -> ${sent.kind === "answered" ? sent.status : sent.kind}: ${JSON.stringify(recipe).slice(0, 300)}`;
+  history.push({ at: since(), line });
   if (sent.kind !== "unsendable" && sent.elapsedMs > 1000) {
     slow.push(`${route}: ${sent.elapsedMs} ms, until ${since()} ms: ${JSON.stringify(recipe).slice(0, 400)}`);
   }
@@ -342,6 +350,14 @@ describe("fuzzing every HTTP route", () => {
   let caller: WellBehavedCaller;
 
   beforeAll(async () => {
+    for (const level of ["log", "warn", "error", "debug", "info"] as const) {
+      const original = console[level].bind(console);
+      vi.spyOn(console, level).mockImplementation((...args: unknown[]) => {
+        const text = args.map(String).join(" ");
+        if (!text.includes('"msg":"request"')) logged.push({ at: since(), text });
+        original(...args);
+      });
+    }
     serving = await ServingAgent.start([GOOD_MODEL, FUZZ_MODEL]);
     caller = new WellBehavedCaller(GOOD_MODEL, (id) => serving.events.get(id) ?? []);
   });
@@ -400,7 +416,7 @@ describe("fuzzing every HTTP route", () => {
               },
               BOUND_MS,
             );
-            count("unknown paths", sent);
+            count("unknown paths", sent, { method, target, auth });
             if (sent.kind === "unsendable") return;
             if (sent.kind === "timeout") failWith(`${method} ${target}`, ["no answer in time"], sent);
             const served = ROUTES.some((r) =>
@@ -433,7 +449,13 @@ describe("fuzzing every HTTP route", () => {
 
   it("afterwards the gateway still serves, and the caller beside the fuzzing was unaffected", async () => {
     const { calls, failures } = await caller.stop();
-    if (failures.length > 0) console.log(`slow answers:\n${slow.join("\n")}`);
+    if (failures.length > 0) {
+      const windows = failures.map((f) => Number(/from (\d+) ms/.exec(f)?.[1] ?? 0));
+      const around = history.filter(({ at }) => windows.some((w) => at >= w - 1000 && at <= w + 6000));
+      console.log(
+        `slow answers:\n${slow.join("\n")}\nexchanges around the late answers:\n${around.map((h) => `${h.at} ${h.line}`).join("\n")}`,
+      );
+    }
     expect(failures).toEqual([]);
     expect(calls).toBeGreaterThan(0);
     expect(serving.socket.closedWith).toBeNull();
@@ -516,6 +538,37 @@ describe("regressions the fuzzing found", () => {
       expect(JSON.parse(sent.text ?? "{}").error.requestId).toBe(header);
       if (requestId !== null) expect(header).toBe(requestId);
     }
+  });
+
+  it("seed 1100528108: GET /agents/connect?name= with a control character is 400 INVALID_REQUEST, not a 500", async () => {
+    for (const name of ["%00", "x%0Ay", "x%0Dy", "%1B%5B31m"]) {
+      const auth = await renderAuth({ ...VALID_USER, role: "agent" }, uniqueId("fuzz-named"));
+      const sent = await send(
+        {
+          method: "GET",
+          target: `/agents/connect?name=${name}`,
+          headers: [["Upgrade", "websocket"], ...auth.map((v): [string, string] => ["Authorization", v])],
+          body: null,
+        },
+        BOUND_MS,
+      );
+      expect(sent.kind === "answered" && [sent.status, sent.headers.get("X-Error-Code")], name).toEqual([
+        400,
+        "INVALID_REQUEST",
+      ]);
+    }
+    // A name in any script still connects.
+    const auth = await renderAuth({ ...VALID_USER, role: "agent" }, uniqueId("fuzz-named"));
+    const sent = await send(
+      {
+        method: "GET",
+        target: "/agents/connect?name=B%C3%BCro-Mac%20%E6%A8%A1%E5%9E%8B",
+        headers: [["Upgrade", "websocket"], ...auth.map((v): [string, string] => ["Authorization", v])],
+        body: null,
+      },
+      BOUND_MS,
+    );
+    expect(sent.kind === "answered" && sent.status).toBe(101);
   });
 
   // Found by seed 18011945; operations/security.ts lists the code now.
