@@ -274,6 +274,27 @@ export async function runMicro(rounds = 9): Promise<MicroCase[]> {
     "hub, once per request (report and alert windows)",
     () => () => windows.record(event, Date.now()),
   );
+  const { detectInjection } = await import("../../gateway/security/injection.ts");
+  const prompt =
+    "I'm planning a three-day trip to Lisbon in late May with my partner. We like food markets, " +
+    "architecture and walking, but not museums all day. Could you suggest an itinerary with one " +
+    "neighbourhood per morning, a lunch spot near each, and something to do in the evening? Our " +
+    "budget is about 150 euros a day for the two of us, not counting the hotel, and we'd rather use " +
+    "public transport than taxis. Also: is it worth taking the train to Sintra for half a day, or is " +
+    "that too rushed? Please keep the answer short, as a list, with times.";
+  await add(
+    `detectInjection(a ${prompt.length}-character everyday prompt)`,
+    "Worker, per request (the prompt screen: INJECTION_POLICY flag or block)",
+    () => () => detectInjection(prompt),
+  );
+  const { OutputSanitizer } = await import("../../gateway/security/output-sanitizer.ts");
+  const sanitizer = new OutputSanitizer({ redactSecrets: true, filters: [] });
+  const piece = "tok~tok~tok~tok~tok~tok~tok~";
+  await add(
+    `OutputSanitizer.push(a ${piece.length}-character chunk), OUTPUT_REDACTION on`,
+    "hub, per chunk (controls stripped, credentials looked for)",
+    () => () => sanitizer.push(piece),
+  );
   // Round-robin over the cases, so a busy moment on the machine hits every case alike.
   for (let round = 0; round < rounds; round++) {
     for (const r of runnable) r.samples.push(await sample(r.fn, r.isAsync, r.n));

@@ -42,6 +42,11 @@ export interface Rule {
   name: RuleName;
   /** The most this rule adds to a prompt's score, however many of its signals match. */
   weight: number;
+  /**
+   * Words at least one of which every match of every signal contains (a literal alternation, cheap
+   * to test): a prompt without any skips the rule's signals. A test checks it on the corpus.
+   */
+  trigger: RegExp | null;
   signals: readonly Signal[];
 }
 
@@ -58,9 +63,59 @@ const EARLIER = W`(?:previous|previously|prior|preceding|above|earlier|former|fo
 const WEAK_EARLIER = W`(?:all|any|every|the|these|those|old|current)`;
 const DIRECTIVES = W`(?:instructions?|instruction\sset|directions|directives?|rules|guidelines|guidance|prompts?|commands|orders|constraints|restrictions|programming|guardrails|policies|limitations|filters|training|conditioning|safeguards|protocols|principles|system\sprompt|context)`;
 
+/** Literal words, joined into one alternation (apostrophes in both spellings). */
+const words = (...list: string[]) =>
+  new RegExp(list.map((w) => w.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&").replace(/'/g, "['’]")).join("|"));
+
 const instructionOverride: Rule = {
   name: "instruction_override",
   weight: 1.5,
+  trigger: words(
+    "ignor",
+    "disregard",
+    "forget",
+    "overrid",
+    "overrul",
+    "bypass",
+    "discard",
+    "abandon",
+    "neglect",
+    "dismiss",
+    "aside",
+    "throw out",
+    "scrap",
+    "follow",
+    "obey",
+    "listen to",
+    "adhere",
+    "comply",
+    "abide",
+    "respect",
+    "instruction",
+    "rules",
+    "prompt",
+    "direction",
+    "guideline",
+    "directive",
+    "safety",
+    "content",
+    "moderation",
+    "ethical",
+    "task",
+    "orders",
+    "goal",
+    "objective",
+    "purpose",
+    "role",
+    "from now on",
+    "oubli",
+    "olvid",
+    "vergiss",
+    "vergessen",
+    "missacht",
+    "dimentic",
+    "esquec",
+  ),
   signals: [
     { pattern: re(W`\b${OVERRIDE_VERB}\b${gapNotMine(4)}${EARLIER}\b${gap(3)}${DIRECTIVES}\b`), weight: 1 },
     {
@@ -137,6 +192,88 @@ const NO_LIMITS = W`(?:restrictions|rules|limits|limitations|filters|filtering|c
 const rolePlayJailbreak: Rule = {
   name: "role_play_jailbreak",
   weight: 1.5,
+  trigger: words(
+    "dan",
+    "d.a.n",
+    "anything now",
+    "you are",
+    "you will be",
+    "you're",
+    "act as",
+    "acting as",
+    "pretend",
+    "role-play",
+    "roleplay",
+    "simulate",
+    "become",
+    "behave",
+    "respond as",
+    "answer as",
+    "machiavellian",
+    "strive to avoid",
+    "imagine",
+    "from now on",
+    "freed",
+    "liberated",
+    "unchained",
+    "unleashed",
+    "released from",
+    "set free",
+    "without",
+    "with no",
+    "free of",
+    "free from",
+    "has no",
+    "have no",
+    "no longer",
+    "bound by",
+    "ignor",
+    "follow",
+    "restricted by",
+    "limited by",
+    "character",
+    "anything",
+    "everything",
+    "whatever",
+    "answer any",
+    "answer every",
+    "answer all",
+    "refuse",
+    "decline",
+    "say no",
+    "reject",
+    "comply",
+    "obey",
+    "unfiltered",
+    "uncensored",
+    "unrestricted",
+    "unlimited power",
+    "unethical",
+    "amoral",
+    "immoral",
+    "no filter",
+    "no censorship",
+    "no morals",
+    "no ethics",
+    "polic",
+    "openai",
+    "anthropic",
+    "meta",
+    "google",
+    "jailbr",
+    "responses",
+    "answers",
+    "paragraphs",
+    "outputs",
+    "replies",
+    "classic]",
+    "locked]",
+    "my deceased",
+    "my dead",
+    "my late",
+    "my departed",
+    "used to",
+  ),
   signals: [
     // DAN is spelled in capitals; "Dan" is also a name.
     { pattern: /\bDAN\b|\bD\.A\.N\b/, weight: 0.5, raw: true, topic: true },
@@ -224,6 +361,23 @@ const MODE = W`(?:developer|dev|god|jailbreak|dan|unrestricted|sudo|admin|root|d
 const developerMode: Rule = {
   name: "developer_mode",
   weight: 1.2,
+  trigger: words(
+    "mode",
+    "developer",
+    "creator",
+    "admin",
+    "owner",
+    "operator",
+    "programmer",
+    "employee",
+    "engineer",
+    "staff",
+    "researcher",
+    "override",
+    "access granted",
+    "privileges granted",
+    "authorization code",
+  ),
   signals: [
     {
       pattern: re(
@@ -266,6 +420,46 @@ const SYSTEM_PROMPT = W`(?:system\s(?:prompt|message|instructions?)|initial\s(?:
 const systemPromptExtraction: Rule = {
   name: "system_prompt_extraction",
   weight: 1.2,
+  trigger: words(
+    "prompt",
+    "instruction",
+    "message",
+    "guideline",
+    "rules",
+    "configuration",
+    "directive",
+    "programming",
+    "context window",
+    "above",
+    "before",
+    "so far",
+    "preceding",
+    "prior to",
+    "the start",
+    "the beginning",
+    "the top",
+    "verbatim",
+    "word for word",
+    "word-for-word",
+    "exactly as",
+    "in full",
+    "unabridged",
+    "without",
+    "told",
+    "instructed",
+    "programmed",
+    "given",
+    "written",
+    "said",
+    "stated",
+    "typed",
+    "reply with",
+    "response with",
+    "answer with",
+    "output with",
+    "starting with",
+    "starting from",
+  ),
   signals: [
     {
       pattern: re(W`\b${EXTRACT_VERB}\b${gapNotMine(6)}(?:your|its)\s(?:\S+\s)?${SYSTEM_PROMPT}\b`),
@@ -344,6 +538,42 @@ const FAKE_BOUNDARY = W`(?:-{3,}|={3,}|\*{3,}|#{3,}|\[)\s?(?:(?:end|begin|start)
 const delimiterInjection: Rule = {
   name: "delimiter_injection",
   weight: 1.5,
+  trigger: words(
+    "<|",
+    "[inst",
+    "[/inst",
+    "<<sys",
+    "<</sys",
+    "_of_turn",
+    "</s>",
+    "##",
+    "system",
+    "assistant",
+    "developer",
+    "<sys",
+    "</sys",
+    "<user",
+    "</user",
+    "<assistant",
+    "</assistant",
+    "<instruction",
+    "</instruction",
+    "<admin",
+    "</admin",
+    "<developer",
+    "</developer",
+    '"role"',
+    "---",
+    "===",
+    "***",
+    "[end",
+    "[begin",
+    "[start",
+    "[new",
+    "[system",
+    "[admin",
+    "[developer",
+  ),
   signals: [
     // One chat token may be a question about templates; two, or one opening a role's turn, is structure.
     { pattern: re(CHAT_TOKEN), weight: 1, topic: true },
@@ -371,6 +601,7 @@ const delimiterInjection: Rule = {
 const encodedPayload: Rule = {
   name: "encoded_payload",
   weight: 1.2,
+  trigger: words("decode", "decrypt", "decipher", "unscramble", "reverse", "convert", "interpret"),
   signals: [
     {
       pattern: re(
@@ -382,7 +613,7 @@ const encodedPayload: Rule = {
 };
 
 /** Scored in injection.ts from what normalization found (tag characters, mixed-script words). */
-const unicodeObfuscation: Rule = { name: "unicode_obfuscation", weight: 0.6, signals: [] };
+const unicodeObfuscation: Rule = { name: "unicode_obfuscation", weight: 0.6, trigger: null, signals: [] };
 
 export const RULES: readonly Rule[] = [
   instructionOverride,

@@ -9,6 +9,7 @@ import {
   META_FRAMING,
   OBFUSCATION_WEIGHTS,
   RULES,
+  type Rule,
   type RuleName,
   type Signal,
   TOPIC_CONTEXT,
@@ -62,6 +63,7 @@ function score(text: string, threshold: number, depth: number): InjectionVerdict
   const mentions = new MentionContext(normalized.folded);
   const byRule = new Map<RuleName, number>();
   for (const rule of RULES) {
+    if (!triggered(rule, normalized)) continue;
     let total = 0;
     for (const signal of rule.signals) total += signalScore(signal, normalized, mentions);
     if (total > 0) byRule.set(rule.name, Math.min(rule.weight, total));
@@ -85,6 +87,13 @@ function score(text: string, threshold: number, depth: number): InjectionVerdict
     .sort((a, b) => b.score - a.score);
   const total = round(findings.reduce((sum, f) => sum + f.score, 0));
   return { score: total, flagged: total >= threshold, rule: findings[0]?.rule ?? null, findings };
+}
+
+/** The rule's words appear (in the folded text or its leetspeak reading): its signals may match. */
+export function triggered(rule: Rule, text: NormalizedText): boolean {
+  if (rule.signals.length === 0) return false;
+  if (rule.trigger === null) return true;
+  return rule.trigger.test(text.folded) || (text.leet !== null && rule.trigger.test(text.leet));
 }
 
 function addCapped(byRule: Map<RuleName, number>, name: RuleName, add: number): void {
@@ -250,27 +259,75 @@ export function decodedPayloads(text: NormalizedText): string[] {
     if (isReadable(decoded) || ENCODED_LAYER.test(decoded)) out.push(decoded);
   };
   const raw = text.raw;
-  for (const [run] of raw.matchAll(BASE64_RUN)) {
-    if (out.length >= MAX_DECODED_CANDIDATES) break;
-    if (looksLikeBase64(run)) add(decodeBase64(run));
-  }
-  for (const [run] of raw.matchAll(HEX_RUN)) add(decodeHex(run.replace(/[ :,-]/g, "")));
-  for (const [run] of raw.matchAll(ESCAPED_HEX)) add(decodeHex(run.replace(/\\x|0x|[ ,]/g, "")));
-  for (const [run] of raw.matchAll(ESCAPED_UNICODE)) {
-    add(run.replace(/\\u([0-9a-fA-F]{4})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16))));
-  }
-  for (const [run] of raw.matchAll(PERCENT)) {
-    try {
-      add(decodeURIComponent(run));
-    } catch {
-      // Not UTF-8: not text.
+  // One pass says which encodings could be there at all: most prompts have none, and skip them all.
+  const runs = longestRuns(raw);
+  if (runs.base64 >= 16) {
+    for (const [run] of raw.matchAll(BASE64_RUN)) {
+      if (out.length >= MAX_DECODED_CANDIDATES) break;
+      if (looksLikeBase64(run)) add(decodeBase64(run));
     }
   }
-  for (const [run] of raw.matchAll(HTML_ENTITIES)) add(decodeEntities(run));
-  for (const [run] of raw.matchAll(BINARY)) add(decodeBinary(run));
+  if (runs.base64 >= 20 || runs.hexWithSeparators >= 29) {
+    for (const [run] of raw.matchAll(HEX_RUN)) add(decodeHex(run.replace(/[ :,-]/g, "")));
+  }
+  if (raw.includes("\\x") || raw.includes("0x")) {
+    for (const [run] of raw.matchAll(ESCAPED_HEX)) add(decodeHex(run.replace(/\\x|0x|[ ,]/g, "")));
+  }
+  if (raw.includes("\\u")) {
+    for (const [run] of raw.matchAll(ESCAPED_UNICODE)) {
+      add(run.replace(/\\u([0-9a-fA-F]{4})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16))));
+    }
+  }
+  if (raw.includes("%")) {
+    for (const [run] of raw.matchAll(PERCENT)) {
+      try {
+        add(decodeURIComponent(run));
+      } catch {
+        // Not UTF-8: not text.
+      }
+    }
+  }
+  if (raw.includes("&#")) for (const [run] of raw.matchAll(HTML_ENTITIES)) add(decodeEntities(run));
+  if (runs.binary >= 48) for (const [run] of raw.matchAll(BINARY)) add(decodeBinary(run));
   if (ASKS_ROT13.test(text.folded)) add(rot13(raw.slice(0, MAX_DECODED_CHARS)));
   if (ASKS_REVERSAL.test(text.folded)) add([...raw.slice(0, MAX_DECODED_CHARS)].reverse().join(""));
   return out;
+}
+
+/** Per ASCII code: 1 a base64 character, 2 a hex digit or separator, 4 a binary digit or space. */
+const RUN_CLASS = (() => {
+  const table = new Uint8Array(128);
+  const mark = (chars: string, bit: number) => {
+    for (const c of chars) table[c.charCodeAt(0)] = (table[c.charCodeAt(0)] as number) | bit;
+  };
+  mark("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_", 1);
+  mark("0123456789abcdefABCDEF :,-", 2);
+  mark("01 ", 4);
+  return table;
+})();
+
+/** The longest runs of base64 characters, of hex digits with separators, and of binary digits. */
+function longestRuns(text: string): { base64: number; hexWithSeparators: number; binary: number } {
+  let base64 = 0;
+  let hex = 0;
+  let binary = 0;
+  let b = 0;
+  let h = 0;
+  let d = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    const k = c < 128 ? (RUN_CLASS[c] as number) : 0;
+    if (k & 1) {
+      if (++b > base64) base64 = b;
+    } else b = 0;
+    if (k & 2) {
+      if (++h > hex) hex = h;
+    } else h = 0;
+    if (k & 4) {
+      if (++d > binary) binary = d;
+    } else d = 0;
+  }
+  return { base64, hexWithSeparators: hex, binary };
 }
 
 /** A run of letters only is a word, a run of digits a number: base64 of text mixes cases and digits. */

@@ -107,6 +107,7 @@ const HAS_LETTER = /[a-z]/;
  * "i g n o r e", "i.g.n.o.r.e": four or more single letters joined by one separator each. Each
  * repetition decides on one character of look-ahead, so a long run costs linear time, not quadratic.
  */
+const MAYBE_SPACED = /\b[a-z][ .\-_*|+][a-z][ .\-_*|+][a-z][ .\-_*|+][a-z]\b/;
 const SPACED_LETTERS = /(?<![a-z])[a-z](?![a-z])(?:[ .\-_*|+][a-z](?![a-z])){3,}/g;
 
 /** Drops the run's own separator ("i.g.n.o.r.e a.l.l" -> "ignore all"); other separators stay breaks. */
@@ -143,18 +144,23 @@ export function normalizeText(input: string): NormalizedText {
         .replace(HOMOGLYPH_CLASS, (c) => HOMOGLYPHS[c] ?? c);
     }
   }
-  folded = collapseWhitespace(folded).replace(SPACED_LETTERS, joinSpacedLetters);
+  folded = collapseWhitespace(folded);
+  if (MAYBE_SPACED.test(folded)) folded = folded.replace(SPACED_LETTERS, joinSpacedLetters);
   const leet = HAS_LEET.test(folded) ? foldLeet(folded) : null;
   return { raw, folded, leet: leet === folded ? null : leet, smuggledTags, mixedScript };
 }
 
 /** Runs of spaces and tabs become one space, runs of line breaks one "\n" (rules anchor on lines). */
 function collapseWhitespace(text: string): string {
-  return text
-    .replace(/[^\S\n]+/g, " ")
-    .replace(/ ?\n[\s]*/g, "\n")
-    .trim();
+  // Only what needs replacing is matched (two or more blanks, or a blank that is not a space):
+  // V8 runs a negated class like [^\S\n] several times slower.
+  let out = text.replace(BLANKS, " ");
+  if (out.includes("\n")) out = out.replace(/ ?\n\s*/g, "\n");
+  return out.trim();
 }
+
+/** Blanks other than "\n" that NFKC leaves (it maps the no-break and typographic spaces to " "). */
+const BLANKS = /[ \t\r\f\v\u1680\u2028\u2029]{2,}|[\t\r\f\v\u1680\u2028\u2029]/g;
 
 function foldLeet(text: string): string {
   return text.replace(LEET_WORD, (word) => {

@@ -3,8 +3,14 @@
 // labelled corpus's precision and recall at floors set just below what was measured
 // (scripts/injection-eval.ts prints the report; docs/security-io.md has the numbers).
 import { describe, expect, it } from "vitest";
-import { detectInjection, detectInjectionIn, quotedSpans } from "../../gateway/security/injection.ts";
-import { INJECTION_THRESHOLD, type RULE_NAMES } from "../../gateway/security/injection-rules.ts";
+import {
+  decodedPayloads,
+  detectInjection,
+  detectInjectionIn,
+  quotedSpans,
+  triggered,
+} from "../../gateway/security/injection.ts";
+import { INJECTION_THRESHOLD, type RULE_NAMES, RULES } from "../../gateway/security/injection-rules.ts";
 import { normalizeText } from "../../gateway/security/normalize.ts";
 import { base64, CORPUS, hex, homoglyphs, rot13, tagged, zeroWidth } from "../fixtures/injection-corpus.ts";
 import { corpusMetrics, scoreCorpus } from "../fixtures/injection-metrics.ts";
@@ -171,6 +177,27 @@ describe("detectInjection: obfuscation", () => {
     expect(detectInjection(base64(base64(base64(ATTACK)))).findings.map((f) => f.rule)).not.toContain(
       "encoded_payload",
     );
+  });
+});
+
+describe("rule triggers", () => {
+  it("are sound: whenever a rule's signal matches, its trigger words are there (corpus, decoded payloads)", () => {
+    const texts = CORPUS.flatMap((e) => [e.text, ...decodedPayloads(normalizeText(e.text))]);
+    let checked = 0;
+    for (const text of texts) {
+      const n = normalizeText(text);
+      for (const rule of RULES) {
+        const matches = rule.signals.some((s) =>
+          s.raw
+            ? s.pattern.test(n.raw)
+            : s.pattern.test(n.folded) || (n.leet !== null && s.pattern.test(n.leet)),
+        );
+        if (!matches) continue;
+        checked++;
+        expect(triggered(rule, n), `${rule.name} on ${JSON.stringify(text.slice(0, 80))}`).toBe(true);
+      }
+    }
+    expect(checked).toBeGreaterThan(150);
   });
 });
 

@@ -4,6 +4,7 @@
 // D1, and how an isolate's cache picks a change up).
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { DetectionCounter } from "../../gateway/security/detections.ts";
 import {
   parseInjectionPolicy,
   resolveInjectionMode,
@@ -346,6 +347,33 @@ describe("PolicyCache (one per isolate)", () => {
     } as unknown as D1Database;
     now += 1_000;
     expect(await cache.entries(broken, 1_000)).toMatchObject([{ mode: "off" }]);
+  });
+});
+
+describe("DetectionCounter (one writer per isolate)", () => {
+  it("adds up the detections that arrive while it writes, and writes them itself", async () => {
+    let batches = 0;
+    const db = {
+      prepare: (...args: Parameters<D1Database["prepare"]>) => env.DB.prepare(...args),
+      batch: (...args: Parameters<D1Database["batch"]>) => {
+        batches++;
+        return env.DB.batch(...args);
+      },
+    } as unknown as D1Database;
+    const before = await detections("chat", "developer_mode", "flag");
+    const counter = new DetectionCounter();
+    const write = counter.record(db, "chat", "developer_mode", "flag");
+    expect(write).not.toBeNull();
+    const carried = Array.from({ length: 9 }, () => counter.record(db, "chat", "developer_mode", "flag"));
+    expect(carried.every((w) => w === null)).toBe(true);
+    await write;
+    expect(await detections("chat", "developer_mode", "flag")).toBe(before + 10);
+    expect(batches).toBe(2);
+    // Idle again: the next detection starts a writer of its own.
+    const next = counter.record(db, "chat", "developer_mode", "flag");
+    expect(next).not.toBeNull();
+    await next;
+    expect(await detections("chat", "developer_mode", "flag")).toBe(before + 11);
   });
 });
 
