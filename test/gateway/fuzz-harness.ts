@@ -180,6 +180,12 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<Race<T>> {
  * runtime will not build (a header value it refuses) is "unsendable": no caller can send it.
  */
 export async function send(request: SentRequest, boundMs: number): Promise<Sent> {
+  // Let the isolate's other events run first. The fuzz sends one request after another in one
+  // promise chain, and a request that does no I/O (a 401, a 404, a static page) resolves in
+  // microtasks: thousands of them back to back starved every macrotask — timers, and the WebSocket
+  // messages between the hub and the agents in this same isolate — for up to 10 s (measured),
+  // which no caller of a real Worker sees, since each request there is an event of its own.
+  await new Promise((resolve) => setTimeout(resolve, 0));
   let built: Request;
   try {
     const headers = new Headers();
@@ -303,16 +309,33 @@ export class AgentSocket {
    * handler in the opposite order (helpers.ts, TestAgent.deliver).
    */
   async handled(timeoutMs = 3000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+    const started = Date.now();
+    const deadline = started + timeoutMs;
+    let polls = 0;
+    let slowest = 0;
     for (;;) {
       if (this.closedWith !== null) return;
+      const asked = Date.now();
       const me = (await hub().snapshot()).agents.find((a) => a.id === this.id);
-      if (me === undefined || me.framesReceived >= this.sent) return;
-      if (Date.now() > deadline)
-        throw new Error(`hub did not handle frame ${this.sent} of ${this.id} in ${timeoutMs} ms`);
+      slowest = Math.max(slowest, Date.now() - asked);
+      polls += 1;
+      if (me === undefined || me.framesReceived >= this.sent) {
+        if (Date.now() - started > 1000) {
+          this.lastSlowHandled = `handled after ${Date.now() - started} ms, ${polls} polls, slowest snapshot ${slowest} ms`;
+        }
+        return;
+      }
+      if (Date.now() > deadline) {
+        throw new Error(
+          `hub did not handle frame ${this.sent} of ${this.id} in ${timeoutMs} ms (it had ${me.framesReceived}; ${polls} polls, slowest snapshot ${slowest} ms)`,
+        );
+      }
       await sleep(5);
     }
   }
+
+  /** How the last slow handled() went (over 1 s), for explaining a late answer. */
+  lastSlowHandled: string | null = null;
 
   /** The next frame of `type` received from now on, or earlier and not yet taken. */
   async next<T extends GatewayFrame["type"]>(
@@ -396,7 +419,11 @@ export class ServingAgent {
     // done after the hub handled the chunk (else it may see them in the other order); a hub that
     // takes longer than handled() waits still gets its done, and the delay is noted.
     await this.socket.handled().catch((err: unknown) => this.#note(frame.id, String(err)));
-    this.#note(frame.id, "chunk handled, done sent");
+    this.#note(
+      frame.id,
+      `chunk handled, done sent${this.socket.lastSlowHandled ? ` (${this.socket.lastSlowHandled})` : ""}`,
+    );
+    this.socket.lastSlowHandled = null;
     done(frame.id, "stop", 1);
   }
 
