@@ -8,6 +8,7 @@ import { app } from "../../gateway/index.ts";
 import { errorCodesOf, OPERATIONS } from "../../gateway/openapi/document.ts";
 import type { OperationSpec } from "../../gateway/openapi/operation.ts";
 import { type ErrorCode, Limits } from "../../schema/api.ts";
+import { type BodyRecipe, bodyArb, type Framing, framingArb, renderBody } from "./fuzz-body-arbitraries.ts";
 import {
   FUZZ_RUNS,
   fuzz,
@@ -22,10 +23,6 @@ import {
 import {
   type AuthRecipe,
   authArb,
-  type BodyRecipe,
-  bodyArb,
-  type Framing,
-  framingArb,
   type HeadersRecipe,
   HOSTILE_SEGMENTS,
   headersArb,
@@ -36,7 +33,6 @@ import {
   type QueryRecipe,
   queryArb,
   type Role,
-  renderBody,
   renderQuery,
   renderSegment,
   type SegmentRecipe,
