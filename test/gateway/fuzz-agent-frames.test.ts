@@ -6,7 +6,7 @@
 // serving agent and the caller never notice; and the hub still serves afterwards.
 import { env } from "cloudflare:workers";
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it, type MockInstance, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OPERATIONS } from "../../gateway/openapi/document.ts";
 import { ErrorBody, GenerateResponse } from "../../schema/api.ts";
 import { CloseCode, HEARTBEAT_PING, negotiateProtocol, parseAgentFrame } from "../../schema/protocol.ts";
@@ -19,8 +19,11 @@ import {
 } from "./fuzz-frame-arbitraries.ts";
 import {
   AgentSocket,
+  captureConsole,
   FUZZ_RUNS,
+  FUZZ_VERBOSE,
   fuzz,
+  print,
   renderAuth,
   type Sent,
   ServingAgent,
@@ -65,24 +68,16 @@ const bump = (map: Map<string, number>, key: string) => map.set(key, (map.get(ke
 
 let serving: ServingAgent;
 let caller: WellBehavedCaller;
-let errorSpy: MockInstance;
-let warnSpy: MockInstance;
-
-function logLines(spy: MockInstance, from: number): { msg?: string; level?: string; code?: string }[] {
-  return spy.mock.calls.slice(from).flatMap(([line]) => {
-    try {
-      return [JSON.parse(String(line)) as { msg?: string; level?: string; code?: string }];
-    } catch {
-      return [];
-    }
-  });
-}
+let console$: ReturnType<typeof captureConsole>;
 
 /** The hub's own failures logged since `from`: a request that failed INTERNAL is one too. */
 function hubFailures(from: number): string[] {
-  return logLines(errorSpy, from)
-    .filter((l) => (l.msg !== undefined && HUB_FAILURES.has(l.msg)) || l.code === "INTERNAL")
-    .map((l) => JSON.stringify(l).slice(0, 400));
+  return console$.lines
+    .slice(from)
+    .filter(
+      ({ json }) => (json?.msg !== undefined && HUB_FAILURES.has(json.msg)) || json?.code === "INTERNAL",
+    )
+    .map(({ text }) => text.slice(0, 400));
 }
 
 /** One caller's request for a model the rogue may serve, judged when it ends. */
@@ -217,7 +212,7 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined
  * is then not the order sent) and only the close code's kind is checked.
  */
 async function playSession(actions: FrameAction[], stepwise: boolean): Promise<string[]> {
-  const logFrom = errorSpy.mock.calls.length;
+  const logFrom = console$.lines.length;
   const rogue = await AgentSocket.open(uniqueId("fuzz-rogue"));
   const secret = `rogue-secret-${crypto.randomUUID()}`;
   const s: Session = {
@@ -328,8 +323,7 @@ async function playSession(actions: FrameAction[], stepwise: boolean): Promise<s
 
 describe("fuzzing the agent socket with a rogue agent beside a serving one", () => {
   beforeAll(async () => {
-    errorSpy = vi.spyOn(console, "error");
-    warnSpy = vi.spyOn(console, "warn");
+    console$ = captureConsole();
     serving = await ServingAgent.start([GOOD_MODEL, SHARED_MODEL]);
     caller = new WellBehavedCaller(GOOD_MODEL, (id) => serving.events.get(id) ?? []);
   });
@@ -337,8 +331,7 @@ describe("fuzzing the agent socket with a rogue agent beside a serving one", () 
   afterAll(async () => {
     await caller?.stop();
     serving?.close();
-    errorSpy?.mockRestore();
-    warnSpy?.mockRestore();
+    console$?.restore();
   });
 
   it(
@@ -373,16 +366,17 @@ describe("fuzzing the agent socket with a rogue agent beside a serving one", () 
 
   it("afterwards the hub still serves, and the serving agent and the caller never noticed", async () => {
     const { calls, failures } = await caller.stop();
-    console.log(
-      `fuzz-agent-frames: ${seen.sessions} sessions, ${seen.welcomed} welcomed, ${seen.generates} generates to rogues, ` +
-        `closes ${JSON.stringify([...seen.closes])}, answers ${JSON.stringify([...seen.answers])}, ${calls} well-behaved calls`,
-    );
+    if (FUZZ_VERBOSE)
+      print(
+        `fuzz-agent-frames: ${seen.sessions} sessions, ${seen.welcomed} welcomed, ${seen.generates} generates to rogues, ` +
+          `closes ${JSON.stringify([...seen.closes])}, answers ${JSON.stringify([...seen.answers])}, ${calls} well-behaved calls`,
+      );
     expect(failures).toEqual([]);
     expect(calls).toBeGreaterThan(0);
     expect(serving.socket.closedWith).toBeNull();
     // The hub's log reaches the spies (so "no failure logged" above is not vacuous): the rogues'
     // bad frames were logged as closes.
-    expect(logLines(warnSpy, 0).some((l) => l.msg === "closing agent socket")).toBe(true);
+    expect(console$.lines.some(({ json }) => json?.msg === "closing agent socket")).toBe(true);
     const model = uniqueId("fz-after");
     const fresh = await ServingAgent.start([model]);
     try {

@@ -6,6 +6,7 @@ import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { SignJWT } from "jose";
+import { vi } from "vitest";
 import worker from "../../gateway/index.ts";
 import type { AgentFrame, GatewayFrame, GenerateFrame } from "../../schema/protocol.ts";
 import type { AuthRecipe } from "./fuzz-http-arbitraries.ts";
@@ -25,6 +26,8 @@ function intVar(name: string): number | undefined {
 
 /** Runs per property: small by default (CI), FUZZ_RUNS for a long run (`npm run fuzz`). */
 export const FUZZ_RUNS = intVar("FUZZ_RUNS") ?? 12;
+/** A run with FUZZ_RUNS set (the long run) prints what it did; CI's stays quiet. */
+export const FUZZ_VERBOSE = intVar("FUZZ_RUNS") !== undefined;
 /** The base seed; each property derives its own from it and its name. Random unless FUZZ_SEED. */
 export const FUZZ_SEED = intVar("FUZZ_SEED") ?? (Date.now() ^ Math.floor(Math.random() * 2 ** 31)) | 0;
 /** With FUZZ_SEED and -t <property>: replays one counterexample (fast-check's path). */
@@ -121,6 +124,45 @@ async function jwtOf(recipe: Extract<AuthRecipe, { a: "jwt" }>, caller: string):
 /** Milliseconds since the fuzz file started: on failures and slow answers, to line them up. */
 const T0 = Date.now();
 export const since = () => Date.now() - T0;
+
+// ---- the gateway's log ----
+
+/** Prints past the capture below: for what the fuzz tests report themselves. */
+export const print: (...args: unknown[]) => void = console.log.bind(console);
+
+export interface LogLine {
+  at: number;
+  level: string;
+  text: string;
+  /** The line's JSON, when it is one of the gateway's structured lines. */
+  json: { msg?: string; level?: string; code?: string } | null;
+}
+
+/**
+ * Captures every console line from now until restored, instead of printing it: thousands of fuzzed
+ * requests log a line each (vitest's "passed-only" does not hold back what a Durable Object or a
+ * background loop logs). The tests read the lines (the hub's failures) and print those around a
+ * failure themselves.
+ */
+export function captureConsole(): { lines: LogLine[]; restore: () => void } {
+  const lines: LogLine[] = [];
+  const spies = (["log", "info", "debug", "warn", "error"] as const).map((level) =>
+    vi.spyOn(console, level).mockImplementation((...args: unknown[]) => {
+      const text = args.map(String).join(" ");
+      let json: LogLine["json"] = null;
+      try {
+        json = text.startsWith("{") ? (JSON.parse(text) as LogLine["json"]) : null;
+      } catch {
+        json = null;
+      }
+      lines.push({ at: since(), level, text, json });
+    }),
+  );
+  const restore = () => {
+    for (const spy of spies) spy.mockRestore();
+  };
+  return { lines, restore };
+}
 
 // ---- requests ----
 

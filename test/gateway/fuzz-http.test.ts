@@ -3,15 +3,18 @@
 // OpenAPI examples and are mutated. Every answer is judged by fuzz-oracle.ts; a serving agent
 // answers what reaches the hub, and a well-behaved caller runs beside the fuzzing throughout.
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { app } from "../../gateway/index.ts";
 import { errorCodesOf, OPERATIONS } from "../../gateway/openapi/document.ts";
 import type { OperationSpec } from "../../gateway/openapi/operation.ts";
 import { type ErrorCode, Limits } from "../../schema/api.ts";
 import { type BodyRecipe, bodyArb, type Framing, framingArb, renderBody } from "./fuzz-body-arbitraries.ts";
 import {
+  captureConsole,
   FUZZ_RUNS,
+  FUZZ_VERBOSE,
   fuzz,
+  print,
   renderAuth,
   type Sent,
   ServingAgent,
@@ -305,8 +308,8 @@ const tally = new Map<string, { counts: Map<string, number>; totalMs: number; ma
 /** Answers slower than a second, with when and what was asked: to explain a late caller. */
 const slow: string[] = [];
 
-/** The gateway's log lines (not the access log's) and when: printed around a late answer. */
-const logged: { at: number; text: string }[] = [];
+/** The gateway's log lines, captured (not printed): the ones around a late answer are printed. */
+let console$: ReturnType<typeof captureConsole> | undefined;
 
 /** Every exchange: when it ended, what it was; printed around a late well-behaved answer. */
 const history: { at: number; line: string }[] = [];
@@ -346,14 +349,7 @@ describe("fuzzing every HTTP route", () => {
   let caller: WellBehavedCaller;
 
   beforeAll(async () => {
-    for (const level of ["log", "warn", "error", "debug", "info"] as const) {
-      const original = console[level].bind(console);
-      vi.spyOn(console, level).mockImplementation((...args: unknown[]) => {
-        const text = args.map(String).join(" ");
-        if (!text.includes('"msg":"request"')) logged.push({ at: since(), text });
-        original(...args);
-      });
-    }
+    console$ = captureConsole();
     serving = await ServingAgent.start([GOOD_MODEL, FUZZ_MODEL]);
     caller = new WellBehavedCaller(GOOD_MODEL, (id) => serving.events.get(id) ?? []);
   });
@@ -361,6 +357,7 @@ describe("fuzzing every HTTP route", () => {
   afterAll(async () => {
     await caller?.stop();
     serving?.close();
+    console$?.restore();
   });
 
   it("finds the app's routes to fuzz, each documented one with its operation", () => {
@@ -448,7 +445,7 @@ describe("fuzzing every HTTP route", () => {
     if (failures.length > 0) {
       const windows = failures.map((f) => Number(/from (\d+) ms/.exec(f)?.[1] ?? 0));
       const around = history.filter(({ at }) => windows.some((w) => at >= w - 1000 && at <= w + 6000));
-      console.log(
+      print(
         `slow answers:\n${slow.join("\n")}\nexchanges around the late answers:\n${around.map((h) => `${h.at} ${h.line}`).join("\n")}`,
       );
     }
@@ -481,9 +478,10 @@ describe("fuzzing every HTTP route", () => {
     } finally {
       fresh.close();
     }
-    console.log(
-      `fuzz-http: ${FUZZ_RUNS} runs per route, ${calls} well-behaved calls; answers by route:\n${report()}`,
-    );
+    if (FUZZ_VERBOSE)
+      print(
+        `fuzz-http: ${FUZZ_RUNS} runs per route, ${calls} well-behaved calls; answers by route:\n${report()}`,
+      );
   });
 });
 
