@@ -82,9 +82,11 @@ describe("GET /metrics with a real agent", () => {
     expect(
       sample(text, "ml_inference_requests_total", { ...model, route: "chat", status_class: "2xx" }),
     ).toBe(1);
-    expect(
-      sample(text, "ml_inference_errors_total", { model: "nobody-serves-this", code: "MODEL_NOT_FOUND" }),
-    ).toBe(1);
+    // A model nobody serves is labelled "(unknown)", never with the caller's text.
+    expect(sample(text, "ml_inference_errors_total", { model: "(unknown)", code: "MODEL_NOT_FOUND" })).toBe(
+      1,
+    );
+    expect(text).not.toContain("nobody-serves-this");
     expect(sample(text, "ml_inference_request_duration_seconds_count", { ...model, route: "generate" })).toBe(
       4,
     );
