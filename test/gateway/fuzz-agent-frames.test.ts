@@ -22,6 +22,7 @@ import {
   captureConsole,
   FUZZ_RUNS,
   FUZZ_VERBOSE,
+  forgotten,
   fuzz,
   print,
   renderAuth,
@@ -50,6 +51,32 @@ const SLACK_MS = 3000;
 const CLOSE_WITHIN_MS = 2000;
 
 const GENERATE_OP = OPERATIONS.find((o) => o.operationId === "generate");
+
+/**
+ * Sessions a long run (FUZZ_SEED=1042616085) failed on, played first in every run. Both were the
+ * oracle's mistakes, not the hub's: a close an earlier message warranted arriving after the next
+ * one was sent, and HELLO_TIMEOUT after a silence with nothing sent at all.
+ */
+const FOUND: Record<string, FrameAction[]> = {
+  lateLimitClose: [
+    {
+      k: "hello",
+      agentId: "own",
+      protocol: { min: 1, max: 2 },
+      models: ["shared", "rogue-only"],
+      capacity: 1,
+      capabilities: null,
+    },
+    { k: "request", model: "rogue-only", stream: false },
+    { k: "done", target: { req: 0 }, finishReason: "stop", completion: "max+1" },
+    { k: "raw", text: "" },
+  ],
+  silentUntilHelloTimeout: [
+    { k: "pause", ms: 1200 },
+    { k: "pause", ms: 1200 },
+    { k: "error", target: { req: 0 }, code: "MODEL_NOT_FOUND", retryable: false },
+  ],
+};
 
 /** What the hub logs only when its own code failed (never for an agent's bad frame). */
 const HUB_FAILURES = new Set(["failed to handle agent frame", "hub request failed", "hub alarm failed"]);
@@ -229,8 +256,9 @@ async function playSession(actions: FrameAction[], stepwise: boolean): Promise<s
   const problems: string[] = [];
   const requests: Promise<string[]>[] = [];
   const secrets = [rogue.id, serving.id, secret];
-  /** Close codes the messages sent so far allow (HELLO_TIMEOUT while no hello was accepted). */
+  /** Close codes the messages sent so far allow; HELLO_TIMEOUT too while no hello was accepted. */
   const allowed = new Set<number>();
+  const permitted = (code: number) => allowed.has(code) || (!s.ready && code === CloseCode.HELLO_TIMEOUT);
   const generates = () => rogue.received.filter((f) => f.type === "generate");
   for (const [step, action] of actions.entries()) {
     if (rogue.closedWith !== null) break;
@@ -255,7 +283,6 @@ async function playSession(actions: FrameAction[], stepwise: boolean): Promise<s
         );
       continue;
     }
-    if (!s.ready) allowed.add(CloseCode.HELLO_TIMEOUT);
     if (!stepwise) {
       for (const code of [
         CloseCode.PROTOCOL_ERROR,
@@ -276,10 +303,8 @@ async function playSession(actions: FrameAction[], stepwise: boolean): Promise<s
       const closed = await within(rogue.closed, CLOSE_WITHIN_MS);
       if (closed === undefined)
         problems.push(`${label}: not closed within ${CLOSE_WITHIN_MS} ms, expected ${expected.close}`);
-      else if (
-        closed.code !== expected.close &&
-        !(allowed.has(closed.code) && closed.code === CloseCode.HELLO_TIMEOUT)
-      ) {
+      // An earlier message's close may arrive first (a done beyond max_tokens, then garbage).
+      else if (!permitted(closed.code)) {
         problems.push(`${label}: closed with ${closed.code} (${closed.reason}), expected ${expected.close}`);
       }
       break;
@@ -297,7 +322,7 @@ async function playSession(actions: FrameAction[], stepwise: boolean): Promise<s
   if (!stepwise) await sleep(100);
   // A close the session did not warrant (checked whenever it came: during a step or after).
   const closed = rogue.closedWith;
-  if (closed !== null && !allowed.has(closed.code)) {
+  if (closed !== null && !permitted(closed.code)) {
     problems.push(`closed with ${closed.code} (${closed.reason}), which no message sent warranted`);
   }
   seen.sessions += 1;
@@ -307,14 +332,7 @@ async function playSession(actions: FrameAction[], stepwise: boolean): Promise<s
   rogue.close(1000);
   for (const result of await Promise.all(requests)) problems.push(...result);
   // The hub forgets the rogue (its requests already ended above).
-  const deadline = Date.now() + 3000;
-  while ((await hub().snapshot()).agents.some((a) => a.id === rogue.id)) {
-    if (Date.now() > deadline) {
-      problems.push("the hub still lists the rogue 3 s after it left");
-      break;
-    }
-    await sleep(10);
-  }
+  if (!(await forgotten(rogue.id))) problems.push("the hub still lists the rogue 3 s after it left");
   problems.push(...hubFailures(logFrom).map((line) => `the hub logged its own failure: ${line}`));
   if (serving.socket.closedWith !== null)
     problems.push(`the serving agent was closed: ${JSON.stringify(serving.socket.closedWith)}`);
@@ -331,6 +349,8 @@ describe("fuzzing the agent socket with a rogue agent beside a serving one", () 
   afterAll(async () => {
     await caller?.stop();
     serving?.close();
+    // Its goodbye is logged by the hub: still into the capture, not into a worker tearing down.
+    await forgotten(serving?.id);
     console$?.restore();
   });
 
@@ -343,7 +363,7 @@ describe("fuzzing the agent socket with a rogue agent beside a serving one", () 
           const problems = await playSession(actions, true);
           if (problems.length > 0) throw new Error(`  - ${problems.join("\n  - ")}`);
         }),
-        { file: FILE },
+        { file: FILE, examples: [[FOUND.lateLimitClose]] },
       );
     },
     timeoutFor(FUZZ_RUNS, 2500),
@@ -358,7 +378,7 @@ describe("fuzzing the agent socket with a rogue agent beside a serving one", () 
           const problems = await playSession(actions, false);
           if (problems.length > 0) throw new Error(`  - ${problems.join("\n  - ")}`);
         }),
-        { file: FILE },
+        { file: FILE, examples: [[FOUND.silentUntilHelloTimeout]] },
       );
     },
     timeoutFor(FUZZ_RUNS, 2500),

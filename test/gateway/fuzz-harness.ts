@@ -49,11 +49,13 @@ function seedOf(name: string): number {
 export async function fuzz<T>(
   name: string,
   property: fc.IAsyncPropertyWithHooks<T>,
-  { runs = FUZZ_RUNS, file }: { runs?: number; file: string },
+  { runs = FUZZ_RUNS, file, examples = [] }: { runs?: number; file: string; examples?: T[] },
 ): Promise<void> {
   const details = await fc.check(property, {
     numRuns: runs,
     seed: seedOf(name),
+    // Counterexamples found before, played first in every run (fast-check's `examples`).
+    examples,
     ...(FUZZ_PATH === undefined ? {} : { path: FUZZ_PATH }),
   });
   if (!details.failed) return;
@@ -400,6 +402,17 @@ export class AgentSocket {
       // already closed
     }
   }
+}
+
+/** Waits (up to 3 s) until the hub no longer lists the agent `id`. */
+export async function forgotten(id: string | undefined): Promise<boolean> {
+  if (id === undefined) return true;
+  const deadline = Date.now() + 3000;
+  while ((await hub().snapshot()).agents.some((a) => a.id === id)) {
+    if (Date.now() > deadline) return false;
+    await sleep(10);
+  }
+  return true;
 }
 
 /** What the serving agent answers a generate with: a function of the request only. */

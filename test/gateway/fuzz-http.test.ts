@@ -13,6 +13,7 @@ import {
   captureConsole,
   FUZZ_RUNS,
   FUZZ_VERBOSE,
+  forgotten,
   fuzz,
   print,
   renderAuth,
@@ -357,6 +358,8 @@ describe("fuzzing every HTTP route", () => {
   afterAll(async () => {
     await caller?.stop();
     serving?.close();
+    // Its goodbye is logged by the hub: still into the capture, not into a worker tearing down.
+    await forgotten(serving?.id);
     console$?.restore();
   });
 
