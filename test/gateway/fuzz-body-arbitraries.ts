@@ -276,9 +276,11 @@ export const framingArb: fc.Arbitrary<Framing> = fc.oneof(
 const encoder = new TextEncoder();
 
 function renderValue(value: ValueRecipe, raws: string[]): Json {
-  if ("v" in value) return value.v;
+  // Copies: later mutations change what they are put into, and a recipe's value (or one of the
+  // shared SMALL_VALUES) changed in place made a later body circular (FUZZ_SEED=1081916755).
+  if ("v" in value) return structuredClone(value.v);
   if ("str" in value) return value.ch.repeat(value.str);
-  if ("arr" in value) return Array.from({ length: value.arr }, () => value.of);
+  if ("arr" in value) return Array.from({ length: value.arr }, () => structuredClone(value.of));
   const raw =
     "deep" in value
       ? value.as === "array"

@@ -8,7 +8,14 @@ import { app } from "../../gateway/index.ts";
 import { errorCodesOf, OPERATIONS } from "../../gateway/openapi/document.ts";
 import type { OperationSpec } from "../../gateway/openapi/operation.ts";
 import { type ErrorCode, Limits } from "../../schema/api.ts";
-import { type BodyRecipe, bodyArb, type Framing, framingArb, renderBody } from "./fuzz-body-arbitraries.ts";
+import {
+  type BodyRecipe,
+  bodyArb,
+  type Framing,
+  framingArb,
+  type Json,
+  renderBody,
+} from "./fuzz-body-arbitraries.ts";
 import {
   captureConsole,
   FUZZ_RUNS,
@@ -500,6 +507,26 @@ async function askDocumented(method: string, path: string, target: string, role:
 }
 
 describe("regressions the fuzzing found", () => {
+  it("seed 1081916755 (the harness's own): rendering a body changes neither its recipe nor the values it shares", () => {
+    // One value object in two mutations (fast-check reuses constants, SMALL_VALUES are shared):
+    // the body's root became that object, the extra key was added to it, and the next body that
+    // used it was circular.
+    const shared: Json = { a: 1 };
+    const recipe: BodyRecipe = {
+      t: "json",
+      base: "empty-object",
+      mutations: [
+        { op: "set", path: [], value: { v: shared } },
+        { op: "extra", path: [], key: "stream", value: { v: shared } },
+      ],
+      encoding: { e: "utf8" },
+    };
+    const text = (bytes: Uint8Array | null) => new TextDecoder().decode(bytes ?? new Uint8Array());
+    expect(text(renderBody(recipe, undefined))).toBe('{"a":1,"stream":{"a":1}}');
+    expect(text(renderBody(recipe, undefined))).toBe('{"a":1,"stream":{"a":1}}');
+    expect(shared).toEqual({ a: 1 });
+  });
+
   it("seed 896602227: GET /deployments?model= and GET /ab-tests?status= answer INVALID_REQUEST, and the document lists it", async () => {
     for (const [path, target] of [
       ["/deployments", "/deployments?model="],
