@@ -18,7 +18,7 @@ import {
   type UnloadOptions,
 } from "../engine.ts";
 import { streamGeneration } from "../pieces.ts";
-import { checkRequest } from "../request.ts";
+import { checkRequest, checkRuntimeLoad } from "../request.ts";
 import { decode } from "./decode.ts";
 import { checkGguf } from "./gguf.ts";
 import { chatWrapperFor, renderPrompt } from "./prompt.ts";
@@ -140,14 +140,7 @@ export class LlamaCppEngine implements Engine {
   /** Takes plain text as well as a ModelId: bench and doctor name models from their own config. */
   async load(model: string, spec?: LoadSpec): Promise<ModelInfo> {
     if (!spec) return this.info(await this.ensureLoaded(model));
-    if (!isModelId(model)) throw new EngineError("MODEL_LOAD_FAILED", `"${model}" is not a model id`);
-    if (this.unloading.has(model)) {
-      throw new EngineError(
-        "MODEL_LOAD_FAILED",
-        `model "${model}" is being unloaded; load it again afterwards`,
-        true,
-      );
-    }
+    checkRuntimeLoad(model, this.unloading);
     const known = this.configs.get(model);
     if (known && known.path !== spec.path) {
       if (!known.runtime) {

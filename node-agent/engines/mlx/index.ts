@@ -18,7 +18,7 @@ import {
   type UnloadOptions,
 } from "../engine.ts";
 import { streamGeneration } from "../pieces.ts";
-import { checkRequest } from "../request.ts";
+import { checkRequest, checkRuntimeLoad } from "../request.ts";
 import { MlxEngineError } from "./errors.ts";
 import type { ComputeDtype } from "./model-loader.ts";
 import { MlxModelProcess, type MlxModelStatus } from "./model-process.ts";
@@ -117,14 +117,7 @@ export class MlxEngine implements Engine {
       await this.processFor(config).start();
       return this.info(config);
     }
-    if (!isModelId(model)) throw new EngineError("MODEL_LOAD_FAILED", `"${model}" is not a model id`);
-    if (this.unloading.has(model)) {
-      throw new EngineError(
-        "MODEL_LOAD_FAILED",
-        `model "${model}" is being unloaded; load it again afterwards`,
-        true,
-      );
-    }
+    checkRuntimeLoad(model, this.unloading);
     const known = this.configs.get(model);
     if (known && known.path !== spec.path) {
       const why = known.runtime
