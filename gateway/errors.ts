@@ -95,6 +95,23 @@ export const STATUS_BY_CODE = {
   AUTH_UNAVAILABLE: 503,
   REVOCATION_NOT_FOUND: 404,
   TOO_MANY_REVOCATIONS: 409,
+  // A JSON Schema that is no schema (bad JSON Schema, a local $ref that resolves to nothing); the param names the path.
+  INVALID_SCHEMA: 400,
+  // A keyword the gateway cannot validate or enforce; refused with the keyword named, never ignored.
+  UNSUPPORTED_SCHEMA_KEYWORD: 400,
+  // A $ref to anything but this schema's own definitions: the gateway fetches nothing.
+  SCHEMA_REMOTE_REF: 400,
+  // Over the size, depth or property-count limits (README "Structured outputs").
+  SCHEMA_TOO_LARGE: 400,
+  // A registered schema name (/schemas) nobody registered.
+  SCHEMA_NOT_FOUND: 404,
+  SCHEMA_EXISTS: 409,
+  // tool_choice names a function that `tools` does not define.
+  UNKNOWN_TOOL: 400,
+  // A `tool` message whose tool_call_id no earlier assistant message called.
+  TOOL_CALL_MISMATCH: 400,
+  // Every attempt's output failed validation against the schema (max_retries spent, or the deadline).
+  STRUCTURED_OUTPUT_INVALID: 422,
   INTERNAL: 500,
 } as const satisfies Record<ErrorCode, ContentfulStatusCode>;
 

@@ -85,6 +85,16 @@ export const ErrorCode = z.enum([
   "AUTH_UNAVAILABLE",
   "REVOCATION_NOT_FOUND",
   "TOO_MANY_REVOCATIONS",
+  // structured outputs and tools (/generate/structured, response_format, tools, /schemas)
+  "INVALID_SCHEMA",
+  "UNSUPPORTED_SCHEMA_KEYWORD",
+  "SCHEMA_REMOTE_REF",
+  "SCHEMA_TOO_LARGE",
+  "SCHEMA_NOT_FOUND",
+  "SCHEMA_EXISTS",
+  "UNKNOWN_TOOL",
+  "TOOL_CALL_MISMATCH",
+  "STRUCTURED_OUTPUT_INVALID",
   "INTERNAL",
 ]);
 export type ErrorCode = z.infer<typeof ErrorCode>;

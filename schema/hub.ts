@@ -28,6 +28,7 @@ import {
   HealthFrame,
   ModelInfo,
   ModelName,
+  OutputFormat,
   SamplingParams,
 } from "./protocol.ts";
 
@@ -105,6 +106,11 @@ export const DispatchRequest = z
     prompt: z.string().optional(),
     messages: z.array(ChatMessage).min(1).optional(),
     params: SamplingParams,
+    /**
+     * Structured output the agent is asked to enforce (the gateway validates the answer itself);
+     * the hub prefers agents that announce `structured_output` for such a request.
+     */
+    format: OutputFormat.optional(),
     /** The request's deadline from now (queue wait + generation); omitted: REQUEST_TIMEOUT_MS. */
     timeoutMs: z.number().int().positive().optional(),
     /** What the caller gets back: which API, streamed or not. */
@@ -184,6 +190,7 @@ export function isDispatchRequest(value: unknown): value is DispatchRequest {
     (r.prompt === undefined) !== (r.messages === undefined) &&
     isOptional(r.timeoutMs, isPositiveInt) &&
     isParams(r.params) &&
+    (r.format === undefined || r.format === "json" || isObject(r.format)) &&
     isResponseShape(r.response) &&
     isString(r.subject, 1, 256) &&
     isString(r.caller, 1, 128) &&

@@ -193,6 +193,16 @@ export const SamplingParams = z.object({
 });
 export type SamplingParams = z.infer<typeof SamplingParams>;
 
+/**
+ * Structured output asked of the engine: "json" (any JSON value) or a JSON Schema the output must
+ * follow. The gateway checked the schema (supported keywords, size and depth limits, no remote
+ * `$ref`) before anything was dispatched and validates every output against it, so an engine that
+ * cannot enforce it may ignore it; one that announces the `structured_output` capability enforces it
+ * while generating (llama.cpp with a grammar, Ollama with `format`). Bounded like a prompt.
+ */
+export const OutputFormat = z.union([z.literal("json"), z.record(z.string(), z.unknown())]);
+export type OutputFormat = z.infer<typeof OutputFormat>;
+
 export const FinishReason = z.enum(["stop", "length", "cancelled"]);
 export type FinishReason = z.infer<typeof FinishReason>;
 
@@ -354,6 +364,8 @@ export const GenerateFrame = z
     prompt: z.string().optional(),
     messages: z.array(ChatMessage).min(1).optional(),
     params: SamplingParams,
+    /** Structured output (OutputFormat). Agents without `structured_output` may ignore it. */
+    format: OutputFormat.optional(),
     /** Epoch ms (hub clock) after which the agent should stop; the hub cancels at the same time. */
     deadline: z.number().int().positive().optional(),
     /**

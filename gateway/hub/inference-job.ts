@@ -187,7 +187,7 @@ export class InferenceJob implements Queued {
   }
 
   generateFrame(now: number): GenerateFrame {
-    const { prompt, messages, params } = this.request;
+    const { prompt, messages, params, format } = this.request;
     return {
       type: "generate",
       id: this.id,
@@ -195,6 +195,7 @@ export class InferenceJob implements Queued {
       prompt,
       messages,
       params,
+      ...(format === undefined ? {} : { format }),
       deadline: this.requestDeadline,
       timeoutMs: Math.max(1, Math.ceil(this.requestDeadline - now)),
     };

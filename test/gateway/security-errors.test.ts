@@ -339,7 +339,7 @@ const PROVOKE: Record<ErrorCode, () => Promise<Provoked>> = {
     return streamError(Promise.resolve(response), "/generate");
   },
   UNSUPPORTED_PARAMETER: async () => {
-    const body = chatBody("x", "hi", { tools: [{ type: "function", function: { name: "f" } }] });
+    const body = chatBody("x", "hi", { logprobs: true });
     return at("/v1/chat/completions", await postJson("/v1/chat/completions", body), body);
   },
   AGENT_NOT_FOUND: async () => adminResponse("POST", "/agents/err-no-such-agent/revoke"),
@@ -646,6 +646,61 @@ const PROVOKE: Record<ErrorCode, () => Promise<Provoked>> = {
       }),
     };
     return at("/generate", await sendJson("/generate", { prompt: "a forbidden-word here" }, { vars }));
+  },
+  INVALID_SCHEMA: async () => {
+    const body = { prompt: "hi", schema: { type: "banana" } };
+    return at("/generate/structured", await postJson("/generate/structured", body), body);
+  },
+  UNSUPPORTED_SCHEMA_KEYWORD: async () => {
+    const body = { prompt: "hi", schema: { type: "object", not: { required: ["a"] } } };
+    return at("/generate/structured", await postJson("/generate/structured", body), body);
+  },
+  SCHEMA_REMOTE_REF: async () => {
+    const body = { prompt: "hi", schema: { $ref: "https://schemas.example.com/person.json" } };
+    return at("/generate/structured", await postJson("/generate/structured", body), body);
+  },
+  SCHEMA_TOO_LARGE: async () => {
+    let schema: Record<string, unknown> = { type: "string" };
+    for (let depth = 0; depth < 100; depth++) schema = { type: "array", items: schema };
+    const body = { prompt: "hi", schema };
+    return at("/generate/structured", await postJson("/generate/structured", body), body);
+  },
+  SCHEMA_NOT_FOUND: async () => {
+    const body = { prompt: "hi", schema: "err-no-such-schema" };
+    return at("/generate/structured", await postJson("/generate/structured", body), body);
+  },
+  SCHEMA_EXISTS: async () => {
+    const name = uniqueId("err-schema");
+    const first = await adminResponse("POST", "/schemas", { name, schema: { type: "string" } });
+    expect(first.status).toBe(201);
+    return adminResponse("POST", "/schemas", { name, schema: { type: "integer" } });
+  },
+  UNKNOWN_TOOL: async () => {
+    const body = chatBody("x", "hi", {
+      tools: [{ type: "function", function: { name: "get_weather", parameters: { type: "object" } } }],
+      tool_choice: { type: "function", function: { name: "get_time" } },
+    });
+    return at("/v1/chat/completions", await postJson("/v1/chat/completions", body), body);
+  },
+  TOOL_CALL_MISMATCH: async () => {
+    const body = {
+      model: "x",
+      messages: [
+        { role: "user", content: "hi" },
+        { role: "tool", tool_call_id: "call_nobody_made", content: "42" },
+      ],
+    };
+    return at("/v1/chat/completions", await postJson("/v1/chat/completions", body), body);
+  },
+  STRUCTURED_OUTPUT_INVALID: async () => {
+    const model = uniqueId("err-json");
+    const agent = await serving(model);
+    const body = { prompt: "hi", model, schema: { type: "object" }, max_retries: 0 };
+    const pending = postJson("/generate/structured", body);
+    const frame = await agent.next("generate");
+    await agent.chunk(frame.id, "not json at all");
+    await agent.done(frame.id);
+    return at("/generate/structured", await pending, body);
   },
   INTERNAL: async () =>
     at(
