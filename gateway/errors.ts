@@ -122,6 +122,8 @@ export interface GatewayErrorOptions {
   retryAfterSeconds?: number;
   /** Extra response headers, e.g. Allow on 405. */
   headers?: Record<string, string>;
+  /** Structured facts about the failure, sent as `error.details` (STRUCTURED_OUTPUT_INVALID's issues). */
+  details?: Record<string, unknown>;
   cause?: unknown;
 }
 
@@ -133,6 +135,7 @@ export class GatewayError extends Error {
   readonly param: string | null;
   readonly retryAfterSeconds: number | undefined;
   readonly headers: Record<string, string>;
+  readonly details: Record<string, unknown> | undefined;
 
   constructor(code: ErrorCode, message: string, options: GatewayErrorOptions = {}) {
     super(message, { cause: options.cause });
@@ -141,6 +144,7 @@ export class GatewayError extends Error {
     this.param = options.param ?? null;
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.headers = { ...options.headers };
+    this.details = options.details;
     if (options.retryAfterSeconds !== undefined)
       this.headers["Retry-After"] = String(options.retryAfterSeconds);
   }
@@ -165,7 +169,8 @@ export function isOpenAIPath(path: string): boolean {
 }
 
 export function errorBody(err: GatewayError, requestId: string) {
-  return { error: { code: err.code, message: err.message, requestId } };
+  if (err.details === undefined) return { error: { code: err.code, message: err.message, requestId } };
+  return { error: { code: err.code, message: err.message, requestId, details: err.details } };
 }
 
 export function openAIErrorBody(err: GatewayError) {

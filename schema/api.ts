@@ -112,7 +112,13 @@ export const Role = z.enum(["user", "admin", "agent"]);
 export type Role = z.infer<typeof Role>;
 
 export const ErrorBody = z.object({
-  error: z.object({ code: ErrorCode, message: z.string(), requestId: z.string() }),
+  error: z.object({
+    code: ErrorCode,
+    message: z.string(),
+    requestId: z.string(),
+    /** Facts about the failure for programs (STRUCTURED_OUTPUT_INVALID: errors, raw, attempts). */
+    details: z.record(z.string(), z.unknown()).optional(),
+  }),
 });
 export type ErrorBody = z.infer<typeof ErrorBody>;
 
