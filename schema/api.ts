@@ -173,11 +173,108 @@ const ChatContent = z.union([
     .transform((parts) => parts.map((p) => p.text).join("")),
 ]);
 
-export const ChatCompletionMessage = z.object({
-  role: z.enum(["system", "developer", "user", "assistant"]),
-  content: ChatContent.nullable().transform((c) => c ?? ""),
-  name: z.string().max(64).optional(),
+/** OpenAI's rule for a function's name (tools, tool_choice, tool calls). */
+export const FUNCTION_NAME_PATTERN = /^[a-zA-Z0-9_-]{1,64}$/;
+const FunctionName = z.string().regex(FUNCTION_NAME_PATTERN, `must match ${FUNCTION_NAME_PATTERN.source}`);
+
+/** A JSON Schema as the caller sent it; the gateway checks it (gateway/structured/schema-check.ts). */
+const JsonSchemaObject = z.record(z.string(), z.unknown());
+
+/** The most tools one request may define (README "Structured outputs and tools"). */
+export const MAX_TOOLS = 128;
+
+/** A call the model made, as an assistant message of the conversation carries it. */
+export const ChatToolCall = z.object({
+  id: z.string().min(1).max(256),
+  type: z.literal("function"),
+  function: z.object({
+    name: FunctionName,
+    /** The arguments as JSON text (OpenAI's shape); rendered to the model as they are. */
+    arguments: z.string().max(Limits.maxPromptChars),
+  }),
 });
+export type ChatToolCall = z.infer<typeof ChatToolCall>;
+
+/**
+ * One message of a chat. Assistant messages may carry the `tool_calls` the model made (their
+ * content may then be null); `tool` messages answer one of those calls by its `tool_call_id`.
+ */
+export const ChatCompletionMessage = z
+  .object({
+    role: z.enum(["system", "developer", "user", "assistant", "tool"]),
+    content: ChatContent.nullable().transform((c) => c ?? ""),
+    name: z.string().max(64).optional(),
+    tool_calls: z.array(ChatToolCall).max(MAX_TOOLS).nullish(),
+    tool_call_id: z.string().min(1).max(256).nullish(),
+  })
+  .superRefine((m, ctx) => {
+    if (m.role === "tool" && m.tool_call_id == null) {
+      ctx.addIssue({
+        code: "custom",
+        message: "a tool message needs the tool_call_id it answers",
+        path: ["tool_call_id"],
+      });
+    }
+    if (m.role !== "tool" && m.tool_call_id != null) {
+      ctx.addIssue({
+        code: "custom",
+        message: "only tool messages answer a tool call",
+        path: ["tool_call_id"],
+      });
+    }
+    if (m.role !== "assistant" && m.tool_calls != null) {
+      ctx.addIssue({
+        code: "custom",
+        message: "only assistant messages make tool calls",
+        path: ["tool_calls"],
+      });
+    }
+  });
+export type ChatCompletionMessage = z.infer<typeof ChatCompletionMessage>;
+
+/** `response_format`: free text, any JSON object, or JSON valid against the caller's schema. */
+export const ChatResponseFormat = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("text") }),
+  z.object({ type: z.literal("json_object") }),
+  z.object({
+    type: z.literal("json_schema"),
+    json_schema: z.object({
+      name: FunctionName,
+      description: z.string().max(4096).nullish(),
+      /** Absent: any JSON object, as with json_object. */
+      schema: JsonSchemaObject.nullish(),
+      /** Accepted either way: Orchard always validates, and enforces where the engine can. */
+      strict: z.boolean().nullish(),
+    }),
+  }),
+]);
+export type ChatResponseFormat = z.infer<typeof ChatResponseFormat>;
+
+export const ChatTool = z.object({
+  type: z.string().superRefine((type, ctx) => {
+    if (type !== "function") {
+      ctx.addIssue({
+        code: "custom",
+        message: `only function tools are supported, not ${JSON.stringify(type.slice(0, 32))}`,
+        params: { code: "UNSUPPORTED_PARAMETER" } satisfies CodedIssueParams,
+      });
+    }
+  }),
+  function: z.object({
+    name: FunctionName,
+    description: z.string().max(4096).nullish(),
+    /** The arguments' JSON Schema; absent: a function without parameters (an empty object). */
+    parameters: JsonSchemaObject.nullish(),
+    strict: z.boolean().nullish(),
+  }),
+});
+export type ChatTool = z.infer<typeof ChatTool>;
+
+export const ChatToolChoice = z.union([
+  z.enum(["none", "auto", "required"]),
+  z.object({ type: z.literal("function"), function: z.object({ name: z.string().max(256) }) }),
+]);
+export type ChatToolChoice = z.infer<typeof ChatToolChoice>;
 
 /**
  * A field that changes what a chat request means and that Orchard does not implement yet. Its
@@ -201,22 +298,18 @@ function unsupported(message: string, neutral: (value: unknown) => boolean = () 
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === "object" && v !== null && !Array.isArray(v);
-const isEmptyArray = (v: unknown) => Array.isArray(v) && v.length === 0;
 const isEmptyObject = (v: unknown) => isObject(v) && Object.keys(v).length === 0;
 
 /**
  * Fields Orchard cannot honour yet, with the value that means "none of it". Each is rejected with
- * UNSUPPORTED_PARAMETER naming it (README "Endpoints"); structured outputs and tools are their own issue.
+ * UNSUPPORTED_PARAMETER naming it (README "Endpoints").
  */
 const UnsupportedChatFields = {
-  response_format: unsupported(
-    'only {"type": "text"} is supported (structured outputs are not implemented yet)',
-    (v) => isObject(v) && Object.keys(v).length === 1 && v.type === "text",
+  functions: unsupported("the legacy function calling is not supported (use tools)"),
+  function_call: unsupported(
+    'only "none" is supported (the legacy function calling is not: use tool_choice)',
+    (v) => v === "none",
   ),
-  tools: unsupported("tool calling is not supported", isEmptyArray),
-  tool_choice: unsupported('only "none" is supported (tool calling is not)', (v) => v === "none"),
-  functions: unsupported("function calling is not supported"),
-  function_call: unsupported('only "none" is supported (function calling is not)', (v) => v === "none"),
   logprobs: unsupported("log probabilities are not supported", (v) => v === false),
   top_logprobs: unsupported("log probabilities are not supported"),
   audio: unsupported("audio output is not supported"),
@@ -261,14 +354,74 @@ export const ChatCompletionRequest = z
     stream: z.boolean().nullish(),
     stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
     user: z.string().max(256).optional(),
+    response_format: ChatResponseFormat.nullish(),
+    tools: z.array(ChatTool).max(MAX_TOOLS).nullish(),
+    tool_choice: ChatToolChoice.nullish(),
+    parallel_tool_calls: z.boolean().nullish(),
     ...UnsupportedChatFields,
   })
   .loose()
-  .refine((r) => r.messages.reduce((n, m) => n + m.content.length, 0) <= Limits.maxPromptChars, {
+  .refine((r) => chatChars(r.messages) <= Limits.maxPromptChars, {
     message: `messages exceed ${Limits.maxPromptChars} characters in total`,
     path: ["messages"],
-  });
+  })
+  .superRefine(checkToolReferences);
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
+
+function chatChars(messages: readonly ChatCompletionMessage[]): number {
+  let n = 0;
+  for (const m of messages) {
+    n += m.content.length;
+    for (const call of m.tool_calls ?? []) n += call.function.name.length + call.function.arguments.length;
+  }
+  return n;
+}
+
+/**
+ * What refers to something else must find it: tool names are unique, a named tool_choice is one
+ * of `tools` (UNKNOWN_TOOL), "required" needs tools, and a tool message answers a call an earlier
+ * assistant message made (TOOL_CALL_MISMATCH, param messages.N.tool_call_id).
+ */
+function checkToolReferences(
+  r: { tools?: ChatTool[] | null; tool_choice?: ChatToolChoice | null; messages: ChatCompletionMessage[] },
+  ctx: z.RefinementCtx,
+): void {
+  const names = new Set<string>();
+  for (const [i, tool] of (r.tools ?? []).entries()) {
+    if (names.has(tool.function.name)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `the function ${tool.function.name} is defined twice`,
+        path: ["tools", i, "function", "name"],
+      });
+    }
+    names.add(tool.function.name);
+  }
+  const choice = r.tool_choice;
+  if (typeof choice === "object" && choice !== null && !names.has(choice.function.name)) {
+    ctx.addIssue({
+      code: "custom",
+      message: `tool_choice names the function ${JSON.stringify(choice.function.name.slice(0, 64))}, which tools does not define`,
+      path: ["tool_choice", "function", "name"],
+      params: { code: "UNKNOWN_TOOL" } satisfies CodedIssueParams,
+    });
+  }
+  if (choice === "required" && names.size === 0) {
+    ctx.addIssue({ code: "custom", message: 'tool_choice "required" needs tools', path: ["tool_choice"] });
+  }
+  const called = new Set<string>();
+  for (const [i, m] of r.messages.entries()) {
+    for (const call of m.tool_calls ?? []) called.add(call.id);
+    if (m.role === "tool" && m.tool_call_id != null && !called.has(m.tool_call_id)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `no earlier assistant message made the tool call ${JSON.stringify(m.tool_call_id.slice(0, 64))}`,
+        path: ["messages", i, "tool_call_id"],
+        params: { code: "TOOL_CALL_MISMATCH" } satisfies CodedIssueParams,
+      });
+    }
+  }
+}
 
 // ---- circuit breakers: GET /agents (each agent's own) and /circuit-breaker ----
 

@@ -1,18 +1,20 @@
 // OpenAI chat completions -> Orchard: a chat request's messages and sampling parameters as the
-// agent gets them. The answer's shapes (completion, chunks, usage) are in render/openai-shapes.ts.
+// agent gets them (response_format and tools: structured/chat.ts). The answer's shapes (completion, chunks, usage) are in render/openai-shapes.ts.
 
 import type { ChatCompletionRequest } from "../../schema/api.ts";
 import { Limits } from "../../schema/api.ts";
 import type { ChatMessage, SamplingParams } from "../../schema/protocol.ts";
+import { renderToolTurns } from "../structured/tools.ts";
 
 /** OpenAI lets max_tokens default to "as much as fits"; Orchard bounds it. */
 export const DEFAULT_CHAT_MAX_TOKENS = 512;
 
+/**
+ * The conversation in the roles the wire protocol has: developer is system, and a conversation's
+ * tool calls and tool results become assistant and user text (structured/tools.ts).
+ */
 export function chatMessages(request: ChatCompletionRequest): ChatMessage[] {
-  return request.messages.map((m) => ({
-    role: m.role === "developer" ? "system" : m.role,
-    content: m.content,
-  }));
+  return renderToolTurns(request.messages);
 }
 
 export function chatParams(request: ChatCompletionRequest): SamplingParams {

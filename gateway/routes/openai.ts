@@ -1,8 +1,10 @@
 // The OpenAI-compatible API under /v1: chat completions (plain and streamed) and the model list,
 // shaped so the official SDKs work when pointed at <gateway>/v1 with an Orchard JWT as API key.
-// The hub renders the completion and its chunks (inference/render.ts).
-import { Hono } from "hono";
+// The hub renders the completion and its chunks (render/render.ts); with response_format or tools the
+// answer is validated here first and shaped by structured/chat.ts.
+import { Hono, type MiddlewareHandler } from "hono";
 import { ChatCompletionRequest } from "../../schema/api.ts";
+import type { DispatchRequest } from "../../schema/hub.ts";
 import { USER_HEADER } from "../../schema/rollouts.ts";
 import { readConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
@@ -13,18 +15,34 @@ import { auth } from "../middleware/auth/index.ts";
 import { jsonBody } from "../middleware/json-body/index.ts";
 import { limitedDispatch } from "../ratelimit/dispatch.ts";
 import { chatGate } from "../security/screen-prompt.ts";
+import { type ChatStructure, chatStructure, structuredChat } from "../structured/chat.ts";
 import type { AppEnv } from "../types.ts";
 
+/**
+ * response_format's and tools' schemas are checked (and composed) before the prompt screen and
+ * before anything is dispatched: a bad schema is a 400 naming its path.
+ */
+const checkStructure: MiddlewareHandler<
+  AppEnv & { Variables: { body: ChatCompletionRequest; chatStructure: ChatStructure | null } }
+> = async (c, next) => {
+  c.set("chatStructure", chatStructure(c.get("body")));
+  await next();
+};
+
 export const openaiRoutes = new Hono<AppEnv>()
-  .post("/chat/completions", auth({ role: "user" }), jsonBody(ChatCompletionRequest), chatGate, async (c) => {
-    const body = c.get("body");
-    const requestId = c.get("requestId");
-    const config = readConfig(c.env);
-    const timeoutMs = requestTimeoutMs(c.req.header(TIMEOUT_HEADER), config.requestTimeoutMaxMs);
-    const caller = c.get("caller").sub;
-    return limitedDispatch(
-      c,
-      {
+  .post(
+    "/chat/completions",
+    auth({ role: "user" }),
+    jsonBody(ChatCompletionRequest),
+    checkStructure,
+    chatGate,
+    async (c) => {
+      const body = c.get("body");
+      const requestId = c.get("requestId");
+      const config = readConfig(c.env);
+      const timeoutMs = requestTimeoutMs(c.req.header(TIMEOUT_HEADER), config.requestTimeoutMaxMs);
+      const caller = c.get("caller").sub;
+      const dispatch: DispatchRequest = {
         requestId,
         model: body.model,
         messages: chatMessages(body),
@@ -39,10 +57,13 @@ export const openaiRoutes = new Hono<AppEnv>()
         },
         subject: endUser(c.req.header(USER_HEADER), body.user, caller),
         caller,
-      },
-      poolOrder(config.pools, body.model, requestId),
-    );
-  })
+      };
+      const pools = poolOrder(config.pools, body.model, requestId);
+      const structure = c.get("chatStructure");
+      if (structure !== null) return structuredChat(c, structure, dispatch, pools);
+      return limitedDispatch(c, dispatch, pools);
+    },
+  )
   .get("/models", auth({ role: "user" }), async (c) => {
     const observed = await observePools(c.env);
     if (observed.every((o) => o.snapshot === null)) {

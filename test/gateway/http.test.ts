@@ -51,7 +51,9 @@ describe("request bodies", () => {
       messages: [{ role: "user", content: "x" }],
       tools: [{ type: "function" }],
     });
-    expect(await tools.json()).toMatchObject({ error: { param: "tools" } });
+    expect(await tools.json()).toMatchObject({
+      error: { code: "INVALID_REQUEST", param: "tools.0.function" },
+    });
   });
 
   it("415 UNSUPPORTED_MEDIA_TYPE unless the body is declared JSON", async () => {
