@@ -24,7 +24,13 @@ import type {
   VersionDetail,
 } from "../../schema/registry-api.ts";
 import type { changeTag } from "../registry/labels.ts";
-import type { chatChunk, chatCompletion, chatUsageChunk } from "../render/openai-shapes.ts";
+import type {
+  chatChunk,
+  chatCompletion,
+  chatToolCallChunks,
+  chatToolCallCompletion,
+  chatUsageChunk,
+} from "../render/openai-shapes.ts";
 import type { agentRoutes } from "../routes/agents.ts";
 import type { circuitBreakerRoutes } from "../routes/circuit-breakers.ts";
 import type { healthRoutes } from "../routes/health.ts";
@@ -140,6 +146,8 @@ export type RouteAnswersMatchTheDocument = [
     >
   >,
   Holds<Covers<ReturnType<typeof chatCompletion>, Doc<typeof shapes.ChatCompletion>>>,
+  Holds<Covers<ReturnType<typeof chatToolCallCompletion>, Doc<typeof shapes.ChatCompletion>>>,
+  Holds<Covers<ReturnType<typeof chatToolCallChunks>[number], Doc<typeof shapes.ChatCompletionChunk>>>,
   Holds<
     Covers<
       ReturnType<typeof chatChunk> | ReturnType<typeof chatUsageChunk>,

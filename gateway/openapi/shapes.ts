@@ -188,6 +188,12 @@ const OpenAIUsage = z.object({
   total_tokens: z.number().int(),
 });
 
+const ToolCall = z.object({
+  id: z.string().describe('"call_" and 24 letters and digits.'),
+  type: z.literal("function"),
+  function: z.object({ name: z.string(), arguments: z.string().describe("The arguments as JSON text.") }),
+});
+
 export const ChatCompletion = z.object({
   id: z.string(),
   object: z.literal("chat.completion"),
@@ -196,9 +202,17 @@ export const ChatCompletion = z.object({
   choices: z.array(
     z.object({
       index: z.number().int(),
-      message: z.object({ role: z.literal("assistant"), content: z.string(), refusal: z.null() }),
+      message: z.object({
+        role: z.literal("assistant"),
+        content: z.string().nullable().describe("null when the model called tools."),
+        refusal: z.null(),
+        tool_calls: z
+          .array(ToolCall)
+          .optional()
+          .describe("The calls the model made (tools), each validated against its function's parameters."),
+      }),
       logprobs: z.null(),
-      finish_reason: z.enum(["stop", "length"]),
+      finish_reason: z.enum(["stop", "length", "tool_calls"]),
     }),
   ),
   usage: OpenAIUsage,
@@ -215,9 +229,25 @@ export const ChatCompletionChunk = z
       .array(
         z.object({
           index: z.number().int(),
-          delta: z.object({ role: z.literal("assistant").optional(), content: z.string().optional() }),
+          delta: z.object({
+            role: z.literal("assistant").optional(),
+            content: z.string().nullable().optional(),
+            tool_calls: z
+              .array(
+                z.object({
+                  index: z.number().int(),
+                  id: z.string().optional(),
+                  type: z.literal("function").optional(),
+                  function: z.object({ name: z.string().optional(), arguments: z.string() }),
+                }),
+              )
+              .optional()
+              .describe(
+                'A call\'s first delta has its index, id, type and name (arguments ""), the next ones add arguments; sent once the call validated.',
+              ),
+          }),
           logprobs: z.null(),
-          finish_reason: z.enum(["stop", "length"]).nullable(),
+          finish_reason: z.enum(["stop", "length", "tool_calls"]).nullable(),
         }),
       )
       .describe("Empty in the last chunk when stream_options.include_usage asked for the usage."),

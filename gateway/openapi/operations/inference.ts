@@ -73,8 +73,13 @@ export const inferenceOperations: OperationSpec[] = [
     description:
       "OpenAI's chat completions, so the official SDKs work against `<gateway>/v1` with an Orchard JWT as the API " +
       "key. Unknown fields are ignored; fields that change what a request means and that Orchard does not " +
-      "implement (tools, function calls, response formats other than text, log probabilities, audio, n > 1, ...) " +
-      "are refused with UNSUPPORTED_PARAMETER, never silently dropped. Streamed (`stream: true`): `data:` lines of " +
+      "implement (the legacy functions/function_call, log probabilities, audio, n > 1, ...) are refused with " +
+      "UNSUPPORTED_PARAMETER, never silently dropped. `response_format` (json_object, json_schema) and `tools` " +
+      "(with tool_choice none/auto/required/named, parallel_tool_calls, tool messages) are structured outputs: " +
+      "every schema is checked before dispatch, the answer is validated and retried with the issues fed back, and " +
+      '422 STRUCTURED_OUTPUT_INVALID when every attempt failed (README "Structured outputs and tools"). A ' +
+      "streamed response_format answer streams its JSON and is validated at the end; streamed tool calls are sent " +
+      "once the call validated. Streamed (`stream: true`): `data:` lines of " +
       "ChatCompletionChunk, then `data: [DONE]`; a failure after the first chunk is a `data:` line with an " +
       "OpenAIErrorBody, then `[DONE]`. Errors on /v1 have OpenAI's shape (OpenAIErrorBody).",
     params: { header: InferenceHeaders },
@@ -104,7 +109,17 @@ export const inferenceOperations: OperationSpec[] = [
         headers: AnswerHeaders,
       },
     },
-    errors: [...DISPATCH_ERRORS, "UNSUPPORTED_PARAMETER"],
+    errors: [
+      ...DISPATCH_ERRORS,
+      "UNSUPPORTED_PARAMETER",
+      "INVALID_SCHEMA",
+      "UNSUPPORTED_SCHEMA_KEYWORD",
+      "SCHEMA_REMOTE_REF",
+      "SCHEMA_TOO_LARGE",
+      "UNKNOWN_TOOL",
+      "TOOL_CALL_MISMATCH",
+      "STRUCTURED_OUTPUT_INVALID",
+    ],
   },
   {
     method: "get",
