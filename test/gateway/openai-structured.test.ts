@@ -8,7 +8,9 @@ import { zodResponseFormat } from "openai/helpers/zod";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { ARGUMENT_FRAGMENT_CHARS } from "../../gateway/render/openai-shapes.ts";
-import { OpenAIErrorBody } from "../../schema/api.ts";
+import { checkSchema } from "../../gateway/structured/schema-check.ts";
+import { toolChecked, toolPlan } from "../../gateway/structured/tools.ts";
+import { type ChatTool, OpenAIErrorBody } from "../../schema/api.ts";
 import type { GenerateFrame } from "../../schema/protocol.ts";
 import { BASE, postJson, readSse, type TestAgent, token, trackedAgents, uniqueId } from "./helpers.ts";
 
@@ -791,5 +793,82 @@ describe("tools", () => {
       { choices: [{ delta: {}, finish_reason: "stop" }] },
       "[DONE]",
     ]);
+  });
+});
+
+describe("the answer schema of tools (pure)", () => {
+  // What zodFunction emits for a recursive zod schema: draft-07, definitions, $refs into them and to the root.
+  const tree: ChatTool = {
+    type: "function",
+    function: {
+      name: "tree",
+      parameters: {
+        $schema: "http://json-schema.org/draft-07/schema#",
+        type: "object",
+        properties: { root: { $ref: "#/definitions/__schema0" }, again: { $ref: "#" } },
+        required: ["root"],
+        additionalProperties: false,
+        definitions: {
+          __schema0: {
+            type: "object",
+            properties: {
+              name: { type: "string" },
+              children: { type: "array", items: { $ref: "#/definitions/__schema0" } },
+            },
+            required: ["name", "children"],
+            additionalProperties: false,
+          },
+        },
+      },
+    },
+  };
+  const plan = toolPlan([tree, WEATHER as unknown as ChatTool], "required", true);
+  if (plan === null) throw new Error("a plan");
+  const checked = toolChecked(plan, null);
+  const call = (name: string, args: unknown) => ({ tool_calls: [{ name, arguments: args }] });
+  const leaf = { name: "b", children: [] };
+
+  it("hoists each function's definitions into the root, so its $refs resolve there (the engine's schema checks)", () => {
+    const engine = checkSchema(checked.schema, "tools");
+    expect(Object.keys(checked.schema.$defs as object).sort()).toEqual(["fn_tree", "fn_tree____schema0"]);
+    expect(
+      engine.validate(call("tree", { root: { name: "a", children: [leaf] }, again: { root: leaf } })),
+    ).toEqual([]);
+    expect(
+      engine.validate(call("tree", { root: { name: "a", children: [{ name: 1, children: [] }] } })),
+    ).not.toEqual([]);
+    expect(engine.validate(call("get_weather", { city: "Rome" }))).toEqual([]);
+    expect(engine.validate(call("get_weather", { town: "Rome" }))).not.toEqual([]);
+  });
+
+  it("validation names the fault inside the call's arguments, by the function's own schema", () => {
+    expect(checked.validate(call("tree", { root: { name: "a", children: [leaf] } }))).toEqual([]);
+    const issues = checked.validate(
+      call("tree", { root: { name: "a", children: [{ name: 1, children: [] }] } }),
+    );
+    expect(issues.map((i) => i.path)).toContain("/tool_calls/0/arguments/root/children/0/name");
+    expect(checked.validate(call("nope", {})).map((i) => i.path)).toEqual(["/tool_calls/0/name"]);
+    expect(checked.validate({ tool_calls: [] }).map((i) => i.path)).toEqual(["/tool_calls"]);
+    expect(checked.validate({ content: "hi" }).map((i) => i.keyword)).toEqual(["required"]);
+    expect(checked.validate({ tool_calls: [{ name: "get_weather" }] }).map((i) => i.path)).toEqual([
+      "/tool_calls/0/arguments",
+    ]);
+  });
+
+  it("one call at most without parallel_tool_calls; a plain answer only under auto", () => {
+    const single = toolPlan([WEATHER as unknown as ChatTool], "auto", false);
+    if (single === null) throw new Error("a plan");
+    const one = toolChecked(single, null);
+    const two = {
+      tool_calls: [
+        { name: "get_weather", arguments: { city: "a" } },
+        { name: "get_weather", arguments: { city: "b" } },
+      ],
+    };
+    expect(one.validate(two).map((i) => i.keyword)).toEqual(["maxItems"]);
+    expect(one.validate({ content: "hi" })).toEqual([]);
+    expect(one.validate({ content: 1 })).not.toEqual([]);
+    expect(toolPlan([WEATHER as unknown as ChatTool], "none", true)).toBeNull();
+    expect(toolPlan([], "auto", true)).toBeNull();
   });
 });
