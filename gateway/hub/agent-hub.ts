@@ -378,6 +378,8 @@ export class AgentHub extends DurableObject<Env> {
     } catch (err) {
       log("error", "registry alarm work failed", describeError(err));
     }
+    // A table reloaded from D1 (a push that never arrived) re-routes queued requests, as a push does.
+    this.#dispatcher.pump();
     // Set the alarm afresh from what is due now. One set during this handler (runChecks) may name
     // this very alarm's time, and the runtime then clears it when the handler returns; a remembered
     // #alarmAt would keep every later wake-up from being scheduled.

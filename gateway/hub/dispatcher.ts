@@ -28,9 +28,22 @@ import type { DispatcherConfig, DispatcherHost } from "./dispatcher-host.ts";
 import { errorResponse } from "./hub-response.ts";
 import { InferenceJob, outputLimitViolation, type ServedArm } from "./inference-job.ts";
 import { resolveModel } from "./model-resolution.ts";
-import { type RegistryRoute, rollingDrained, routeModel } from "./routing-table.ts";
+import { type RegistryRoute, type RolloutAssignment, rollingDrained, routeModel } from "./routing-table.ts";
 import { ewma, modelAvailability, RequestQueue, slotsFor } from "./scheduling.ts";
 import { ServiceTimes } from "./service-times.ts";
+
+/** Where a request goes (Dispatcher #route): a model to queue it for, or why none can serve it. */
+type Routed = {
+  /** The rollout arm the request's end user is assigned to, when a rollout splits its model. */
+  assignment: RolloutAssignment | null;
+  /** The arm that serves it (the other one, uncounted, when the assigned one has no usable agent). */
+  served: ServedArm | null;
+  /** The assigned arm was passed over because every breaker for its version is open. */
+  shed: boolean;
+} & (
+  | { ok: true; model: ModelId; requested: ModelId; deprecated: boolean }
+  | { ok: false; code: ErrorCode; message: string; outcome: "model_not_found" | "no_agent" }
+);
 
 export class Dispatcher {
   readonly queue: RequestQueue<InferenceJob>;
@@ -43,6 +56,10 @@ export class Dispatcher {
   /** The table rollingDrained() last ran on, and what it returned (once per table, not per request). */
   #drainedTable: RoutingTable | null = null;
   #drained = new Map<string, Set<string>>();
+  /** The table the queued requests were last routed under (revision and build time compared). */
+  #routedUnder: RoutingTable | null = null;
+  /** Queued models re-routed since they became unservable: not again until served or the table changes. */
+  readonly #rerouted = new Set<ModelId>();
 
   constructor(private readonly host: DispatcherHost) {
     this.#config = host.config;
@@ -67,57 +84,23 @@ export class Dispatcher {
    */
   submit(request: DispatchRequest, callerSignal: AbortSignal): Promise<Response> | Response {
     const now = this.host.now();
-    const table = this.host.routingTable();
-    const route: RegistryRoute =
-      request.model === undefined
-        ? { kind: "unregistered" }
-        : routeModel(table, request.model, request.subject);
-    if (route.kind === "refused") {
-      this.host.counters.outcome("model_not_found", null);
-      this.host.refused(request, "model_not_found", route.code, now);
-      return errorResponse(route.code, route.message);
+    const routed = this.#route(request, now);
+    if (routed.assignment !== null) {
+      if (routed.shed) this.host.rolloutShed(routed.assignment, request.subject);
+      this.host.rolloutAssigned(routed.assignment, routed.served?.counted ?? false);
     }
-    const availability = (model: ModelId) =>
-      modelAvailability(model, this.#choice.usable(model, now), this.host.knownModels());
-    let target = route.kind === "routed" ? route.servedAs : request.model;
-    const assignment = route.kind === "routed" ? route.rollout : null;
-    let served: ServedArm | null = null;
-    if (route.kind === "routed" && assignment !== null) {
-      const { id, phase, arm, label, other } = assignment;
-      served = { id, phase, arm, label, counted: true };
-      const servable = (text: string) => isModelId(text) && availability(text) === "servable";
-      // The assigned arm has no usable agent, the other has: serve that one, uncounted.
-      if (!servable(route.servedAs) && servable(other.servedAs)) {
-        target = other.servedAs;
-        served = { id, phase, arm: other.arm, label: other.label, counted: false };
-        // Its breakers shed it: that version has been failing. Uncounted, a canary failing every
-        // request would stall behind its breaker short of the judge's minimum and never roll back.
-        if (isModelId(route.servedAs) && this.#choice.shedByBreakers(route.servedAs, now)) {
-          this.host.rolloutShed(assignment, request.subject);
-        }
-      }
-    }
-    const resolved = resolveModel(target, this.#config, {
-      availability,
-      servedModels: () => this.#servedModels(now),
-    });
-    if (assignment !== null && served !== null) {
-      // A substitute (MODEL_FALLBACKS) is not the arm's version: its answer is not the arm's either.
-      if (resolved.ok && resolved.model !== target) served = { ...served, counted: false };
-      this.host.rolloutAssigned(assignment, served.counted);
-    }
-    if (!resolved.ok) {
-      const outcome = resolved.code === "MODEL_NOT_FOUND" ? "model_not_found" : "no_agent";
-      this.host.counters.outcome(outcome, null);
-      this.host.refused(request, outcome, resolved.code, now);
+    if (!routed.ok) {
+      this.host.counters.outcome(routed.outcome, null);
+      this.host.refused(request, routed.outcome, routed.code, now);
+      const served = routed.served;
       return errorResponse(
-        resolved.code,
-        resolved.message,
-        resolved.code === "NO_AGENT_AVAILABLE" ? 1 : undefined,
+        routed.code,
+        routed.message,
+        routed.code === "NO_AGENT_AVAILABLE" ? 1 : undefined,
         served === null ? undefined : { [VARIANT_HEADER]: served.label, [EXPERIMENT_HEADER]: served.id },
       );
     }
-    const { model, requested } = resolved;
+    const { model, requested } = routed;
     const timeoutMs = Math.min(
       request.timeoutMs ?? this.#config.requestTimeoutMs,
       this.#config.requestTimeoutMaxMs,
@@ -140,8 +123,8 @@ export class Dispatcher {
       },
       now,
     );
-    job.deprecated = route.kind === "routed" && route.deprecated && model === route.servedAs;
-    job.rollout = served;
+    job.deprecated = routed.deprecated;
+    job.rollout = routed.served;
     this.#jobs.set(job.id, job);
     if (job.isFallback) {
       this.host.counters.fallback();
@@ -162,6 +145,76 @@ export class Dispatcher {
       this.#finish(job, "queue_full");
     }
     return job.response;
+  }
+
+  /**
+   * Where `request` goes now: the registry's route (a rollout's arm for its end user; the other
+   * arm, uncounted, when the assigned one has no usable agent), then model resolution (the pool's
+   * default, a versioned id agents announce, MODEL_FALLBACKS). No side effects: submit() counts the
+   * assignment, and #reroute() calls it again for queued requests.
+   */
+  #route(request: DispatchRequest, now: number): Routed {
+    const table = this.host.routingTable();
+    const route: RegistryRoute =
+      request.model === undefined
+        ? { kind: "unregistered" }
+        : routeModel(table, request.model, request.subject);
+    if (route.kind === "refused") {
+      return {
+        ok: false,
+        code: route.code,
+        message: route.message,
+        outcome: "model_not_found",
+        assignment: null,
+        served: null,
+        shed: false,
+      };
+    }
+    const availability = (model: ModelId) =>
+      modelAvailability(model, this.#choice.usable(model, now), this.host.knownModels());
+    let target = route.kind === "routed" ? route.servedAs : request.model;
+    const assignment = route.kind === "routed" ? route.rollout : null;
+    let served: ServedArm | null = null;
+    let shed = false;
+    if (route.kind === "routed" && assignment !== null) {
+      const { id, phase, arm, label, other } = assignment;
+      served = { id, phase, arm, label, counted: true };
+      const servable = (text: string) => isModelId(text) && availability(text) === "servable";
+      // The assigned arm has no usable agent, the other has: serve that one, uncounted.
+      if (!servable(route.servedAs) && servable(other.servedAs)) {
+        target = other.servedAs;
+        served = { id, phase, arm: other.arm, label: other.label, counted: false };
+        // Its breakers shed it: that version has been failing. Uncounted, a canary failing every
+        // request would stall behind its breaker short of the judge's minimum and never roll back.
+        shed = isModelId(route.servedAs) && this.#choice.shedByBreakers(route.servedAs, now);
+      }
+    }
+    const resolved = resolveModel(target, this.#config, {
+      availability,
+      servedModels: () => this.#servedModels(now),
+    });
+    // A substitute (MODEL_FALLBACKS) is not the arm's version: its answer is not the arm's either.
+    if (served !== null && resolved.ok && resolved.model !== target) served = { ...served, counted: false };
+    if (!resolved.ok) {
+      return {
+        ok: false,
+        code: resolved.code,
+        message: resolved.message,
+        outcome: resolved.code === "MODEL_NOT_FOUND" ? "model_not_found" : "no_agent",
+        assignment,
+        served,
+        shed,
+      };
+    }
+    return {
+      ok: true,
+      model: resolved.model,
+      requested: resolved.requested,
+      deprecated: route.kind === "routed" && route.deprecated && resolved.model === route.servedAs,
+      assignment,
+      served,
+      shed,
+    };
   }
 
   onChunk(agent: AgentConnection, frame: ChunkFrame): void {
@@ -273,18 +326,103 @@ export class Dispatcher {
    */
   pump(): void {
     const now = this.host.now();
-    for (const model of this.queue.modelsByHead()) {
-      for (const job of this.queue.itemsFor(model)) {
-        const agent = this.#choice.pick(model, job, now);
-        if (agent === null) {
-          // Nobody free for this model at all: the rest of its queue waits too.
-          if (this.#choice.pick(model, null, now) === null) break;
-          continue; // Only agents this request already failed on are free; let the next one go.
+    const table = this.host.routingTable();
+    const routedUnder = this.#routedUnder;
+    if (
+      routedUnder === null ||
+      table.revision !== routedUnder.revision ||
+      table.builtAt !== routedUnder.builtAt
+    ) {
+      // A new table (a rollout's step, a switch, a rollback): queued requests go where it says now.
+      this.#routedUnder = table;
+      this.#rerouted.clear();
+      this.#reroute(this.queue.models(), "routing table changed", now);
+    }
+    for (const model of this.#rerouted) if (this.queue.sizeFor(model) === 0) this.#rerouted.delete(model);
+    for (let again = true; again; ) {
+      again = false;
+      for (const model of this.queue.modelsByHead()) {
+        for (const job of this.queue.itemsFor(model)) {
+          const agent = this.#choice.pick(model, job, now);
+          if (agent === null) {
+            // Nobody free for this model at all: the rest of its queue waits too, unless nobody
+            // could ever take it (its last agent left, was moved off it, or has its breaker open):
+            // then it goes where a new request would (once per time the model becomes unservable).
+            if (this.#choice.pick(model, null, now) === null) {
+              if (this.#stranded(model, now) && this.#reroute([model], "no agent can serve it", now) > 0) {
+                again = true;
+              }
+              break;
+            }
+            continue; // Only agents this request already failed on are free; let the next one go.
+          }
+          this.#rerouted.delete(model);
+          // A nested pump (a failed send re-routes jobs) may have taken it already.
+          if (this.queue.remove(job)) this.#send(job, agent);
         }
-        // A nested pump (a failed send re-routes jobs) may have taken it already.
-        if (this.queue.remove(job)) this.#send(job, agent);
       }
     }
+  }
+
+  /** Whether queued `model` just became unservable (no usable agent serves it) and was not re-routed since. */
+  #stranded(model: ModelId, now: number): boolean {
+    if (this.#rerouted.has(model)) return false;
+    const availability = modelAvailability(model, this.#choice.usable(model, now), this.host.knownModels());
+    if (availability === "servable") return false;
+    this.#rerouted.add(model);
+    return true;
+  }
+
+  /**
+   * Routes the queued requests of `models` again as submit() would now; those that another model
+   * answers now move to its queue, keeping their place by deadline. One that now resolves to
+   * nothing servable keeps waiting for its model (an agent may come back). Its rollout arm is the
+   * one that serves it now, never counted: it was assigned (and counted as assigned) at admission,
+   * and an answer by another version is not that arm's. Returns how many moved.
+   */
+  #reroute(models: Iterable<ModelId>, reason: string, now: number): number {
+    let moved = 0;
+    for (const model of [...models]) {
+      for (const job of this.queue.itemsFor(model)) {
+        const routed = this.#route(job.request, now);
+        if (!routed.ok || routed.model === job.model) continue;
+        const served = routed.served === null ? null : { ...routed.served, counted: false };
+        const assigned = job.rollout;
+        if (
+          routed.shed &&
+          routed.assignment !== null &&
+          assigned?.counted === true &&
+          assigned.id === routed.assignment.id &&
+          assigned.phase === routed.assignment.phase &&
+          assigned.arm === routed.assignment.arm
+        ) {
+          // Its arm's breakers shed it, as they would a new request: that arm's error.
+          this.host.rolloutShed(routed.assignment, job.request.subject);
+        }
+        const wasFallback = job.isFallback;
+        this.queue.remove(job);
+        job.retarget({
+          model: routed.model,
+          requested: routed.requested,
+          deprecated: routed.deprecated,
+          rollout: served,
+        });
+        this.queue.insert(job);
+        moved += 1;
+        if (job.isFallback && !wasFallback) {
+          this.host.counters.fallback();
+          this.host.telemetry.fallback(job.model);
+        }
+        log("info", "queued request re-routed", {
+          requestId: job.id,
+          from: model,
+          to: job.model,
+          reason,
+          variant: served?.label,
+        });
+      }
+    }
+    return moved;
   }
 
   /**

@@ -127,17 +127,20 @@ export class InferenceJob implements Queued {
   /** Every chunk's text passes through it, streamed or not, before any renderer encodes it. */
   readonly #output: OutputSanitizer;
 
+  #model: ModelId;
+  #requestedModel: ModelId;
+
   constructor(
     readonly id: string,
-    /** The model that answers: the requested one, or a MODEL_FALLBACKS substitute. */
-    readonly model: ModelId,
-    /** The model the caller asked for (the pool's default when it named none). */
-    readonly requestedModel: ModelId,
+    model: ModelId,
+    requestedModel: ModelId,
     readonly request: DispatchRequest,
     limits: JobLimits,
     private readonly callbacks: JobCallbacks,
     now: number,
   ) {
+    this.#model = model;
+    this.#requestedModel = requestedModel;
     this.createdAt = now;
     this.requestDeadline = limits.requestDeadline;
     this.#queueDeadline = Math.min(limits.queueDeadline, limits.requestDeadline);
@@ -146,6 +149,34 @@ export class InferenceJob implements Queued {
     this.response = new Promise((resolve) => {
       this.#resolve = resolve;
     });
+  }
+
+  /** The model that answers: the requested one, or a MODEL_FALLBACKS substitute. */
+  get model(): ModelId {
+    return this.#model;
+  }
+
+  /** The model the caller asked for, as routed (the pool's default when it named none). */
+  get requestedModel(): ModelId {
+    return this.#requestedModel;
+  }
+
+  /**
+   * A queued request routed anew (the routing table changed, or nobody can serve its model any
+   * more): another model answers it, and another arm, or none, when a rollout splits it. Only
+   * before any agent started on it: what an agent streamed is never re-targeted.
+   */
+  retarget(route: {
+    model: ModelId;
+    requested: ModelId;
+    deprecated: boolean;
+    rollout: ServedArm | null;
+  }): void {
+    if (this.phase !== "queued") throw new Error(`retarget of a ${this.phase} request ${this.id}`);
+    this.#model = route.model;
+    this.#requestedModel = route.requested;
+    this.deprecated = route.deprecated;
+    this.rollout = route.rollout;
   }
 
   /** Queue deadline (never after the request deadline): what RequestQueue expires on. */

@@ -137,6 +137,17 @@ export class RequestQueue<T extends Queued> {
     this.#byModel.set(item.model, items);
   }
 
+  /**
+   * Puts an item that was already admitted (a request re-routed to another model) in its place by
+   * deadline, so it keeps the turn it waited for; ignores the bound.
+   */
+  insert(item: T): void {
+    const items = this.#byModel.get(item.model) ?? [];
+    const at = items.findIndex((queued) => queued.deadline > item.deadline);
+    items.splice(at < 0 ? items.length : at, 0, item);
+    this.#byModel.set(item.model, items);
+  }
+
   remove(item: T): boolean {
     const items = this.#byModel.get(item.model);
     const index = items?.indexOf(item) ?? -1;

@@ -9,6 +9,7 @@ import { CircuitBreakers } from "../../gateway/hub/circuit-breakers.ts";
 import { Dispatcher } from "../../gateway/hub/dispatcher.ts";
 import type { DispatcherConfig } from "../../gateway/hub/dispatcher-host.ts";
 import { HubCounters } from "../../gateway/hub/hub-metrics.ts";
+import type { ServedArm } from "../../gateway/hub/inference-job.ts";
 import { PoolTelemetry } from "../../gateway/metrics/pool-telemetry.ts";
 import { DispatchRequest, isDispatchRequest } from "../../schema/hub.ts";
 import { formatModelId } from "../../schema/model-id.ts";
@@ -27,7 +28,7 @@ class FakePool {
   readonly closed: { agent: AgentConnection; code: CloseCode }[] = [];
   readonly counters = new HubCounters();
   table: RoutingTable = EMPTY_ROUTING_TABLE;
-  readonly finished: { model: string; outcome: string }[] = [];
+  readonly finished: { id: string; model: string; outcome: string; rollout: ServedArm | null }[] = [];
   readonly refused: { model: string | undefined; outcome: string; code: string }[] = [];
   readonly telemetry = new PoolTelemetry();
   readonly shed: { arm: string; subject: string }[] = [];
@@ -46,7 +47,8 @@ class FakePool {
       connection: (id) => this.agents.get(id),
       knownModels: () => this.known,
       routingTable: () => this.table,
-      finished: (job, outcome) => this.finished.push({ model: job.model, outcome }),
+      finished: (job, outcome) =>
+        this.finished.push({ id: job.id, model: job.model, outcome, rollout: job.rollout }),
       rolloutAssigned: () => {},
       rolloutShed: (assignment, subject) => this.shed.push({ arm: assignment.arm, subject }),
       send: (agent, frame) => {
@@ -114,40 +116,7 @@ const done = {
 describe("Dispatcher", () => {
   it("counts a rollout arm shed by its open breakers as that arm's error, served by the other arm", async () => {
     const pool = new FakePool();
-    const routed = (version: string) => ({
-      version,
-      status: "registered" as const,
-      servedAs: `m:${version}`,
-      source: { kind: "agent-local" as const },
-      sha256: null,
-      size: null,
-      parameters: {},
-      placement: null,
-    });
-    pool.table = {
-      revision: 1,
-      builtAt: 0,
-      preparing: {},
-      models: {
-        m: {
-          name: "m",
-          active: "1.0.0",
-          previous: null,
-          aliases: {},
-          versions: { "1.0.0": routed("1.0.0"), "2.0.0": routed("2.0.0") },
-          warmPrevious: true,
-          rollout: {
-            id: "dep-1",
-            kind: "canary",
-            phase: 0,
-            arms: { a: { name: "m", version: "1.0.0" }, b: { name: "m", version: "2.0.0" } },
-            share: 1,
-            labels: { a: "baseline", b: "canary" },
-            placement: null,
-          },
-        },
-      },
-    };
+    pool.table = tableOf(1, { active: "1.0.0", rollout: { share: 1, phase: 0 } });
     pool.connect("a1", { capacity: 2, models: ["m:1.0.0", "m:2.0.0"] });
     // The canary version failed on the only agent that has it: its breaker opened.
     for (let i = 0; i < defaults.breaker.minCalls; i++) {
@@ -610,10 +579,20 @@ describe("Dispatcher breakers and fallbacks", () => {
         new AbortController().signal,
       );
     submit("r1");
-    submit("r2"); // merely busy: queued for "big", no fallback
+    const queued = submit("r2"); // merely busy: queued for "big", no fallback
     expect(pool.dispatcher.queue.countsByModel()).toEqual({ big: 1 });
+    expect(pool.counters.snapshot().fallbacks).toBe(0);
     pool.lose(big);
+    // Nobody serves "big" any more: the queued request goes where a new one would.
+    expect(pool.generates().at(-1)).toEqual([
+      "small-agent",
+      expect.objectContaining({ id: "r2", model: "small" }),
+    ]);
     const response = submit("r3");
+    expect(pool.dispatcher.queue.countsByModel()).toEqual({ small: 1 });
+    pool.dispatcher.onChunk(small, { type: "chunk", id: "r2", text: "hi", tokens: 1 });
+    expect((await queued).headers.get("X-Orchard-Fallback")).toBe("big");
+    pool.dispatcher.onDone(small, { ...done, id: "r2" });
     expect(pool.generates().at(-1)).toEqual([
       "small-agent",
       expect.objectContaining({ id: "r3", model: "small" }),
@@ -622,7 +601,7 @@ describe("Dispatcher breakers and fallbacks", () => {
     const ok = await response;
     expect(ok.headers.get("X-Orchard-Model")).toBe("small");
     expect(ok.headers.get("X-Orchard-Fallback")).toBe("big");
-    expect(pool.counters.snapshot().fallbacks).toBe(1);
+    expect(pool.counters.snapshot().fallbacks).toBe(2);
   });
 
   it("frees a cancelled request's slot after CANCEL_ACK_GRACE_MS if the agent never answers", () => {
@@ -660,6 +639,167 @@ describe("Dispatcher breakers and fallbacks", () => {
     expect(cancels(pool)).toEqual([
       { agent: "a", type: "cancel", id: "before-restart", reason: "hub_shutdown" },
     ]);
+  });
+});
+
+/** A routing table for model "m" with `versions` registered, `active` and, optionally, a rollout. */
+function tableOf(
+  revision: number,
+  { active, rollout = null }: { active: string | null; rollout?: { share: number; phase?: number } | null },
+  versions = ["1.0.0", "2.0.0"],
+): RoutingTable {
+  return {
+    revision,
+    builtAt: revision,
+    preparing: {},
+    models: {
+      m: {
+        name: "m",
+        active,
+        previous: null,
+        aliases: {},
+        versions: Object.fromEntries(
+          versions.map((version) => [
+            version,
+            {
+              version,
+              status: version === active ? ("active" as const) : ("registered" as const),
+              servedAs: `m:${version}`,
+              source: { kind: "agent-local" as const },
+              sha256: null,
+              size: null,
+              parameters: {},
+              placement: null,
+            },
+          ]),
+        ),
+        warmPrevious: true,
+        rollout:
+          rollout === null
+            ? null
+            : {
+                id: "dep-q",
+                kind: "canary",
+                phase: rollout.phase ?? 1,
+                arms: { a: { name: "m", version: "1.0.0" }, b: { name: "m", version: "2.0.0" } },
+                share: rollout.share,
+                labels: { a: "baseline", b: "canary" },
+                placement: null,
+              },
+      },
+    },
+  };
+}
+
+describe("Dispatcher re-routes queued requests", () => {
+  const answer = (pool: FakePool, agent: AgentConnection, id: string) => {
+    pool.dispatcher.onChunk(agent, { type: "chunk", id, text: "hi", tokens: 1 });
+    pool.dispatcher.onDone(agent, { ...done, id });
+  };
+
+  it("a rollback: a queued request for the name goes to the version rolled back to; a pinned one stays", async () => {
+    const pool = new FakePool();
+    pool.table = tableOf(1, { active: "2.0.0" });
+    const agent = pool.connect("a", { capacity: 1, models: ["m:1.0.0", "m:2.0.0"] });
+    pool.submit("running");
+    const byName = pool.submit("by-name");
+    pool.clock += 1;
+    const pinned = pool.dispatcher.submit(
+      dispatchRequest("pinned", { model: "m:2.0.0" }),
+      new AbortController().signal,
+    );
+    expect(pool.dispatcher.queue.countsByModel()).toEqual({ "m:2.0.0": 2 });
+    pool.table = tableOf(2, { active: "1.0.0" });
+    pool.dispatcher.pump();
+    expect(pool.dispatcher.queue.countsByModel()).toEqual({ "m:1.0.0": 1, "m:2.0.0": 1 });
+    answer(pool, agent, "running");
+    // It keeps its turn: it was queued first.
+    expect(pool.generates().map(([, f]) => [f.id, f.model])).toEqual([
+      ["running", "m:2.0.0"],
+      ["by-name", "m:1.0.0"],
+    ]);
+    answer(pool, agent, "by-name");
+    expect((await byName).headers.get("X-Orchard-Model")).toBe("m:1.0.0");
+    answer(pool, agent, "pinned");
+    expect((await pinned).headers.get("X-Orchard-Model")).toBe("m:2.0.0");
+  });
+
+  it("a canary promoted (or a blue-green switch): a queued arm-a request goes to the new version, with no arm", async () => {
+    const pool = new FakePool();
+    pool.table = tableOf(1, { active: "1.0.0", rollout: { share: 0 } });
+    const agent = pool.connect("a", { capacity: 1, models: ["m:1.0.0", "m:2.0.0"] });
+    pool.submit("running");
+    const queued = pool.submit("queued");
+    expect(pool.dispatcher.queue.countsByModel()).toEqual({ "m:1.0.0": 1 });
+    pool.table = tableOf(2, { active: "2.0.0" });
+    pool.dispatcher.pump();
+    answer(pool, agent, "running");
+    expect(pool.generates().at(-1)?.[1]).toMatchObject({ id: "queued", model: "m:2.0.0" });
+    answer(pool, agent, "queued");
+    const response = await queued;
+    expect(response.headers.get("X-Orchard-Model")).toBe("m:2.0.0");
+    expect(response.headers.get("X-Orchard-Variant")).toBeNull();
+    expect(pool.finished.map((f) => [f.id, f.rollout?.counted ?? null])).toEqual([
+      ["running", true],
+      ["queued", null],
+    ]);
+  });
+
+  it("a table change that leaves a queued request's route alone keeps it, and keeps it counted", () => {
+    const pool = new FakePool();
+    pool.table = tableOf(1, { active: "1.0.0", rollout: { share: 0, phase: 1 } });
+    const agent = pool.connect("a", { capacity: 1, models: ["m:1.0.0", "m:2.0.0"] });
+    pool.submit("running");
+    pool.submit("queued");
+    pool.table = tableOf(2, { active: "1.0.0", rollout: { share: 0, phase: 2 } });
+    pool.dispatcher.pump();
+    answer(pool, agent, "running");
+    answer(pool, agent, "queued");
+    expect(pool.finished.map((f) => [f.id, f.model, f.rollout])).toEqual([
+      ["running", "m:1.0.0", expect.objectContaining({ phase: 1, arm: "a", counted: true })],
+      ["queued", "m:1.0.0", expect.objectContaining({ phase: 1, arm: "a", counted: true })],
+    ]);
+  });
+
+  it("a canary whose only arm-b agent goes: its queued requests are served by arm a, uncounted", async () => {
+    const pool = new FakePool();
+    pool.table = tableOf(1, { active: "1.0.0", rollout: { share: 1 } });
+    const a = pool.connect("a", { capacity: 1, models: ["m:1.0.0"] });
+    const b = pool.connect("b", { capacity: 1, models: ["m:2.0.0"] });
+    pool.dispatcher.submit(dispatchRequest("pinned-a", { model: "m:1.0.0" }), new AbortController().signal);
+    pool.submit("on-b");
+    const queued = pool.submit("queued-b");
+    expect(pool.dispatcher.queue.countsByModel()).toEqual({ "m:2.0.0": 1 });
+    // No table change: the model became unservable.
+    pool.lose(b);
+    expect(pool.dispatcher.queue.countsByModel()).toEqual({ "m:1.0.0": 1 });
+    answer(pool, a, "pinned-a");
+    expect(pool.generates().at(-1)).toEqual([
+      "a",
+      expect.objectContaining({ id: "queued-b", model: "m:1.0.0" }),
+    ]);
+    answer(pool, a, "queued-b");
+    const response = await queued;
+    expect(response.headers.get("X-Orchard-Variant")).toBe("baseline");
+    expect(pool.finished.find((f) => f.id === "queued-b")?.rollout).toMatchObject({
+      arm: "a",
+      counted: false,
+    });
+    // Losing an agent is not the version failing: no arm error.
+    expect(pool.shed).toEqual([]);
+  });
+
+  it("a queued request nothing else can serve keeps waiting for its model's agent", () => {
+    const pool = new FakePool({ queueTimeoutMs: 60_000 });
+    const agent = pool.connect("a", { capacity: 1 });
+    pool.submit("running");
+    pool.submit("queued");
+    pool.lose(agent);
+    expect(pool.dispatcher.queue.countsByModel()).toEqual({ m: 1 });
+    const back = pool.connect("a", { capacity: 1 });
+    pool.dispatcher.pump();
+    expect(pool.generates().at(-1)).toEqual(["a", expect.objectContaining({ id: "queued", model: "m" })]);
+    expect(back.requests.has("queued")).toBe(true);
   });
 });
 

@@ -10,7 +10,7 @@ import { ArmStats } from "../../gateway/experiments/stats/arm-stats.ts";
 import type { AgentHub } from "../../gateway/hub/agent-hub.ts";
 import type { RoutedVersion, RoutingTable } from "../../schema/registry.ts";
 import { type Arm, assignArm, type RolloutRoute } from "../../schema/rollouts.ts";
-import { bearer, postJson, type TestAgent, trackedAgents, uniqueId } from "./helpers.ts";
+import { bearer, postJson, type TestAgent, trackedAgents, uniqueId, waitFor } from "./helpers.ts";
 
 const agents = trackedAgents();
 const hub = () => env.AGENT_HUB.getByName("default");
@@ -228,6 +228,60 @@ describe("rollouts in the hub", () => {
     // Arm b still goes to the moved agent.
     const pinned = await generate(moved, `${model}:2.0.0`, null);
     expect(pinned.response.status).toBe(200);
+  });
+
+  it("rolling: a request queued for arm a when the last a-agent moves to b is served by b, uncounted", async () => {
+    // The e2e race (deployments.test.ts, rolling): every agent busy, a request of an arm-a user
+    // queues for name:1.0.0; the next batch moves the last agent still serving it to b. Nobody
+    // will ever take name:1.0.0 again, so the queued request must be re-routed, not time out.
+    const model = name();
+    const converted = await agents.serving([`${model}:2.0.0`], 1, uniqueId("converted"));
+    const last = await agents.serving([`${model}:1.0.0`], 1, uniqueId("last"));
+    const route = await pushRollout(model, {
+      kind: "rolling",
+      phase: 0,
+      share: 0.5,
+      agents: { [converted.id]: "b" },
+    });
+    const [onA1 = "", onA2 = ""] = usersOn(route, "a", 2);
+    const [onB = ""] = usersOn(route, "b", 1);
+    const request = (user: string) =>
+      postJson("/generate", { model, prompt: "p", max_tokens: 4 }, { headers: { "X-Orchard-User": user } });
+    const runningA = request(onA1);
+    const frameA = await last.next("generate");
+    const runningB = request(onB);
+    const frameB = await converted.next("generate");
+    const queued = request(onA2);
+    await waitFor(async () => (await hub().snapshot()).queue.byModel[`${model}:1.0.0`] === 1);
+    // The next batch: the last a-agent drains a (it finishes what it has in flight), share 1.
+    await pushRollout(model, {
+      id: route.id,
+      kind: "rolling",
+      phase: 0,
+      share: 1,
+      agents: { [converted.id]: "b", [last.id]: "b" },
+    });
+    await converted.chunk(frameB.id, "b");
+    await converted.done(frameB.id);
+    expect((await runningB).status).toBe(200);
+    const rerouted = await converted.next("generate");
+    expect(rerouted.model).toBe(`${model}:2.0.0`);
+    await converted.chunk(rerouted.id, "b");
+    await converted.done(rerouted.id);
+    const answer = await queued;
+    expect(answer.status).toBe(200);
+    expect(answer.headers.get("X-Orchard-Variant")).toBe("canary");
+    expect(answer.headers.get("X-Orchard-Experiment")).toBe(route.id);
+    // What was in flight on the moved agent finishes there; it is sent nothing more for a.
+    await last.chunk(frameA.id, "a");
+    await last.done(frameA.id);
+    expect((await runningA).status).toBe(200);
+    expect(await last.unread("generate")).toEqual([]);
+    // Assigned to a, answered by b: in neither arm's statistics.
+    const report = await hub().rolloutStats(route.id);
+    expect(report.assigned).toEqual({ a: 2, b: 1 });
+    expect(armStats(report, "0", "a").requests).toBe(1);
+    expect(armStats(report, "0", "b").requests).toBe(1);
   });
 
   it("statistics and feedback survive a hub restart (flushed on the hub's alarm cycle)", async () => {

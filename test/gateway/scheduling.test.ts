@@ -94,6 +94,18 @@ describe("RequestQueue", () => {
     expect(queue.itemsFor(m)).toEqual([retry, a]);
   });
 
+  it("inserts an admitted item by its deadline, even when full", () => {
+    const queue = new RequestQueue<ReturnType<typeof item>>(2);
+    const [a, b, moved, last] = [item(m, 10), item(m, 30), item(m, 20), item(m, 40)];
+    queue.push(a);
+    queue.push(b);
+    queue.insert(moved);
+    queue.insert(last);
+    expect(queue.itemsFor(m)).toEqual([a, moved, b, last]);
+    queue.insert(item(other, 5));
+    expect(queue.countsByModel()).toEqual({ m: 4, other: 1 });
+  });
+
   it("expires items at their deadline and reports the next one", () => {
     const queue = new RequestQueue<ReturnType<typeof item>>(10);
     const [early, late, other] = [item(m, 100), item(m, 300), item(x, 200)];
