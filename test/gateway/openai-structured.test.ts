@@ -12,7 +12,16 @@ import { checkSchema } from "../../gateway/structured/schema-check.ts";
 import { toolChecked, toolPlan } from "../../gateway/structured/tools.ts";
 import { type ChatTool, OpenAIErrorBody } from "../../schema/api.ts";
 import type { GenerateFrame } from "../../schema/protocol.ts";
-import { BASE, postJson, readSse, type TestAgent, token, trackedAgents, uniqueId } from "./helpers.ts";
+import {
+  BASE,
+  postJson,
+  readSse,
+  SseReader,
+  type TestAgent,
+  token,
+  trackedAgents,
+  uniqueId,
+} from "./helpers.ts";
 
 const agents = trackedAgents();
 const user = (content: string) => [{ role: "user", content }];
@@ -433,6 +442,29 @@ describe("response_format", () => {
       { choices: [], usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } },
       "[DONE]",
     ]);
+  });
+
+  it("streamed: a caller that goes away cancels the generation on the agent", async () => {
+    const model = uniqueId("json-stream-cancel");
+    const agent = await agents.serving(model);
+    const pending = postJson("/v1/chat/completions", {
+      model,
+      messages: user("an object"),
+      response_format: { type: "json_object" },
+      stream: true,
+    });
+    const frame = await agent.next("generate");
+    await agent.chunk(frame.id, '{"a":');
+    const sse = new SseReader((await pending).body as ReadableStream<Uint8Array>);
+    expect((await sse.next())?.data).toContain('"role":"assistant"');
+    expect((await sse.next())?.data).toContain('{\\"a\\":');
+    await sse.cancel();
+    expect(await agent.next("cancel")).toEqual({
+      type: "cancel",
+      id: frame.id,
+      reason: "client_disconnected",
+    });
+    await agent.done(frame.id, { promptTokens: 1, completionTokens: 1 }, "cancelled");
   });
 
   it("streamed: an invalid end is an error data line, then [DONE]; the SDK raises it", async () => {
