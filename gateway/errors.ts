@@ -174,7 +174,6 @@ export function errorBody(err: GatewayError, requestId: string) {
 }
 
 export function openAIErrorBody(err: GatewayError) {
-  return {
-    error: { message: err.message, type: openAIErrorType(err.status), param: err.param, code: err.code },
-  };
+  const error = { message: err.message, type: openAIErrorType(err.status), param: err.param, code: err.code };
+  return { error: err.details === undefined ? error : { ...error, details: err.details } };
 }

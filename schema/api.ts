@@ -129,6 +129,8 @@ export const OpenAIErrorBody = z.object({
     type: z.string(),
     param: z.string().nullable(),
     code: ErrorCode,
+    /** As ErrorBody's (STRUCTURED_OUTPUT_INVALID: errors, raw, attempts); the SDKs keep it in `error`. */
+    details: z.record(z.string(), z.unknown()).optional(),
   }),
 });
 

@@ -409,7 +409,11 @@ describe("response_format", () => {
     for (let attempt = 0; attempt < 3; attempt++) await answer(agent, "not json at all");
     const error = await caught;
     expect(error).toBeInstanceOf(OpenAI.UnprocessableEntityError);
-    expect(error).toMatchObject({ status: 422, code: "STRUCTURED_OUTPUT_INVALID" });
+    expect(error).toMatchObject({
+      status: 422,
+      code: "STRUCTURED_OUTPUT_INVALID",
+      error: { details: { attempts: 3, raw: "not json at all", errors: [{ path: "", keyword: "json" }] } },
+    });
     expect(await agent.unread("generate")).toEqual([]);
   });
 
@@ -623,6 +627,11 @@ describe("tools", () => {
       await answer(agent, '{"tool_calls":[{"name":"get_weather","arguments":{}}]}');
     const error = await expectError(await pending, 422, "STRUCTURED_OUTPUT_INVALID", null);
     expect(error.message).toMatch(/3 attempts/);
+    expect(error.details).toEqual({
+      attempts: 3,
+      raw: '{"tool_calls":[{"name":"get_weather","arguments":{}}]}',
+      errors: [expect.objectContaining({ path: "/tool_calls/0/arguments", keyword: "required" })],
+    });
   });
 
   it('"auto": the model may answer without a call ({"content"}), which is plain content', async () => {
