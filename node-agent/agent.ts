@@ -52,6 +52,12 @@ export interface AgentOptions {
   flushBytes?: number;
   /** Stop pulling from the engine while the socket buffers more than this. Default 1 MiB. */
   maxBufferedBytes?: number;
+  /**
+   * Enforce a request's `format` in the engine where it can (llama.cpp's grammar, Ollama's format)
+   * and offer structured_output. False: engines never see `format` and the gateway's validation and
+   * retries stand alone (how tests exercise them with a real model). Default true.
+   */
+  structuredOutput?: boolean;
   /** How long drain() waits for in-flight work before aborting it. Default 30000. */
   drainTimeoutMs?: number;
   backoff?: BackoffOptions;
@@ -170,6 +176,7 @@ export class Agent {
       engine,
       loads,
       capabilities: offeredCapabilities(cache !== undefined),
+      structuredOutput: options.structuredOutput ?? true,
       table: this.table,
       runner: new GenerationRunner({
         engine,
@@ -177,6 +184,7 @@ export class Agent {
         flushMs: options.flushMs ?? 16,
         flushBytes: options.flushBytes ?? 4096,
         maxBufferedBytes: options.maxBufferedBytes ?? 1024 * 1024,
+        passFormat: options.structuredOutput ?? true,
         onFinished: (generation) => this.health.generationFinished(generation),
       }),
       health: this.health,

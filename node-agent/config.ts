@@ -76,6 +76,8 @@ export interface AgentConfig {
   /** Disk the artifact cache may take, in bytes. */
   cacheBudgetBytes: number;
   flushMs: number;
+  /** Enforce `format` in the engines and offer structured_output (--structured-output on|off). */
+  structuredOutput: boolean;
   /** The newest wire protocol version offered in hello (pin it to reach an older gateway). */
   maxProtocol: number;
   drainTimeoutMs: number;
@@ -172,6 +174,12 @@ export const SETTINGS = {
     env: "ORCHARD_FLUSH_MS",
     value: "MS",
     describe: "chunk coalescing window, 0-20 (default: 16)",
+  },
+  "structured-output": {
+    env: "ORCHARD_STRUCTURED_OUTPUT",
+    value: "on|off",
+    describe:
+      "enforce a request's JSON schema while generating (llama.cpp grammar, Ollama format); off: the gateway validates and retries alone (default: on)",
   },
   "max-protocol": {
     env: "ORCHARD_MAX_PROTOCOL",
@@ -293,6 +301,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   );
   const cacheBudgetBytes = pick("cache-budget", byteSize.default(50 * 1024 ** 3));
   const flushMs = pick("flush-ms", wholeNumber(0, 20).default(16));
+  const structuredOutput =
+    pick("structured-output", z.enum(["on", "off"], "must be on or off").default("on")) === "on";
   const maxProtocol = pick(
     "max-protocol",
     wholeNumber(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION).default(PROTOCOL_VERSION),
@@ -332,6 +342,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     cacheDir,
     cacheBudgetBytes,
     flushMs,
+    structuredOutput,
     maxProtocol,
     drainTimeoutMs,
     backoffBaseMs,

@@ -22,6 +22,8 @@ export interface GenerationRunnerOptions {
   flushBytes: number;
   /** Stop pulling from the engine while the socket buffers more than this. */
   maxBufferedBytes: number;
+  /** Hand a frame's `format` to the engine (false: --structured-output off; the gateway validates alone). */
+  passFormat: boolean;
   /** Told of each generation that ended with `done` unaborted, for the health reporter's tokens per second. */
   onFinished: (generation: Pick<DoneFrame, "finishReason" | "usage" | "timings">) => void;
 }
@@ -59,6 +61,7 @@ export class GenerationRunner {
           model: frame.model,
           ...(frame.prompt === undefined ? {} : { prompt: frame.prompt }),
           ...(frame.messages === undefined ? {} : { messages: frame.messages }),
+          ...(frame.format === undefined || !this.options.passFormat ? {} : { format: frame.format }),
           params: frame.params,
         },
         signal,

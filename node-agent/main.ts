@@ -240,6 +240,7 @@ async function start(args: string[]): Promise<number> {
     name: config.name,
     capacity: config.capacity,
     flushMs: config.flushMs,
+    structuredOutput: config.structuredOutput,
     maxProtocol: config.maxProtocol,
     drainTimeoutMs: config.drainTimeoutMs,
     backoff: { baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs },

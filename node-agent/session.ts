@@ -4,6 +4,7 @@
 import { isModelId, type ModelId } from "../schema/model-id.ts";
 import {
   type Capability,
+  enforcesFormat,
   type GenerateFrame,
   type HostFacts,
   knownCapabilities,
@@ -23,8 +24,8 @@ import { errorMessage, type Logger } from "./log.ts";
 import type { RegistryLoads } from "./registry-loads.ts";
 
 /**
- * What this agent can offer in hello. llama.cpp cannot enforce a JSON schema yet: no
- * structured_output. `artifacts` only with an artifact cache (see offeredCapabilities).
+ * What this agent can offer in hello whatever its engines. `artifacts` only with an artifact cache
+ * (see offeredCapabilities); `structured_output` only when an engine enforces `format` (see hello).
  */
 export const AGENT_CAPABILITIES: readonly Capability[] = ["load", "duplicate_answer", "artifacts"];
 
@@ -51,8 +52,10 @@ export interface SessionContext {
   gatewayUrl: string;
   engine: Engine;
   loads: RegistryLoads;
-  /** What hello offers (offeredCapabilities). */
+  /** What hello offers (offeredCapabilities), structured_output aside. */
   capabilities: readonly Capability[];
+  /** Offer structured_output when an engine enforces `format` (false: --structured-output off). */
+  structuredOutput: boolean;
   table: InFlightTable;
   runner: GenerationRunner;
   health: HealthReporter;
@@ -72,11 +75,15 @@ interface Negotiated {
 
 export class Session {
   private negotiated: Negotiated = { protocol: MIN_PROTOCOL_VERSION, capabilities: new Set() };
+  /** What this session's hello offered. */
+  private offered: readonly Capability[];
 
   constructor(
     readonly link: Link,
     private readonly ctx: SessionContext,
-  ) {}
+  ) {
+    this.offered = ctx.capabilities;
+  }
 
   async hello(): Promise<void> {
     const { identity, engine, log } = this.ctx;
@@ -90,11 +97,15 @@ export class Session {
       log.warn("engine could not describe itself", { error: errorMessage(err) });
       return undefined;
     });
+    // structured_output: some engine enforces a frame's format while generating (the hub then
+    // prefers this agent for structured requests); the gateway validates every output regardless.
+    const enforcing = this.ctx.structuredOutput && (engineInfo ?? []).some(enforcesFormat);
+    this.offered = enforcing ? [...this.ctx.capabilities, "structured_output"] : this.ctx.capabilities;
     sendFrame(this.link, {
       type: "hello",
       protocol: identity.protocol,
       minProtocol: MIN_PROTOCOL_VERSION,
-      capabilities: [...this.ctx.capabilities],
+      capabilities: [...this.offered],
       agentId: identity.agentId,
       ...(identity.name ? { name: identity.name.slice(0, 128) } : {}),
       agentVersion: identity.agentVersion,
@@ -171,7 +182,7 @@ export class Session {
     }
     // A v1 hub sends no capabilities: it uses none. Only what this agent offered can be in use.
     const capabilities = new Set(
-      knownCapabilities(frame.capabilities).filter((c) => this.ctx.capabilities.includes(c)),
+      knownCapabilities(frame.capabilities).filter((c) => this.offered.includes(c)),
     );
     this.negotiated = { protocol: frame.protocol, capabilities };
     this.ctx.welcomed(frame.heartbeatIntervalMs);

@@ -126,6 +126,18 @@ export const EngineInfo = z.object({
 });
 export type EngineInfo = z.infer<typeof EngineInfo>;
 
+/**
+ * Engine capabilities that mean the engine enforces a generate frame's `format` while generating:
+ * llama.cpp's grammar, Ollama's own `format`. An agent offers `structured_output` when one of its
+ * engines has one; the hub prefers such agents for requests with a format.
+ */
+export const FORMAT_ENFORCING_CAPABILITIES: readonly string[] = ["json_schema_grammar", "format"];
+
+/** Whether the engine enforces `format` (see FORMAT_ENFORCING_CAPABILITIES). */
+export function enforcesFormat(info: Pick<EngineInfo, "capabilities">): boolean {
+  return info.capabilities.some((c) => FORMAT_ENFORCING_CAPABILITIES.includes(c));
+}
+
 export const ModelInfo = z.object({
   name: modelName,
   engine: EngineName,

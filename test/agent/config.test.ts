@@ -51,6 +51,7 @@ describe("loadConfig", () => {
       cacheDir: join(homedir(), ".cache", "orchard"),
       cacheBudgetBytes: 50 * 1024 ** 3,
       flushMs: 16,
+      structuredOutput: true,
       maxProtocol: 2,
       drainTimeoutMs: 30_000,
       backoffBaseMs: 500,
