@@ -167,14 +167,18 @@ export async function engineAvailable(kind: EngineKind): Promise<boolean> {
 
 /**
  * What hello says of an engine that does not describe itself. llama.cpp reads every GGUF file
- * type node-llama-cpp knows; it lists no structured output until it applies request.format
- * (node-llama-cpp's JSON-schema grammar would make it "json_schema_grammar").
+ * type node-llama-cpp knows and enforces request.format with a grammar ("json_schema_grammar",
+ * llamacpp/json-grammar.ts); Ollama passes it on as its own `format`.
  */
 export async function defaultEngineInfo(engine: Engine): Promise<EngineInfo> {
   switch (engine.name) {
     case "llamacpp": {
       const { ggufFileQuantNames } = await import("node-llama-cpp");
-      return { name: "llamacpp", capabilities: [], quantizations: ggufFileQuantNames.slice(0, 64) };
+      return {
+        name: "llamacpp",
+        capabilities: ["json_schema_grammar"],
+        quantizations: ggufFileQuantNames.slice(0, 64),
+      };
     }
     case "ollama":
       return { name: "ollama", capabilities: ["format"] };

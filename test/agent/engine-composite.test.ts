@@ -88,7 +88,7 @@ describe("CompositeEngine", () => {
 
   it("describes every engine: llama.cpp's GGUF quantizations, Ollama's format and its models' quantizations", async () => {
     const [llama, olla] = await composite.describe();
-    expect(llama).toMatchObject({ name: "llamacpp", capabilities: [] });
+    expect(llama).toMatchObject({ name: "llamacpp", capabilities: ["json_schema_grammar"] });
     expect(llama?.quantizations).toEqual(expect.arrayContaining(["Q4_K_M", "Q8_0", "F16", "BF16", "F32"]));
     expect(olla).toEqual({ name: "ollama", capabilities: ["format"], quantizations: ["Q4_K_M"] });
   });
@@ -190,9 +190,10 @@ describe("an agent on several engines", () => {
     const hello = conn.of("hello")[0] as HelloFrame;
     expect(hello.engines).toEqual(["llamacpp", "ollama"]);
     expect(hello.engineInfo?.map((e) => [e.name, e.capabilities])).toEqual([
-      ["llamacpp", []],
+      ["llamacpp", ["json_schema_grammar"]],
       ["ollama", ["format"]],
     ]);
+    expect(hello.capabilities).toContain("structured_output");
     expect(hello.models.map((m) => [m.name, m.engine])).toEqual([
       ["demo", "llamacpp"],
       ["shared:latest", "llamacpp"],

@@ -70,10 +70,11 @@ describe("a rolling upgrade of the fleet", () => {
     const agents = await stack.waitForAgents((list) => list.length === 2);
     const byId = Object.fromEntries(agents.map((a) => [a.id, a]));
     expect(byId["agent-v1"]).toMatchObject({ protocol: 1, capabilities: [] });
-    // The current agent also offers `artifacts` (registry loads); the v1 agent offers nothing.
+    // The current agent also offers `artifacts` (registry loads) and `structured_output` (llama.cpp
+    // enforces a format with a grammar); the v1 agent offers nothing.
     expect(byId["agent-v2"]).toMatchObject({
       protocol: 2,
-      capabilities: ["artifacts", "duplicate_answer", "load"],
+      capabilities: ["artifacts", "duplicate_answer", "load", "structured_output"],
     });
     expect(oldAgent.lines.some((l) => l.includes("hub speaks another protocol version"))).toBe(false);
   });

@@ -2,7 +2,7 @@
 // streaming, stop sequences, token counts and cancellation are exact; plus turning tokens into
 // text without splitting a UTF-8 character.
 import { randomInt } from "node:crypto";
-import type { LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
+import type { LlamaContextSequence, LlamaGrammarEvaluationState, LlamaModel, Token } from "node-llama-cpp";
 import type { SamplingParams, Usage } from "../../../schema/protocol.ts";
 import type { GenerationPiece, GenerationResult } from "../engine.ts";
 import { StopSequences } from "../stop-sequences.ts";
@@ -15,7 +15,17 @@ const MAX_UTF8_TOKENS = 4;
 /** Tokens of recent context given to the detokenizer so leading spaces come out right. */
 const DETOKENIZER_CONTEXT = 16;
 
-/** Generates into `usage.completionTokens` and `emit` until a stop, the limit, or `stopped` fires. */
+/** The most tokens a generation may produce: its max_tokens, or what the context has left. */
+export function completionLimit(params: SamplingParams, contextSize: number, prompt: RenderedPrompt): number {
+  // The last generated token is never evaluated, so prompt + completion may fill the context exactly.
+  return Math.min(params.maxTokens, contextSize - prompt.tokens.length);
+}
+
+/**
+ * Generates into `usage.completionTokens` and `emit` until a stop, the limit, or `stopped` fires.
+ * With a grammar, llama.cpp samples only tokens it allows and accepts each sampled token into it
+ * (AddonContext's sampleToken), and once the grammar is complete only an end-of-generation token.
+ */
 export async function decode(
   sequence: LlamaContextSequence,
   target: { model: LlamaModel; contextSize: number },
@@ -24,12 +34,15 @@ export async function decode(
   stopped: AbortSignal,
   usage: Usage,
   emit: (piece: GenerationPiece) => void,
+  grammar?: LlamaGrammarEvaluationState,
 ): Promise<GenerationResult["finishReason"]> {
-  // The last generated token is never evaluated, so prompt + completion may fill the context exactly.
-  const limit = Math.min(params.maxTokens, target.contextSize - prompt.tokens.length);
+  const limit = completionLimit(params, target.contextSize, prompt);
   const text = new TokenText(target.model, prompt.tokens);
   const stops = new StopSequences(prompt.stopTexts);
-  const tokens = sequence.evaluate(prompt.tokens, sampling(params));
+  const tokens = sequence.evaluate(prompt.tokens, {
+    ...sampling(params),
+    ...(grammar ? { grammarEvaluationState: grammar } : {}),
+  });
   let finishReason: GenerationResult["finishReason"] = "length";
   try {
     while (usage.completionTokens < limit) {

@@ -19,8 +19,9 @@ import {
 } from "../engine.ts";
 import { streamGeneration } from "../pieces.ts";
 import { checkRequest, checkRuntimeLoad } from "../request.ts";
-import { decode } from "./decode.ts";
+import { completionLimit, decode } from "./decode.ts";
 import { checkGguf } from "./gguf.ts";
+import { GrammarCache } from "./grammar-cache.ts";
 import { chatWrapperFor, renderPrompt } from "./prompt.ts";
 import { SequencePool } from "./sequence-pool.ts";
 
@@ -109,6 +110,7 @@ export class LlamaCppEngine implements Engine {
   private readonly gpu: LlamaOptions["gpu"];
   private readonly contextSize: number;
   private readonly sharedContext: boolean;
+  private readonly grammars = new GrammarCache();
   private closed = false;
 
   constructor(options: LlamaCppEngineOptions) {
@@ -223,6 +225,15 @@ export class LlamaCppEngine implements Engine {
         `the prompt is ${prompt.tokens.length} tokens; "${loaded.name}" fits ${loaded.contextSize - 1} plus at least one generated token`,
       );
     }
+    // request.format is enforced with a grammar sized to the tokens this generation may produce.
+    const grammar =
+      request.format === undefined
+        ? undefined
+        : await this.grammars.stateFor(
+            loaded.model,
+            request.format,
+            completionLimit(params, loaded.contextSize, prompt),
+          );
     const usage = { promptTokens: prompt.tokens.length, completionTokens: 0 };
     const stopped = AbortSignal.any([signal, halt.signal]);
     const failIfHalted = () => {
@@ -234,7 +245,7 @@ export class LlamaCppEngine implements Engine {
       failIfHalted();
       if (!sequence) return { finishReason: "cancelled", usage };
       try {
-        const finishReason = await decode(sequence, loaded, prompt, params, stopped, usage, emit);
+        const finishReason = await decode(sequence, loaded, prompt, params, stopped, usage, emit, grammar);
         failIfHalted();
         return { finishReason, usage };
       } finally {
