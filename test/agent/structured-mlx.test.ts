@@ -41,7 +41,11 @@ async function text(request: GenerationRequest): Promise<{ text: string; finishR
 
 describe.skipIf(skip !== undefined)(`MLX and format${skip ? ` (skipped: ${skip})` : ""}`, () => {
   it("ignores format: the same greedy text as without it, and no enforcing capability", async () => {
-    const base: GenerationRequest = { model: "demo", prompt: "JSON:", params: { maxTokens: 24, temperature: 0 } };
+    const base: GenerationRequest = {
+      model: "demo",
+      prompt: "JSON:",
+      params: { maxTokens: 24, temperature: 0 },
+    };
     const plain = await text(base);
     const schema = { type: "object", properties: { a: { type: "boolean" } }, required: ["a"] };
     expect(await text({ ...base, format: schema })).toEqual(plain);
