@@ -12,6 +12,7 @@ import type { ChatCompletionRequest } from "../../schema/api.ts";
 import { type DispatchRequest, HubHeader } from "../../schema/hub.ts";
 import type { OutputFormat } from "../../schema/protocol.ts";
 import { StructuredRetries } from "../../schema/structured.ts";
+import { openAIErrorBody } from "../errors.ts";
 import { limitedDispatch } from "../ratelimit/dispatch.ts";
 import {
   chatCompletion,
@@ -22,7 +23,14 @@ import {
 import { type Ending, streamRenderer } from "../render/render.ts";
 import { SSE_HEADERS, sseMessage } from "../render/sse.ts";
 import type { AppEnv } from "../types.ts";
-import { firstAttempt, runStructured, type StructuredRun, structuredDeadline, timeLeft } from "./attempts.ts";
+import {
+  firstAttempt,
+  runStructured,
+  type StructuredRun,
+  structuredDeadline,
+  structuredInvalid,
+  timeLeft,
+} from "./attempts.ts";
 import { schemaInstruction } from "./feedback.ts";
 import { hubStreamEvents } from "./hub-answer.ts";
 import { jsonText, judgeOutput } from "./output.ts";
@@ -181,15 +189,9 @@ async function streamJson<E extends AppEnv>(c: Context<E>, run: StructuredRun): 
             }),
           );
         } else {
-          const first = verdict.issues[0];
-          const where =
-            first === undefined ? "" : `: ${first.path === "" ? "(root)" : first.path}: ${first.message}`;
-          out(
-            renderer.error(
-              "STRUCTURED_OUTPUT_INVALID",
-              `the streamed output did not match the schema${where}`.slice(0, 500),
-            ),
-          );
+          // As the non-streamed 422's body, details and all (one attempt: what streamed stays streamed).
+          const invalid = structuredInvalid({ errors: verdict.issues, raw: text, attempts: 1 }, "");
+          out(`${sseMessage(openAIErrorBody(invalid))}${sseMessage("[DONE]")}`);
         }
       }
       controller.close();

@@ -486,7 +486,11 @@ describe("response_format", () => {
     const lines = await dataLines(await pending);
     expect(lines.at(-1)).toBe("[DONE]");
     expect(lines.at(-2)).toMatchObject({
-      error: { code: "STRUCTURED_OUTPUT_INVALID", message: expect.stringContaining("schema") },
+      error: {
+        code: "STRUCTURED_OUTPUT_INVALID",
+        message: expect.stringContaining("schema after 1 attempt"),
+        details: { attempts: 1, raw: '{"b": 1}', errors: [{ path: "", keyword: "required" }] },
+      },
     });
     expect(lines.slice(0, -2)).toMatchObject([
       { choices: [{ delta: { role: "assistant" } }] },
