@@ -177,3 +177,46 @@ describe("OpenAI structured outputs and tools on the demo model", () => {
     await expect(attempt).rejects.toMatchObject({ status: 422, code: "STRUCTURED_OUTPUT_INVALID" });
   });
 });
+
+describe("without enforcement (--structured-output off): validation and retries for real", () => {
+  let plain: AgentProcess;
+
+  beforeAll(async () => {
+    await agent.stop();
+    plain = await stack.startAgent({ id: "e2e-structured-off", args: ["--structured-output", "off"] });
+    await stack.waitForAgents((list) => list.length === 1 && list[0]?.id === "e2e-structured-off");
+    const connected = await plain.waitForLog((l) => l.includes('"msg":"connected"'));
+    expect((JSON.parse(connected) as { capabilities: string[] }).capabilities).not.toContain(
+      "structured_output",
+    );
+  });
+
+  it("the random-weights model's text fails every attempt: 422 with the issues and its last raw output", async () => {
+    const id = "e2e-json-object-off";
+    const attempt = client.chat.completions.create(
+      {
+        model: MODEL,
+        messages: [{ role: "user", content: "Any JSON object." }],
+        response_format: { type: "json_object" },
+        max_tokens: 24,
+        temperature: 0,
+      },
+      { headers: { "X-Request-Id": id } },
+    );
+    const error = await attempt.catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(OpenAI.UnprocessableEntityError);
+    const details = (error as { error: { details: { attempts: number; raw: string; errors: unknown[] } } })
+      .error.details;
+    expect(details.attempts).toBe(3);
+    expect(details.errors.length).toBeGreaterThan(0);
+    expect(details.raw).not.toBe("");
+    // Each attempt was a generation of its own on the agent: the first, then two with the feedback.
+    const generations = plain.lines.filter(
+      (l) => l.includes('"msg":"generation started"') && l.includes(`"id":"${id}"`),
+    );
+    expect(generations).toHaveLength(3);
+    console.log(
+      `json_object without enforcement: validation + retries, ${generations.length} attempt(s), 422`,
+    );
+  });
+});
