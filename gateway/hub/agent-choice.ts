@@ -1,16 +1,20 @@
 // Which agent takes a request now, and which it must not: breakers that do not let it through,
 // an agent still winding down this very request, agents a rolling deployment moved off the model,
-// and the agents it already failed on while another agent serves the model. Pure over the pool's
-// ready agents, its breakers and the routing table's rolling assignments.
+// and the agents it already failed on while another agent serves the model; and, for a request
+// with a `format`, agents that enforce it first. Pure over the pool's ready agents, its breakers
+// and the routing table's rolling assignments.
 import type { ModelId } from "../../schema/model-id.ts";
+import { enforcesFormat } from "../../schema/protocol.ts";
 import type { AgentConnection } from "./agent-connection.ts";
 import type { CircuitBreakers } from "./circuit-breakers.ts";
 import { hasCandidate, pickAgent } from "./scheduling.ts";
 
-/** What choosing looks at: the request's id and the agents it was already sent to. */
+/** What choosing looks at: the request's id, the agents it was already sent to, and its format. */
 export interface Attempted {
   id: string;
   triedAgents: ReadonlySet<string>;
+  /** The dispatched request (InferenceJob's): a `format` makes agents that enforce it preferred. */
+  request?: { format?: unknown };
 }
 
 export interface Exclusions {
@@ -28,10 +32,24 @@ export class AgentChoice {
     private readonly drained: (model: ModelId) => ReadonlySet<string> | undefined = () => undefined,
   ) {}
 
-  /** The agent to send `job` (or, with null, any request) for `model` to now, or null. */
+  /**
+   * The agent to send `job` (or, with null, any request) for `model` to now, or null. A request
+   * with a format goes to an agent that enforces it for the model when one can take it now, else
+   * to any other: the gateway validates every output, so waiting for an enforcing agent would only
+   * trade latency for fewer retries.
+   */
   pick(model: ModelId, job: Attempted | null, now: number): AgentConnection | null {
     const ready = this.ready();
-    return pickAgent(ready, model, this.exclusions(model, job, now, ready).pick);
+    const exclude = this.exclusions(model, job, now, ready).pick;
+    if (job?.request?.format !== undefined) {
+      const enforcing = pickAgent(
+        ready.filter((agent) => enforcesFormatFor(agent, model)),
+        model,
+        exclude,
+      );
+      if (enforcing) return enforcing;
+    }
+    return pickAgent(ready, model, exclude);
   }
 
   /** Whether some agent other than the excluded ones could ever take the request. */
@@ -93,4 +111,16 @@ export class AgentChoice {
       (a) => !this.breakers.isOpen(a.id, model, now) && !(drained?.has(a.id) ?? false),
     );
   }
+}
+
+/**
+ * Whether `agent` enforces a request's format on `model`: it offered structured_output and, when
+ * its hello said which engine serves the model and what that engine can do, that engine enforces
+ * (an agent running llama.cpp and MLX offers structured_output, but its MLX models enforce nothing).
+ */
+export function enforcesFormatFor(agent: AgentConnection, model: ModelId): boolean {
+  if (!agent.can("structured_output")) return false;
+  const engine = agent.caps?.models.find((m) => m.name === model)?.engine;
+  const info = agent.caps?.engineInfo?.find((e) => e.name === engine);
+  return info === undefined || enforcesFormat(info);
 }
