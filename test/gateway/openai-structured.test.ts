@@ -822,6 +822,42 @@ describe("tools", () => {
     expect(done).toEqual(['get_weather {"city":"A much longer city name, Somewhere"}']);
   });
 
+  it("the SDK's runTools() loop: a call, the SDK runs the function, its result goes back, the final answer", async () => {
+    const model = uniqueId("tools-run");
+    const agent = await agents.serving(model);
+    const seen: unknown[] = [];
+    const runner = (await sdk()).chat.completions.runTools({
+      model,
+      messages: [{ role: "user", content: "Weather in Rome?" }],
+      tools: [
+        {
+          type: "function",
+          function: {
+            name: "get_weather",
+            description: "The weather in a city",
+            parameters: WEATHER.function.parameters,
+            parse: JSON.parse,
+            function: (args: unknown) => {
+              seen.push(args);
+              return "19 C, cloudy";
+            },
+          },
+        },
+      ],
+    });
+    await answer(agent, '{"tool_calls":[{"name":"get_weather","arguments":{"city":"Rome"}}]}');
+    const second = await answer(agent, '{"content":"19 C and cloudy in Rome."}');
+    expect(seen).toEqual([{ city: "Rome" }]);
+    expect(second.messages?.slice(-2)).toEqual([
+      { role: "assistant", content: '{"tool_calls":[{"name":"get_weather","arguments":{"city":"Rome"}}]}' },
+      {
+        role: "user",
+        content: expect.stringMatching(/^Result of get_weather \(call_[A-Za-z0-9]{24}\): 19 C, cloudy$/),
+      },
+    ]);
+    expect(await runner.finalContent()).toBe("19 C and cloudy in Rome.");
+  });
+
   it('streamed "auto" without a call: the content as one delta, finish_reason stop', async () => {
     const model = uniqueId("tools-stream-auto");
     const agent = await agents.serving(model);
