@@ -20,7 +20,9 @@ import { openaiRoutes } from "./routes/openai.ts";
 import { openapiRoutes } from "./routes/openapi.ts";
 import { rateLimitRoutes } from "./routes/rate-limits.ts";
 import { abTestRoutes, deploymentRoutes, feedbackRoutes } from "./routes/rollouts.ts";
+import { schemaRoutes } from "./routes/schemas.ts";
 import { securityRoutes } from "./routes/security.ts";
+import { structuredRoutes } from "./routes/structured.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import type { AppEnv } from "./types.ts";
 
@@ -41,6 +43,7 @@ const app = new Hono<AppEnv>()
   .route("/", dashboardRoutes)
   .route("/deployments", deploymentRoutes)
   .route("/feedback", feedbackRoutes)
+  .route("/generate/structured", structuredRoutes)
   .route("/generate", generateRoutes)
   .route("/", metricsRoutes)
   .route("/models", modelRoutes)
@@ -48,6 +51,7 @@ const app = new Hono<AppEnv>()
   .route("/", openapiRoutes)
   .route("/security", securityRoutes)
   .route("/rate-limits", rateLimitRoutes)
+  .route("/schemas", schemaRoutes)
   .route("/tokens", tokenRoutes)
   .route("/v1", openaiRoutes);
 

@@ -335,3 +335,21 @@ export const injectionDetections = sqliteTable(
   },
   (t) => [primaryKey({ columns: [t.route, t.rule, t.mode] })],
 );
+
+// ---- structured outputs (issue 13) ----
+
+/**
+ * Schemas registered by name (POST /schemas), which POST /generate/structured's `schema` may name.
+ * Checked with the gateway's schema check when registered; a name holds one schema for good
+ * (re-registering the same schema is accepted, another one is SCHEMA_EXISTS) until deleted.
+ */
+export const structuredSchemas = sqliteTable("structured_schemas", {
+  name: text("name").primaryKey(),
+  /** The JSON Schema as JSON text (at most SchemaLimits.maxBytes). */
+  schema: text("schema").notNull(),
+  description: text("description"),
+  createdAt: integer("created_at", { mode: "timestamp_ms" }).notNull(),
+  /** The admin (token `sub`) who registered it. */
+  createdBy: text("created_by").notNull(),
+});
+export type StructuredSchemaRow = typeof structuredSchemas.$inferSelect;

@@ -20,7 +20,8 @@ export type MetricType = "counter" | "gauge" | "histogram";
  *   kind: the rollout's kind (ROLLOUT_KINDS in schema/rollouts.ts: the deployment strategies and ab_test);
  * - rule: the prompt-injection rules (RULE_NAMES, gateway/security/injection-rules.ts); mode: flag | block;
  * - component: the health score's components (HEALTH_COMPONENTS);
- * - reason: the limit that refused a request (rpm | tpm | concurrency, each also as model_<limit>).
+ * - reason: the limit that refused a request (rpm | tpm | concurrency, each also as model_<limit>);
+ * - outcome: a structured output's end (valid | invalid).
  */
 export const METRIC_LABELS = [
   "pool",
@@ -37,6 +38,7 @@ export const METRIC_LABELS = [
   "rule",
   "mode",
   "reason",
+  "outcome",
   "le",
 ] as const;
 export type MetricLabel = (typeof METRIC_LABELS)[number];
@@ -58,6 +60,9 @@ export const DURATION_BUCKETS = [
 export const TTFT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] as const;
 /** Queue wait (seconds). */
 export const QUEUE_WAIT_BUCKETS = [0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60] as const;
+
+/** Generations one structured request took (max_retries is at most 5: 6 attempts). */
+export const STRUCTURED_ATTEMPT_BUCKETS = [1, 2, 3, 4, 5, 6] as const;
 
 /** Models labelled one by one per pool; the rest are counted under OTHER_LABEL. */
 export const MAX_LABELLED_MODELS = 64;
@@ -236,6 +241,17 @@ export const METRICS = {
     type: "counter",
     help: "Prompts the injection rules flagged (served) or blocked (400 PROMPT_INJECTION), by route, the rule that scored most, and mode; counted in D1 by the Worker.",
     labels: ["route", "rule", "mode"],
+  },
+  ml_inference_structured_outputs_total: {
+    type: "counter",
+    help: "Structured-output requests (/generate/structured, response_format, tools) by how they ended: valid (an output matched the schema) or invalid (422 STRUCTURED_OUTPUT_INVALID); the schema-valid rate is valid over both.",
+    labels: ["pool", "model", "version", "outcome"],
+  },
+  ml_inference_structured_output_attempts: {
+    type: "histogram",
+    help: "Generations each structured-output request took (1: valid the first time), valid and invalid alike.",
+    labels: ["pool", "model", "version"],
+    buckets: STRUCTURED_ATTEMPT_BUCKETS,
   },
   ml_inference_pool_up: {
     type: "gauge",

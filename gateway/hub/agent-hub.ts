@@ -31,7 +31,7 @@ import { answerHello } from "./handshake.ts";
 import { errorResponse } from "./hub-response.ts";
 import { HubState } from "./hub-state.ts";
 import { rememberPoolName } from "./hub-storage.ts";
-import { HubTelemetry, type TelemetryView } from "./hub-telemetry.ts";
+import { HubTelemetry, type StructuredOutputRecord, type TelemetryView } from "./hub-telemetry.ts";
 import { livenessVerdict } from "./liveness.ts";
 import { nextAlarm } from "./next-alarm.ts";
 import { RegistryShell } from "./registry-shell.ts";
@@ -221,6 +221,19 @@ export class AgentHub extends DurableObject<Env> {
   /** RPC: per served model id, the agents of this pool that hold it, are loading it, or failed to. */
   placementStatus(): Record<string, PlacementEntry> {
     return this.#registry.status();
+  }
+
+  /**
+   * RPC (the structured-output routes, in waitUntil): one structured request's end, counted for
+   * ml_inference_structured_outputs_total and ml_inference_structured_output_attempts.
+   */
+  recordStructuredOutput(record: StructuredOutputRecord): void {
+    const { model, outcome, attempts } = record;
+    if (typeof model !== "string" || model.length > 256) return;
+    if (outcome !== "valid" && outcome !== "invalid") return;
+    if (!Number.isSafeInteger(attempts) || attempts < 1) return;
+    this.#telemetry.counters.structured(model, outcome, attempts);
+    this.#scheduleNextAlarm();
   }
 
   /** RPC: the pool's Prometheus families for GET /metrics (schema/monitoring.ts). */

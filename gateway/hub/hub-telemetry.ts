@@ -24,7 +24,7 @@ import {
 import type { HealthFrame, HostFacts } from "../../schema/protocol.ts";
 import type { RoutingTable } from "../../schema/registry.ts";
 import { describeError, log } from "../log.ts";
-import { PoolTelemetry, type RolloutLabels } from "../metrics/pool-telemetry.ts";
+import { PoolTelemetry, type RolloutLabels, type StructuredOutcome } from "../metrics/pool-telemetry.ts";
 import { type Bucket, HOUR, MINUTE, TrafficWindows } from "../metrics/traffic-windows.ts";
 import type { AgentConnection } from "./agent-connection.ts";
 import type { BreakerStatus } from "./circuit-breakers.ts";
@@ -38,6 +38,15 @@ const MINUTE_KEY_PREFIX = "tw:m:";
 const HOUR_KEY_PREFIX = "tw:h:";
 /** A model no agent has served for this long is no longer reported as down. */
 export const MODEL_GONE_RETENTION_MS = 24 * HOUR;
+
+/** One structured-output request's end, as the Worker reports it (AgentHub.recordStructuredOutput). */
+export interface StructuredOutputRecord {
+  /** The model id that answered (model_name). */
+  model: string;
+  outcome: StructuredOutcome;
+  /** Generations it took. */
+  attempts: number;
+}
 
 /** What the telemetry reads from the live pool. */
 export interface TelemetryView {

@@ -14,6 +14,7 @@ import {
 import { CounterFamily, HistogramFamily } from "./series.ts";
 
 export type StatusClass = "2xx" | "4xx" | "5xx";
+export type StructuredOutcome = "valid" | "invalid";
 
 /**
  * The status class a caller saw for an outcome: a cancellation is the caller's own (nginx's 499),
@@ -72,12 +73,14 @@ const COUNTERS = [
   "ml_inference_retries_total",
   "ml_inference_fallbacks_total",
   "ml_inference_rollout_requests_total",
+  "ml_inference_structured_outputs_total",
 ] as const satisfies readonly MetricName[];
 const HISTOGRAMS = [
   "ml_inference_request_duration_seconds",
   "ml_inference_time_to_first_token_seconds",
   "ml_inference_queue_wait_seconds",
   "ml_inference_rollout_request_duration_seconds",
+  "ml_inference_structured_output_attempts",
 ] as const satisfies readonly MetricName[];
 type CounterName = (typeof COUNTERS)[number];
 type HistogramName = (typeof HISTOGRAMS)[number];
@@ -161,6 +164,14 @@ export class PoolTelemetry {
 
   fallback(modelId: string): void {
     this.#counter("ml_inference_fallbacks_total").add([this.modelLabels(modelId)[0]]);
+    this.dirty = true;
+  }
+
+  /** A structured-output request's end: valid or not, after how many generations. */
+  structured(modelId: string, outcome: StructuredOutcome, attempts: number): void {
+    const [model, version] = this.modelLabels(modelId);
+    this.#counter("ml_inference_structured_outputs_total").add([model, version, outcome]);
+    this.#histogram("ml_inference_structured_output_attempts").observe([model, version], attempts);
     this.dirty = true;
   }
 

@@ -19,6 +19,7 @@ import {
   schemaInstruction,
 } from "./feedback.ts";
 import { readGenerateAnswer } from "./hub-answer.ts";
+import { recordStructuredOutcome } from "./outcomes.ts";
 import { judgeOutput } from "./output.ts";
 import type { CheckedSchema, SchemaIssue } from "./schema-check.ts";
 
@@ -70,7 +71,7 @@ export function structuredInvalid(failure: StructuredFailure, why: string): Gate
 }
 
 /** The deadline of the whole structured request (epoch ms): all attempts share it. */
-export function structuredDeadline(c: Context<AppEnv>, dispatch: DispatchRequest): number {
+export function structuredDeadline<E extends AppEnv>(c: Context<E>, dispatch: DispatchRequest): number {
   const timeoutMs = dispatch.timeoutMs ?? readConfig(c.env).requestTimeoutMs;
   return dispatch.response.receivedAt + timeoutMs;
 }
@@ -117,7 +118,10 @@ export const timeLeft = (deadline: number) => Math.floor(deadline - Date.now());
 /** A timeout that ended a retry (not the first attempt) ends the request as a 422, not a 504. */
 export const DEADLINE_CODES: ReadonlySet<string> = new Set(["GATEWAY_TIMEOUT", "QUEUE_TIMEOUT"]);
 
-export async function runStructured(c: Context<AppEnv>, run: StructuredRun): Promise<StructuredResult> {
+export async function runStructured<E extends AppEnv>(
+  c: Context<E>,
+  run: StructuredRun,
+): Promise<StructuredResult> {
   const deadline = structuredDeadline(c, run.dispatch);
   let request = firstAttempt(run, false);
   const usage: StructuredUsage = { promptTokens: 0, completionTokens: 0 };
@@ -150,6 +154,7 @@ export async function runStructured(c: Context<AppEnv>, run: StructuredRun): Pro
     model = answer.model_name;
     const verdict = judgeOutput(answer.text, answer.finish_reason, run.checked);
     if (verdict.valid) {
+      recordStructuredOutcome(c, run.pools, { model, outcome: "valid", attempts: attempt });
       return {
         data: verdict.data,
         raw: answer.text,
@@ -164,6 +169,7 @@ export async function runStructured(c: Context<AppEnv>, run: StructuredRun): Pro
   }
   // failure is set: the loop ran at least once, and only a failed attempt continues it.
   const last = failure as StructuredFailure;
+  recordStructuredOutcome(c, run.pools, { model, outcome: "invalid", attempts: last.attempts });
   const why = last.attempts < run.maxRetries + 1 ? " (the request's deadline ended the retries)" : "";
   throw structuredInvalid(last, why);
 }

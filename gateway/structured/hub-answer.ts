@@ -18,19 +18,35 @@ export type HubStreamEvent =
   | { event: "done"; summary: Omit<GenerateResponse, "text"> }
   | { event: "error"; code: ErrorCode; message: string };
 
+/** Set by hubStreamEvents while it reads: stops the reading (and cancels the hub's body). */
+export interface StreamStopper {
+  stop: (() => void) | null;
+}
+
 /**
  * The hub's /generate SSE (`chunk` {text}, then `done` or `error`) as events. A stream that ends
- * without either is reported as an UPSTREAM_ERROR event. Stopping the iteration cancels the body
- * (and, through the hub, the generation).
+ * without either is reported as an UPSTREAM_ERROR event. Stopping the iteration, or `stopper`,
+ * cancels the body (and, through the hub, the generation); a stopped stream yields nothing more.
  */
-export async function* hubStreamEvents(response: Response): AsyncGenerator<HubStreamEvent> {
+
+export async function* hubStreamEvents(
+  response: Response,
+  stopper: StreamStopper = { stop: null },
+): AsyncGenerator<HubStreamEvent> {
   if (response.body === null) {
     yield { event: "error", code: "UPSTREAM_ERROR", message: "the agent pool's stream had no body" };
     return;
   }
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  // Read directly (not through a TextDecoderStream), so that cancelling the reader cancels the body.
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
   let buffer = "";
   let ended = false;
+  let stopped = false;
+  stopper.stop = () => {
+    stopped = true;
+    reader.cancel().catch(() => {});
+  };
   try {
     for (;;) {
       let end = buffer.indexOf("\n\n");
@@ -44,13 +60,24 @@ export async function* hubStreamEvents(response: Response): AsyncGenerator<HubSt
         }
         end = buffer.indexOf("\n\n");
       }
-      const { done, value } = await reader.read();
-      if (done) break;
-      buffer += value;
+      let read: ReadableStreamReadResult<Uint8Array>;
+      try {
+        read = await reader.read();
+      } catch {
+        ended = true;
+        if (stopped) return;
+        yield { event: "error", code: "UPSTREAM_ERROR", message: "the agent pool's stream failed" };
+        return;
+      }
+      const { done, value } = read;
+      if (done || stopped) break;
+      buffer += decoder.decode(value, { stream: true });
     }
-    yield { event: "error", code: "UPSTREAM_ERROR", message: "the agent pool's stream ended early" };
     ended = true;
+    if (stopped) return;
+    yield { event: "error", code: "UPSTREAM_ERROR", message: "the agent pool's stream ended early" };
   } finally {
+    stopper.stop = null;
     if (!ended) await reader.cancel().catch(() => {});
     else reader.releaseLock();
   }

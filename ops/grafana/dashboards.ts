@@ -327,6 +327,39 @@ export const SPECS: DashboardSpec[] = [
           },
         ],
       },
+      {
+        title: "Structured outputs",
+        panels: [
+          {
+            type: "timeseries",
+            title: "Schema-valid rate by model version",
+            description:
+              "Structured-output requests that ended with an output valid against their schema, over all that ended (the rest were 422 STRUCTURED_OUTPUT_INVALID). docs/structured-outputs.md.",
+            w: 12,
+            unit: "percentunit",
+            targets: [
+              {
+                expr: `sum by (model, version) (rate(ml_inference_structured_outputs_total{outcome="valid", ${PM}}[${RATE}])) / sum by (model, version) (rate(ml_inference_structured_outputs_total{${PM}}[${RATE}]))`,
+                legend: "{{model}} {{version}}",
+              },
+            ],
+          },
+          {
+            type: "timeseries",
+            title: "Attempts per structured request by model version",
+            description:
+              "Mean generations a structured-output request took (1: valid the first time); each retry fed the validation errors back to the model.",
+            w: 12,
+            unit: "short",
+            targets: [
+              {
+                expr: `sum by (model, version) (rate(ml_inference_structured_output_attempts_sum{${PM}}[${RATE}])) / sum by (model, version) (rate(ml_inference_structured_output_attempts_count{${PM}}[${RATE}]))`,
+                legend: "{{model}} {{version}}",
+              },
+            ],
+          },
+        ],
+      },
     ],
   },
   {

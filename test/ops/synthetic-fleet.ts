@@ -22,6 +22,7 @@ const VALUES: Record<Exclude<MetricLabel, "le">, string[]> = {
   reason: ["rpm", "tpm"],
   rule: ["instruction_override"],
   mode: ["flag", "block"],
+  outcome: ["valid", "invalid"],
 };
 /** Series where "" is a real value (the label is then absent, as Prometheus stores it). */
 const OVERRIDES: Partial<Record<MetricName, Partial<Record<MetricLabel, string[]>>>> = {
