@@ -17,7 +17,9 @@ import { type SyntheticModel, SyntheticTokenSource } from "./synthetic-engine.ts
 
 export type EngineConfig =
   | { kind: "synthetic"; models: SyntheticModel[] }
-  | { kind: "llamacpp"; modelName: string; modelPath: string; threads: number };
+  | { kind: "llamacpp"; modelName: string; modelPath: string; threads: number }
+  /** node-agent's real OllamaEngine against an Ollama-compatible server (bench/lib/token-server.ts). */
+  | { kind: "ollama"; baseUrl: string; models: { name: string; tag: string }[] };
 
 export interface GatewayLink {
   label: string;
@@ -60,6 +62,12 @@ function benchLogger(onConnected: () => void): Logger {
 
 async function createEngine(e: EngineConfig): Promise<Engine> {
   if (e.kind === "synthetic") return new SyntheticTokenSource({ models: e.models });
+  if (e.kind === "ollama") {
+    const { OllamaEngine } = await import("../node-agent/engines/ollama/index.ts");
+    const engine = new OllamaEngine({ baseUrl: e.baseUrl, models: e.models, discover: false });
+    await engine.start();
+    return engine;
+  }
   const { LlamaCppEngine } = await import("../node-agent/engines/llamacpp/index.ts");
   const engine = new LlamaCppEngine({
     models: [{ name: e.modelName, path: e.modelPath }],

@@ -4,7 +4,7 @@
 // throughput and time to first token, the agent with llama.cpp, and growth to 1,000 streams.
 // Prints tables and writes bench-results/<date>.json. See bench/README.md.
 //
-// Flags: --reps N (default 3)  --only a,b (ceiling,overhead,streaming,llama,mlx,growth,scrape,micro,profile,variants)
+// Flags: --reps N (default 3)  --only a,b (ceiling,overhead,peers,everything,streaming,llama,mlx,growth,scrape,micro,profile,variants)
 //        --profile (also CPU profiles and prototyped optimizations on copies; adds ~4 min)
 //        --time-scale X (multiplies every measuring window)
 //        --against REF (this checkout's gateway vs the one at git REF, side by side: a before/after)
@@ -28,21 +28,41 @@ import {
   rolloutTraffic,
   stopRollouts,
 } from "./lib/rollouts.ts";
-import { newSecret, type RunningAgent, startAgent, startOrchard, startRelay } from "./lib/stack.ts";
+import {
+  ALL_OFF_VARS,
+  newSecret,
+  type RunningAgent,
+  startAgent,
+  startOrchard,
+  startRelay,
+} from "./lib/stack.ts";
 import { num, type TargetCheck, table, targetsTable } from "./lib/table.ts";
 import type { MicroCase } from "./micro/run.ts";
 import { runCeiling } from "./suites/ceiling.ts";
+import { runEverything } from "./suites/everything.ts";
 import { runGrowth } from "./suites/growth.ts";
 import { runLlama } from "./suites/llama.ts";
 import { runMlx } from "./suites/mlx.ts";
 import { runOverhead } from "./suites/overhead.ts";
+import { runPeers } from "./suites/peers.ts";
 import { runProfile } from "./suites/profile.ts";
 import { runScrape } from "./suites/scrape.ts";
 import { runStreaming } from "./suites/streaming.ts";
 import { runVariants } from "./suites/variants.ts";
 import { warmUp } from "./suites/warmup.ts";
 
-const ALL = ["ceiling", "overhead", "streaming", "llama", "mlx", "growth", "scrape", "micro"] as const;
+const ALL = [
+  "ceiling",
+  "overhead",
+  "peers",
+  "everything",
+  "streaming",
+  "llama",
+  "mlx",
+  "growth",
+  "scrape",
+  "micro",
+] as const;
 type Suite = (typeof ALL)[number] | "profile" | "variants";
 
 function parseArgs(argv: string[]) {
@@ -87,7 +107,13 @@ async function main(): Promise<void> {
 
   const secret = newSecret();
   log("starting the bare relay and Orchard in workerd…");
-  const [relay, orchard] = await Promise.all([startRelay(), startOrchard(secret)]);
+  const wantsEverything = args.suites.includes("everything");
+  const [relay, orchard, orchardOff] = await Promise.all([
+    startRelay(),
+    startOrchard(secret),
+    // The same build with every request-path feature off, for the everything suite.
+    wantsEverything ? startOrchard(secret, { vars: ALL_OFF_VARS }, "orchard-off") : undefined,
+  ]);
   log(
     `relay ${relay.directOrigin} (workerd ${relay.userWorkerdPid}), Orchard ${orchard.directOrigin} (workerd ${orchard.userWorkerdPid})`,
   );
@@ -104,7 +130,12 @@ async function main(): Promise<void> {
         `bench-synthetic-${i + 1}`,
         secret,
         engine(i === 0),
-        { relay, orchard, models: models(i === 0) },
+        {
+          relay,
+          orchard,
+          models: models(i === 0),
+          ...(orchardOff ? { more: [{ label: "orchard-off", worker: orchardOff }] } : {}),
+        },
         { loopback: i === 0 },
       ),
     ),
@@ -132,6 +163,7 @@ async function main(): Promise<void> {
   const bench: Bench = {
     relay,
     orchard,
+    ...(orchardOff ? { orchardOff } : {}),
     agents,
     ...(llama ? { llama } : {}),
     userToken: await mintToken({ secret, role: "user", sub: "bench", ttlSeconds: 6 * 3600 }),
@@ -151,7 +183,9 @@ async function main(): Promise<void> {
     print();
   };
   try {
-    if (args.suites.some((s) => ["overhead", "streaming", "llama", "growth"].includes(s))) {
+    if (
+      args.suites.some((s) => ["overhead", "peers", "everything", "streaming", "llama", "growth"].includes(s))
+    ) {
       log("warming up both Workers (JIT)…");
       const warmed = await warmUp(bench);
       print(
@@ -180,6 +214,30 @@ async function main(): Promise<void> {
       };
       checks.push(...r.checks);
       section("Overhead per request (same agent process and engine on every path)", r.text);
+    }
+    if (args.suites.includes("peers")) {
+      log("peers side by side (one synthetic token source over HTTP)…");
+      const r = await runPeers(bench, secret);
+      results.peers = { rows: r.rows, ratios: r.ratios, failedToStart: r.failedToStart };
+      checks.push(...r.checks);
+      section("Peers in front of the same token source (OpenAI chat completions)", r.text);
+    }
+    if (args.suites.includes("everything")) {
+      log("every request-path feature on vs off…");
+      const r = await runEverything(bench, secret);
+      results.everything = {
+        rows: r.rows,
+        ownCostP50: r.ownCostP50,
+        rpsDrop: r.rpsDrop,
+        featuresCpuMs: r.featuresCpuMs,
+        featureShares: r.profile?.shares ?? r.profileError,
+        unattributed: r.profile?.rest,
+      };
+      checks.push(...r.checks);
+      section(
+        "Every request-path feature on, against all off (the same gateway build) and the relay",
+        r.text,
+      );
     }
     if (args.suites.includes("streaming")) {
       log("streaming…");
@@ -258,7 +316,7 @@ async function main(): Promise<void> {
     log("stopping…");
     if (rollouts.active) log(`rollouts: ${await stopRollouts(rollouts)}`);
     await Promise.all([...agents, ...(llama ? [llama] : [])].map((a) => a.stop()));
-    await Promise.all([relay.stop(), orchard.stop()]);
+    await Promise.all([relay.stop(), orchard.stop(), orchardOff?.stop()]);
   }
 
   if (args.suites.includes("micro")) {

@@ -12,6 +12,8 @@ export type PathName = "relay" | "orchard";
 export interface Bench {
   relay: RunningWorker;
   orchard: RunningWorker;
+  /** The same gateway build with every request-path feature off (`--only everything`; see stack.ts ALL_OFF_VARS). */
+  orchardOff?: RunningWorker;
   /** Synthetic agents; agents[0] alone serves MODEL_1, all of them serve MODEL_4 and MODEL_PACED. */
   agents: RunningAgent[];
   llama?: RunningAgent;
@@ -53,6 +55,7 @@ export function syntheticEngine(first: boolean, candidates = false): BenchAgentC
 
 /** The model names an engine serves, without the versioned ids (the relay and the registry route by name). */
 export function modelNames(engine: BenchAgentConfig["engine"]): string[] {
+  if (engine.kind === "ollama") return engine.models.map((m) => m.name);
   if (engine.kind !== "synthetic") return [engine.modelName];
   return engine.models.map((m) => m.name).filter((name) => !name.includes(":"));
 }

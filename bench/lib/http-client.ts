@@ -21,6 +21,8 @@ export interface HttpRequestSpec {
   /** When present, used instead of `headers`, one per request in turn (e.g. one per simulated end user). */
   perRequestHeaders?: readonly Record<string, string>[];
   body?: string;
+  /** When present, used instead of `body`, one per request in turn (e.g. alternating models). */
+  perRequestBodies?: readonly string[];
 }
 
 export class LoadClient {
@@ -78,11 +80,14 @@ export class LoadClient {
         },
       };
       const rotating = spec.perRequestHeaders;
+      const bodies = spec.perRequestBodies;
+      const n = this.#sent++;
       const headers =
         rotating === undefined || rotating.length === 0
           ? spec.headers
-          : (rotating[this.#sent++ % rotating.length] as Record<string, string>);
-      this.pool.dispatch({ path: spec.path, method: spec.method, headers, body: spec.body }, handler);
+          : (rotating[n % rotating.length] as Record<string, string>);
+      const body = bodies === undefined || bodies.length === 0 ? spec.body : bodies[n % bodies.length];
+      this.pool.dispatch({ path: spec.path, method: spec.method, headers, body }, handler);
     });
   }
 

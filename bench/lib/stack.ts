@@ -37,6 +37,36 @@ export async function startWorker(
   };
 }
 
+/** The queue out of the way (the relay path is measured, not queueing). */
+const QUEUE_VARS = { QUEUE_MAX: "100000", QUEUE_TIMEOUT_MS: "120000" };
+
+/**
+ * Every request-path feature configuration can switch on, as the bench's Orchard runs: rate limits
+ * on (their cost is measured) but out of reach, since every bench request is one subject; prompt
+ * injection detection in "flag" mode; output sanitization with credential redaction.
+ */
+export const ALL_ON_VARS: Record<string, string> = {
+  ...QUEUE_VARS,
+  RATE_LIMITS: JSON.stringify({
+    user: { rpm: 1_000_000_000, tpm: 1_000_000_000_000, concurrency: 1_000_000 },
+    admin: { rpm: 1_000_000_000, tpm: 1_000_000_000_000, concurrency: 1_000_000 },
+  }),
+  INJECTION_POLICY: "flag",
+  OUTPUT_REDACTION: "on",
+};
+
+/**
+ * The same features switched off (the everything suite's "all off" gateway): no rate limiter, no
+ * injection scoring, no credential redaction (control characters are stripped either way, and the
+ * hub's metrics are recorded either way: no setting turns them off).
+ */
+export const ALL_OFF_VARS: Record<string, string> = {
+  ...QUEUE_VARS,
+  RATE_LIMITS: "off",
+  INJECTION_POLICY: "off",
+  OUTPUT_REDACTION: "off",
+};
+
 /**
  * Orchard's gateway with its queue and agent limits out of the way (the relay path is measured).
  * Without an explicit config it runs a snapshot of gateway/ and schema/ taken now: wrangler's
@@ -57,15 +87,7 @@ export async function startOrchard(
       config: snapshot?.configPath ?? "wrangler.toml",
       migrate: true,
       secrets: { JWT_SECRET: secret },
-      vars: {
-        QUEUE_MAX: "100000",
-        QUEUE_TIMEOUT_MS: "120000",
-        // Rate limits on (their cost is measured) but out of reach: every bench request is one subject.
-        RATE_LIMITS: JSON.stringify({
-          user: { rpm: 1_000_000_000, tpm: 1_000_000_000_000, concurrency: 1_000_000 },
-          admin: { rpm: 1_000_000_000, tpm: 1_000_000_000_000, concurrency: 1_000_000 },
-        }),
-      },
+      vars: ALL_ON_VARS,
       ...extra,
     });
     return {

@@ -34,6 +34,40 @@ function agentModule(url: string): string {
   return REPO_FILE.exec(url)?.[1] ?? url;
 }
 
+/**
+ * A DevTools client on a Worker's inspector, ready to profile: the Network and Runtime domains off
+ * (wrangler's inspector proxy otherwise keeps per-request events for a client to come, and during
+ * a warm-up the relay's workerd grew past 2 GB and the run stalled, measured; console events would
+ * be shipped for every log line, inflating logging ~10x), sampling every 100 µs.
+ */
+export async function openWorkerProfiler(url: string): Promise<Inspector> {
+  const inspector = await Inspector.connect(url);
+  await inspector.call("Network.disable").catch(() => undefined);
+  await inspector.call("Runtime.disable").catch(() => undefined);
+  await inspector.call("Profiler.enable");
+  await inspector.call("Profiler.setSamplingInterval", { interval: 100 });
+  return inspector;
+}
+
+/** Attributes a Worker's profile to modules: bundle lines mapped back through esbuild's markers. */
+export async function summarizeWorkerProfile(
+  inspector: Inspector,
+  profile: CpuProfile,
+): Promise<ProfileSummary> {
+  await inspector.call("Debugger.enable");
+  const maps = new Map<string, (line: number) => string>();
+  for (const id of new Set(profile.nodes.map((n) => n.callFrame.scriptId))) {
+    const node = profile.nodes.find((n) => n.callFrame.scriptId === id);
+    if (node?.callFrame.url !== "index.js") continue;
+    const { scriptSource } = await inspector.call<{ scriptSource: string }>("Debugger.getScriptSource", {
+      scriptId: id,
+    });
+    maps.set(id, bundleModuleMap(scriptSource));
+  }
+  await inspector.call("Debugger.disable").catch(() => undefined);
+  return summarizeProfile(profile, (id, line) => maps.get(id)?.(line));
+}
+
 export async function runProfile(
   bench: Bench,
   secret: string,
@@ -51,18 +85,9 @@ export async function runProfile(
   const runs: ProfileRun[] = [];
   const inspectors: Partial<Record<PathName, Inspector>> = {};
   try {
-    // One DevTools client per Worker from the start, with the Network and Runtime domains off:
-    // wrangler's inspector proxy otherwise keeps per-request events for a client to come, and
-    // during the warm-up the relay's workerd grew past 2 GB and the run stalled (measured).
+    // One DevTools client per Worker from the start (see openWorkerProfiler).
     for (const path of ["relay", "orchard"] as const) {
-      const inspector = await Inspector.connect(pb[path].inspectorUrl as string);
-      // The proxy turns on network events for DevTools; they only add noise here.
-      await inspector.call("Network.disable").catch(() => undefined);
-      // Console events would be shipped to DevTools for every log line, inflating logging ~10x.
-      await inspector.call("Runtime.disable").catch(() => undefined);
-      await inspector.call("Profiler.enable");
-      await inspector.call("Profiler.setSamplingInterval", { interval: 100 });
-      inspectors[path] = inspector;
+      inspectors[path] = await openWorkerProfiler(pb[path].inspectorUrl as string);
     }
     // JIT first (see warmup.ts): a profile of half-optimized code would blame the wrong lines.
     bench.log("  profile: warming up…");
@@ -111,18 +136,7 @@ export async function runProfile(
       const workerFile = resolve(outDir, `workerd-${slug}.cpuprofile`);
       writeFileSync(workerFile, JSON.stringify(profile));
 
-      // Map bundle lines back to modules.
-      await inspector.call("Debugger.enable");
-      const maps = new Map<string, (line: number) => string>();
-      for (const id of new Set(profile.nodes.map((n) => n.callFrame.scriptId))) {
-        const node = profile.nodes.find((n) => n.callFrame.scriptId === id);
-        if (node?.callFrame.url !== "index.js") continue;
-        const { scriptSource } = await inspector.call<{ scriptSource: string }>("Debugger.getScriptSource", {
-          scriptId: id,
-        });
-        maps.set(id, bundleModuleMap(scriptSource));
-      }
-      await inspector.call("Debugger.disable").catch(() => undefined);
+      const worker = await summarizeWorkerProfile(inspector, profile);
       const agentProfile = JSON.parse(readFileSync(agentFile, "utf8")) as CpuProfile;
       // The agent runs unbundled: its frames carry file URLs, attributed by path.
       const agentByPath: CpuProfile = {
@@ -135,7 +149,7 @@ export async function runProfile(
       runs.push({
         label: c.label,
         requests: r.allCompleted,
-        worker: summarizeProfile(profile, (id, line) => maps.get(id)?.(line)),
+        worker,
         agent: summarizeProfile(agentByPath, () => undefined),
         files: { worker: workerFile, agent: agentFile },
       });
