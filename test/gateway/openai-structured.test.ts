@@ -835,7 +835,7 @@ describe("tools", () => {
           function: {
             name: "get_weather",
             description: "The weather in a city",
-            parameters: WEATHER.function.parameters,
+            parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
             parse: JSON.parse,
             function: (args: unknown) => {
               seen.push(args);
