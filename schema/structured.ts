@@ -166,6 +166,15 @@ export const StructuredFailureDetails = z.object({
   attempts: z.number().int(),
 });
 
+/** `data` of a streamed structured request's `chunk` event: text of the attempt being generated. */
+export const StructuredStreamChunk = z.object({ text: z.string(), attempt: z.number().int().min(1) });
+
+/** `data` of its `retry` event: the attempt failed validation with these issues; the next one follows. */
+export const StructuredStreamRetry = z.object({
+  attempt: z.number().int().min(1),
+  errors: z.array(SchemaIssueBody),
+});
+
 // ---- /schemas ----
 
 export const SchemaRegistration = z.strictObject({

@@ -77,6 +77,17 @@ import {
 } from "../../schema/registry-api.ts";
 import { AbTestStartRequest, DeployRequest, FeedbackRequest } from "../../schema/rollouts-api.ts";
 import { InjectionPolicyRequest, InjectionPolicyResponse } from "../../schema/security-api.ts";
+import {
+  GenerateStructuredRequest,
+  GenerateStructuredResponse,
+  RegisteredSchema,
+  RegisteredSchemaList,
+  SchemaIssueBody,
+  SchemaRegistration,
+  StructuredFailureDetails,
+  StructuredStreamChunk,
+  StructuredStreamRetry,
+} from "../../schema/structured.ts";
 import { isOpenAIPath, STATUS_BY_CODE } from "../errors.ts";
 import {
   type Access,
@@ -93,11 +104,13 @@ import { modelOperations } from "./operations/models.ts";
 import { rateLimitOperations } from "./operations/rate-limits.ts";
 import { rolloutOperations } from "./operations/rollouts.ts";
 import { securityOperations } from "./operations/security.ts";
+import { structuredOperations } from "./operations/structured.ts";
 import * as shapes from "./shapes.ts";
 
 /** Every operation the gateway serves, in the order the reference shows them. */
 export const OPERATIONS: readonly OperationSpec[] = [
   ...inferenceOperations,
+  ...structuredOperations,
   ...modelOperations,
   ...rolloutOperations,
   ...fleetOperations,
@@ -118,6 +131,15 @@ const NAMED_SCHEMAS = {
   GenerateResponse,
   GenerateStreamChunk: shapes.GenerateStreamChunk,
   GenerateStreamDone: shapes.GenerateStreamDone,
+  GenerateStructuredRequest,
+  GenerateStructuredResponse,
+  StructuredStreamChunk,
+  StructuredStreamRetry,
+  StructuredFailureDetails,
+  SchemaIssue: SchemaIssueBody,
+  SchemaRegistration,
+  RegisteredSchema,
+  RegisteredSchemaList,
   ChatCompletion: shapes.ChatCompletion,
   ChatCompletionChunk: shapes.ChatCompletionChunk,
   OpenAIModelList: shapes.OpenAIModelList,

@@ -14,6 +14,7 @@ export type Access = "public" | "user" | "admin" | "agent" | "agent_or_admin" | 
 
 export const TAGS = {
   Inference: "Completions over Orchard's own API and the OpenAI-compatible one, and feedback on answers.",
+  "Structured outputs": "Generations valid against a JSON Schema, and schemas registered by name.",
   Models: "The model registry: versions, their lifecycle, tags, aliases, metrics and weights.",
   Deployments: "Rolling a new version out: immediate, blue-green, canary and rolling.",
   "A/B tests": "Splitting a model's end users between two versions and judging the difference.",
