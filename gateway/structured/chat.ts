@@ -32,7 +32,8 @@ import {
   timeLeft,
 } from "./attempts.ts";
 import { schemaInstruction } from "./feedback.ts";
-import { hubStreamEvents } from "./hub-answer.ts";
+import { hubStreamEvents, type StreamStopper } from "./hub-answer.ts";
+import { recordStructuredOutcome } from "./outcomes.ts";
 import { jsonText, judgeOutput } from "./output.ts";
 import { type CheckedSchema, checkSchema } from "./schema-check.ts";
 import { type ToolPlan, toolAnswer, toolChecked, toolInstruction, toolPlan } from "./tools.ts";
@@ -105,7 +106,7 @@ export async function structuredChat<E extends AppEnv>(
   const shape = dispatch.response;
   if (shape.stream && structure.tools === null) return streamJson(c, run);
 
-  const result = await runStructured(asAppContext(c), run);
+  const result = await runStructured(c, run);
   const identity = chatIdentity(shape.requestId, result.model, shape.receivedAt);
   const headers = answerHeaders(result.headers, shape.stream);
   const answer =
@@ -145,12 +146,14 @@ export async function structuredChat<E extends AppEnv>(
  * as an error data line (the SDKs raise it), then [DONE].
  */
 async function streamJson<E extends AppEnv>(c: Context<E>, run: StructuredRun): Promise<Response> {
-  const deadline = structuredDeadline(asAppContext(c), run.dispatch);
+  const deadline = structuredDeadline(c, run.dispatch);
   const request = { ...firstAttempt(run, true), timeoutMs: Math.max(1, timeLeft(deadline)) };
   const response = await limitedDispatch(c, request, run.pools);
   const shape = run.dispatch.response;
   const renderer = streamRenderer(shape, response.headers.get(HubHeader.model) ?? run.dispatch.model ?? "");
-  const events = hubStreamEvents(response);
+  // The stopper cancels the hub's body at once (a generator's return() waits for its pending read).
+  const stopper: StreamStopper = { stop: null };
+  const events = hubStreamEvents(response, stopper);
   const encoder = new TextEncoder();
   let text = "";
   let opened = false;
@@ -178,6 +181,11 @@ async function streamJson<E extends AppEnv>(c: Context<E>, run: StructuredRun): 
       else {
         const finishReason = event.summary.finish_reason;
         const verdict = judgeOutput(text, finishReason, run.checked);
+        recordStructuredOutcome(c, run.pools, {
+          model: event.summary.model_name,
+          outcome: verdict.valid ? "valid" : "invalid",
+          attempts: 1,
+        });
         if (verdict.valid) {
           out(
             renderer.done({
@@ -197,8 +205,9 @@ async function streamJson<E extends AppEnv>(c: Context<E>, run: StructuredRun): 
       controller.close();
       await events.return(undefined);
     },
-    async cancel() {
-      await events.return(undefined);
+    cancel() {
+      stopper.stop?.();
+      events.return(undefined).catch(() => {});
     },
   });
   return new Response(body, { headers: answerHeaders(response.headers, true) });
@@ -211,9 +220,4 @@ function answerHeaders(from: Headers, stream: boolean): Headers {
   if (stream) for (const [name, value] of Object.entries(SSE_HEADERS)) headers.set(name, value);
   else headers.set("Content-Type", "application/json");
   return headers;
-}
-
-/** A route's context (with its own variables) where the structured loop takes the app's. */
-function asAppContext<E extends AppEnv>(c: Context<E>): Context<AppEnv> {
-  return c as unknown as Context<AppEnv>;
 }

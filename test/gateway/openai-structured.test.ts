@@ -14,6 +14,8 @@ import { type ChatTool, OpenAIErrorBody } from "../../schema/api.ts";
 import type { GenerateFrame } from "../../schema/protocol.ts";
 import {
   BASE,
+  bearer,
+  gatewayFetch,
   postJson,
   readSse,
   SseReader,
@@ -21,6 +23,7 @@ import {
   token,
   trackedAgents,
   uniqueId,
+  waitFor,
 } from "./helpers.ts";
 
 const agents = trackedAgents();
@@ -874,6 +877,46 @@ describe("tools", () => {
       { choices: [{ delta: {}, finish_reason: "stop" }] },
       "[DONE]",
     ]);
+  });
+});
+
+describe("metrics", () => {
+  it("chat's structured answers are counted like /generate/structured's: tools, and a streamed response_format", async () => {
+    const model = uniqueId("chat-metrics");
+    const agent = await agents.serving(model);
+    const tools = postJson("/v1/chat/completions", {
+      model,
+      messages: user("x"),
+      tools: [WEATHER],
+      tool_choice: "required",
+    });
+    await answer(agent, "{}");
+    await answer(agent, '{"tool_calls":[{"name":"get_weather","arguments":{"city":"Oslo"}}]}');
+    expect((await tools).status).toBe(200);
+    const streamed = postJson("/v1/chat/completions", {
+      model,
+      messages: user("x"),
+      response_format: { type: "json_object" },
+      stream: true,
+    });
+    await answer(agent, "[1]");
+    expect((await readSse(await streamed)).at(-2)?.data).toContain("STRUCTURED_OUTPUT_INVALID");
+
+    const m = `model="${model}",version=""`;
+    const series = (text: string, name: string, labels: string) =>
+      text
+        .split("\n")
+        .find((line) => line.startsWith(`${name}{`) && line.includes(labels))
+        ?.split(" ")[1];
+    const text = await waitFor(async () => {
+      const body = await (
+        await gatewayFetch("/metrics", { headers: await bearer({ role: "admin" }) })
+      ).text();
+      return series(body, "ml_inference_structured_output_attempts_count", m) === "2" ? body : null;
+    });
+    expect(series(text, "ml_inference_structured_outputs_total", `${m},outcome="valid"`)).toBe("1");
+    expect(series(text, "ml_inference_structured_outputs_total", `${m},outcome="invalid"`)).toBe("1");
+    expect(series(text, "ml_inference_structured_output_attempts_sum", m)).toBe("3");
   });
 });
 
