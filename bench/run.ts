@@ -4,7 +4,7 @@
 // throughput and time to first token, the agent with llama.cpp, and growth to 1,000 streams.
 // Prints tables and writes bench-results/<date>.json. See bench/README.md.
 //
-// Flags: --reps N (default 3)  --only a,b (ceiling,overhead,peers,everything,streaming,llama,mlx,growth,scrape,micro,profile,variants)
+// Flags: --reps N (default 3)  --only a,b (ceiling,overhead,peers,everything,streaming,llama,mlx,structured,growth,scrape,micro,profile,variants)
 //        --profile (also CPU profiles and prototyped optimizations on copies; adds ~4 min)
 //        --time-scale X (multiplies every measuring window)
 //        --against REF (this checkout's gateway vs the one at git REF, side by side: a before/after)
@@ -48,6 +48,7 @@ import { runPeers } from "./suites/peers.ts";
 import { runProfile } from "./suites/profile.ts";
 import { runScrape } from "./suites/scrape.ts";
 import { runStreaming } from "./suites/streaming.ts";
+import { runStructured } from "./suites/structured.ts";
 import { runVariants } from "./suites/variants.ts";
 import { warmUp } from "./suites/warmup.ts";
 
@@ -59,6 +60,7 @@ const ALL = [
   "streaming",
   "llama",
   "mlx",
+  "structured",
   "growth",
   "scrape",
   "micro",
@@ -259,6 +261,13 @@ async function main(): Promise<void> {
       results.mlx = r.rows;
       checks.push(...r.checks);
       section("The agent with MLX (node-mlx in a child process, demo MLX model)", r.text);
+    }
+    if (args.suites.includes("structured")) {
+      log("structured outputs: llama.cpp's grammar against unconstrained decoding…");
+      const r = await runStructured({ reps: args.reps });
+      results.structured = r.rows;
+      checks.push(...r.checks);
+      section("Structured outputs: the grammar's cost (llama.cpp, demo model)", r.text);
     }
     if (args.suites.includes("growth")) {
       log("growth…");
