@@ -55,7 +55,7 @@ describe("an agent with llama.cpp and Ollama through the gateway", () => {
     expect(view?.engines).toEqual(["llamacpp", "ollama"]);
     const info = view?.engineInfo as EngineInfo[];
     expect(info.map((e) => [e.name, e.capabilities])).toEqual([
-      ["llamacpp", []],
+      ["llamacpp", ["json_schema_grammar"]],
       ["ollama", ["format"]],
     ]);
     expect(info[0]?.quantizations).toEqual(expect.arrayContaining(["F32", "Q4_K_M"]));

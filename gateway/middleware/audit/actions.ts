@@ -41,6 +41,8 @@ export const AUDITED_ROUTES: Readonly<Record<string, AuditedRoute>> = {
       return agent === "?" ? "breaker:*" : `breaker:${agent}${modelName === "?" ? "" : `/${modelName}`}`;
     },
   },
+  "POST /schemas": { action: "schema.register", target: ({ body }) => `schema:${field(body, "name")}` },
+  "DELETE /schemas/:name": { action: "schema.delete", target: ({ params }) => `schema:${params.name ?? "?"}` },
   "POST /models/register": {
     action: "model.register",
     target: ({ body }) => `model:${field(body, "name")}:${field(body, "version")}`,
