@@ -2,6 +2,7 @@
 // the hibernation API (agent-sockets.ts), the hello handshake (handshake.ts), liveness
 // (liveness.ts), the request lifecycle (dispatcher.ts), breakers, counters and known models with
 // their persistence (hub-state.ts), and one alarm for whatever is due next (next-alarm.ts).
+
 import { DurableObject } from "cloudflare:workers";
 import { eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
@@ -25,6 +26,7 @@ import { describeError, log } from "../log.ts";
 import { HubRateLimits, type RateLimitAnswers, type RateLimitCommand } from "../ratelimit/hub-limits.ts";
 import type { AgentCapabilities, AgentConnection } from "./agent-connection.ts";
 import { AgentSockets, closeQuietly } from "./agent-sockets.ts";
+import { enableBenchTrace } from "./bench-trace.ts";
 import type { BreakerSelector, BreakerStatus } from "./circuit-breakers.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { answerHello } from "./handshake.ts";
@@ -72,6 +74,7 @@ export class AgentHub extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    enableBenchTrace(env);
     this.#config = readConfig(env);
     this.#pool = ctx.id.name ?? DEFAULT_POOL;
     this.#sockets = new AgentSockets(ctx);

@@ -13,6 +13,7 @@ import { SSE_HEADERS } from "../render/sse.ts";
 import { outputBlockedMessage } from "../security/messages.ts";
 import { type OutputPolicy, OutputSanitizer } from "../security/output-sanitizer.ts";
 import type { AgentConnection } from "./agent-connection.ts";
+import { benchTraceOn, TRACE_HEADER, traceValue } from "./bench-trace.ts";
 import type { BreakerTicket } from "./circuit-breakers.ts";
 import { errorResponse } from "./hub-response.ts";
 import type { Queued } from "./scheduling.ts";
@@ -298,6 +299,7 @@ export class InferenceJob implements Queued {
       headers[VARIANT_HEADER] = this.rollout.label;
       headers[EXPERIMENT_HEADER] = this.rollout.id;
     }
+    if (benchTraceOn) headers[TRACE_HEADER] = traceValue(this.id, this);
     return headers;
   }
 
