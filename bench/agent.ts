@@ -12,6 +12,7 @@ import { WebSocketServer } from "ws";
 import { Agent } from "../node-agent/agent.ts";
 import type { Engine } from "../node-agent/engines/engine.ts";
 import type { Logger } from "../node-agent/log.ts";
+import { AgentTrace } from "./lib/agent-trace.ts";
 import { closedLoop, type LoopOptions, type RequestFn } from "./lib/closed-loop.ts";
 import { type SyntheticModel, SyntheticTokenSource } from "./synthetic-engine.ts";
 
@@ -39,6 +40,8 @@ export interface BenchAgentConfig {
   flushMs?: number;
   /** Also connect an Agent to an in-process loopback hub (for the "Agent path" baseline). */
   loopback?: boolean;
+  /** Per-request traces and event-loop lag (bench/lib/agent-trace.ts); also BENCH_TRACE=1 in the env. */
+  trace?: boolean;
 }
 
 const cfg = JSON.parse(process.argv[2] as string) as BenchAgentConfig;
@@ -257,7 +260,9 @@ async function directLlama(e: Extract<EngineConfig, { kind: "llamacpp" }>): Prom
 // ---- IPC ----
 
 async function main(): Promise<void> {
-  const engine = await createEngine(cfg.engine);
+  const trace = cfg.trace || process.env.BENCH_TRACE === "1" ? new AgentTrace() : undefined;
+  const bare = await createEngine(cfg.engine);
+  const engine = trace ? trace.wrap(bare) : bare;
   const agents = await Promise.all(
     cfg.gateways.map((g) => connectAgent(engine, g.url, g.token, g.label, g.maxProtocol)),
   );
@@ -344,6 +349,10 @@ async function main(): Promise<void> {
         () => {},
       );
       return { tokens: out.tokens, ms: performance.now() - t0, frames: loopback.stats(true).frames };
+    },
+    async "trace-dump"() {
+      if (!trace) throw new Error("started without trace");
+      return { ...trace.dump() };
     },
     async "profile-start"() {
       session = new Session();

@@ -38,6 +38,7 @@ import {
 } from "./lib/stack.ts";
 import { num, type TargetCheck, table, targetsTable } from "./lib/table.ts";
 import type { MicroCase } from "./micro/run.ts";
+import { runAgentPath } from "./suites/agent-path.ts";
 import { runCeiling } from "./suites/ceiling.ts";
 import { runEverything } from "./suites/everything.ts";
 import { runGrowth } from "./suites/growth.ts";
@@ -49,6 +50,7 @@ import { runProfile } from "./suites/profile.ts";
 import { runScrape } from "./suites/scrape.ts";
 import { runStreaming } from "./suites/streaming.ts";
 import { runStructured } from "./suites/structured.ts";
+import { runTail } from "./suites/tail.ts";
 import { runVariants } from "./suites/variants.ts";
 import { warmUp } from "./suites/warmup.ts";
 
@@ -57,8 +59,10 @@ const ALL = [
   "overhead",
   "peers",
   "everything",
+  "tail",
   "streaming",
   "llama",
+  "agent-path",
   "mlx",
   "structured",
   "growth",
@@ -186,7 +190,9 @@ async function main(): Promise<void> {
   };
   try {
     if (
-      args.suites.some((s) => ["overhead", "peers", "everything", "streaming", "llama", "growth"].includes(s))
+      args.suites.some((s) =>
+        ["overhead", "peers", "everything", "tail", "streaming", "llama", "growth"].includes(s),
+      )
     ) {
       log("warming up both Workers (JIT)…");
       const warmed = await warmUp(bench);
@@ -241,6 +247,12 @@ async function main(): Promise<void> {
         r.text,
       );
     }
+    if (args.suites.includes("tail")) {
+      log("the concurrency-32 tail, with traces…");
+      const r = await runTail(bench, secret);
+      results.tail = { untraced: r.untraced, traced: r.traced, agentLoop: r.agentLoop };
+      section("The concurrency-32 tail: p99/p99.9 and per-request traces across every hop", r.text);
+    }
     if (args.suites.includes("streaming")) {
       log("streaming…");
       const r = await runStreaming(bench);
@@ -254,6 +266,13 @@ async function main(): Promise<void> {
       results.llama = { rows: r.rows, gatewayCpuMsPerGeneration: r.gatewayCpuMsPerGeneration };
       checks.push(...r.checks);
       section("The agent with a real engine (llama.cpp, demo model)", r.text);
+    }
+    if (args.suites.includes("agent-path")) {
+      log("the agent path: llama.cpp through the Agent vs direct, ABBA pairs…");
+      const r = await runAgentPath(bench, secret);
+      const { text: _, ...numbers } = r;
+      results.agentPath = numbers;
+      section("The agent path: llama.cpp through the Agent vs node-llama-cpp direct (paired, CI)", r.text);
     }
     if (args.suites.includes("mlx")) {
       log("agent with MLX (demo MLX model, CPU here)…");

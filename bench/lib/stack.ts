@@ -130,7 +130,7 @@ export async function startAgent(
   secret: string,
   engine: EngineConfig,
   targets: AgentTargets,
-  options: { capacity?: number; loopback?: boolean; flushMs?: number } = {},
+  options: { capacity?: number; loopback?: boolean; flushMs?: number; trace?: boolean } = {},
 ): Promise<RunningAgent> {
   const gateways: BenchAgentConfig["gateways"] = [];
   if (targets.relay) {
@@ -162,6 +162,7 @@ export async function startAgent(
     capacity: options.capacity ?? 1024,
     loopback: options.loopback ?? false,
     ...(options.flushMs === undefined ? {} : { flushMs: options.flushMs }),
+    ...(options.trace ? { trace: true } : {}),
   };
   const proc = spawnTs(`agent ${id}`, resolve(REPO_ROOT, "bench/agent.ts"), [JSON.stringify(config)]);
   await proc.waitFor("ready", 120_000);

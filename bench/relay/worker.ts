@@ -7,10 +7,43 @@ import { DurableObject } from "cloudflare:workers";
 
 interface Env {
   RELAY: DurableObjectNamespace<BareRelay>;
+  /** "1": the bench's trace switch (bench/suites/tail.ts), as the hub's BENCH_TRACE. */
+  BENCH_TRACE?: string;
 }
 
 interface Pending {
   writer: WritableStreamDefaultWriter<Uint8Array>;
+  /** With BENCH_TRACE: Worker entry, relay entry (= generate sent), first chunk frame (epoch ms). */
+  trace?: [number, number, number];
+}
+
+// BENCH_TRACE: a self-rescheduling 5 ms timer records how late workerd runs it, as in the hub.
+const TICK_MS = 5;
+const RING = 2048;
+const tickAt = new Float64Array(RING);
+const tickLate = new Float64Array(RING);
+let ticks = 0;
+
+function startTicker(): void {
+  let due = Date.now() + TICK_MS;
+  const tick = () => {
+    const now = Date.now();
+    tickAt[ticks % RING] = now;
+    tickLate[ticks++ % RING] = now - due;
+    due = now + TICK_MS;
+    setTimeout(tick, TICK_MS);
+  };
+  setTimeout(tick, TICK_MS);
+}
+
+function maxLag(from: number): number {
+  let worst = 0;
+  for (let i = 1; i <= Math.min(ticks, RING); i++) {
+    const slot = (ticks - i) % RING;
+    if ((tickAt[slot] as number) < from) break;
+    worst = Math.max(worst, tickLate[slot] as number);
+  }
+  return worst;
 }
 
 const encoder = new TextEncoder();
@@ -19,9 +52,12 @@ export class BareRelay extends DurableObject<Env> {
   private readonly pending = new Map<string, Pending>();
   private next = 0;
   private seq = 0;
+  private readonly tracing: boolean;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    this.tracing = env.BENCH_TRACE === "1";
+    if (this.tracing) startTicker();
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair("ping", "pong"));
   }
 
@@ -38,7 +74,9 @@ export class BareRelay extends DurableObject<Env> {
     const ws = sockets[this.next++ % sockets.length] as WebSocket;
     const id = `r${++this.seq}`;
     const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
-    this.pending.set(id, { writer: writable.getWriter() });
+    const pending: Pending = { writer: writable.getWriter() };
+    if (this.tracing) pending.trace = [Number(request.headers.get("x-bench-entry")), Date.now(), 0];
+    this.pending.set(id, pending);
     ws.send(
       JSON.stringify({
         type: "generate",
@@ -70,6 +108,7 @@ export class BareRelay extends DurableObject<Env> {
         return;
       case "chunk": {
         const p = this.pending.get(frame.id as string);
+        if (p?.trace && p.trace[2] === 0) p.trace[2] = Date.now();
         if (p) void p.writer.write(encoder.encode(frame.text)).catch(() => {});
         return;
       }
@@ -77,6 +116,13 @@ export class BareRelay extends DurableObject<Env> {
       case "error": {
         const p = this.pending.get(frame.id as string);
         this.pending.delete(frame.id as string);
+        if (p?.trace) {
+          // The timeline as a last line of the body (no "~" in it, so tokens still count right):
+          // id;entry;relay;generate sent;first chunk;done frame;max timer lag (epoch ms, as the hub's).
+          const [entry, relay, first] = p.trace;
+          const line = `\n#trace ${frame.id};${entry};${relay};${relay};${first};${Date.now()};${maxLag(Math.min(entry, relay))}\n`;
+          void p.writer.write(encoder.encode(line)).catch(() => {});
+        }
         if (p) void p.writer.close().catch(() => {});
         return;
       }
@@ -95,6 +141,10 @@ export default {
     let x = sink;
     for (let i = 0; i < burn; i++) x = (Math.imul(x, 31) + i) | 0;
     sink = x;
-    return env.RELAY.get(env.RELAY.idFromName("bench")).fetch(request);
+    const stub = env.RELAY.get(env.RELAY.idFromName("bench"));
+    if (env.BENCH_TRACE !== "1") return stub.fetch(request);
+    const traced = new Request(request);
+    traced.headers.set("x-bench-entry", String(Date.now()));
+    return stub.fetch(traced);
   },
 } satisfies ExportedHandler<Env>;
