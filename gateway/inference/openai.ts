@@ -27,6 +27,23 @@ export function chatParams(request: ChatCompletionRequest): SamplingParams {
   });
 }
 
+/** The sampling fields /generate and /generate/structured share (the same names in both bodies). */
+export function generateParams(body: {
+  max_tokens: number;
+  temperature?: number;
+  top_p?: number;
+  seed?: number;
+  stop?: string | string[];
+}): SamplingParams {
+  return samplingParams({
+    maxTokens: body.max_tokens,
+    temperature: body.temperature,
+    topP: body.top_p,
+    seed: body.seed,
+    stop: body.stop,
+  });
+}
+
 /** Drops absent (null/undefined) fields and normalizes `stop` to a list. */
 export function samplingParams(input: {
   maxTokens: number;

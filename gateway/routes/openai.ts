@@ -5,12 +5,10 @@
 import { Hono, type MiddlewareHandler } from "hono";
 import { ChatCompletionRequest } from "../../schema/api.ts";
 import type { DispatchRequest } from "../../schema/hub.ts";
-import { USER_HEADER } from "../../schema/rollouts.ts";
-import { readConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
-import { observePools, poolOrder } from "../inference/hub-client.ts";
+import { observePools } from "../inference/hub-client.ts";
 import { chatMessages, chatParams } from "../inference/openai.ts";
-import { endUser, requestTimeoutMs, TIMEOUT_HEADER } from "../inference/request-options.ts";
+import { inferenceRequest } from "../inference/request-options.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { jsonBody } from "../middleware/json-body/index.ts";
 import { limitedDispatch } from "../ratelimit/dispatch.ts";
@@ -38,10 +36,11 @@ export const openaiRoutes = new Hono<AppEnv>()
     chatGate,
     async (c) => {
       const body = c.get("body");
-      const requestId = c.get("requestId");
-      const config = readConfig(c.env);
-      const timeoutMs = requestTimeoutMs(c.req.header(TIMEOUT_HEADER), config.requestTimeoutMaxMs);
-      const caller = c.get("caller").sub;
+      const { requestId, receivedAt, timeoutMs, caller, subject, pools } = inferenceRequest(
+        c,
+        body.model,
+        body.user,
+      );
       const dispatch: DispatchRequest = {
         requestId,
         model: body.model,
@@ -53,12 +52,11 @@ export const openaiRoutes = new Hono<AppEnv>()
           stream: body.stream === true,
           includeUsage: body.stream === true && body.stream_options?.include_usage === true,
           requestId,
-          receivedAt: Date.now(),
+          receivedAt,
         },
-        subject: endUser(c.req.header(USER_HEADER), body.user, caller),
+        subject,
         caller,
       };
-      const pools = poolOrder(config.pools, body.model, requestId);
       const structure = c.get("chatStructure");
       if (structure !== null) return structuredChat(c, structure, dispatch, pools);
       return limitedDispatch(c, dispatch, pools);

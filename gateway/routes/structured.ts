@@ -2,13 +2,10 @@
 // or one registered with POST /schemas), or a 422 saying why not. The schema is checked before
 // anything is dispatched; the attempt loop (structured/attempts.ts) validates and retries.
 import { Hono } from "hono";
-import { USER_HEADER } from "../../schema/rollouts.ts";
 import { GenerateStructuredRequest, type GenerateStructuredResponse } from "../../schema/structured.ts";
-import { readConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
-import { poolOrder } from "../inference/hub-client.ts";
-import { samplingParams } from "../inference/openai.ts";
-import { endUser, requestTimeoutMs, TIMEOUT_HEADER } from "../inference/request-options.ts";
+import { generateParams } from "../inference/openai.ts";
+import { inferenceRequest } from "../inference/request-options.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { jsonBody } from "../middleware/json-body/index.ts";
 import { type PromptParts, screenPrompt } from "../security/screen-prompt.ts";
@@ -68,27 +65,15 @@ export const structuredRoutes = new Hono<AppEnv>().post(
   screenPrompt("generate", structuredParts),
   async (c) => {
     const body = c.get("body");
-    const requestId = c.get("requestId");
-    const receivedAt = Date.now();
-    const config = readConfig(c.env);
-    const timeoutMs = requestTimeoutMs(c.req.header(TIMEOUT_HEADER), config.requestTimeoutMaxMs);
+    const { requestId, receivedAt, timeoutMs, caller, subject, pools } = inferenceRequest(c, body.model);
     const checked = await requestSchema(c.env.DB, body.schema);
-    const caller = c.get("caller").sub;
-    const subject = endUser(c.req.header(USER_HEADER), undefined, caller);
-    const pools = poolOrder(config.pools, body.model ?? config.defaultModel, requestId);
     const run = {
       dispatch: {
         requestId,
         model: body.model,
         timeoutMs,
         ...(body.prompt !== undefined ? { prompt: body.prompt } : { messages: body.messages }),
-        params: samplingParams({
-          maxTokens: body.max_tokens,
-          temperature: body.temperature,
-          topP: body.top_p,
-          seed: body.seed,
-          stop: body.stop,
-        }),
+        params: generateParams(body),
         response: {
           api: "generate" as const,
           stream: body.stream,
