@@ -1,11 +1,7 @@
-// Per-request options callers set with headers: the deadline, and the end user rollouts assign;
-// and what every inference route reads off its request the same way (inferenceRequest).
-import type { Context } from "hono";
+// Per-request options callers set with headers: the deadline, and the end user rollouts assign.
+// Pure (no Worker runtime imports): the OpenAPI document, built in Node too, reads these names.
 import { USER_HEADER } from "../../schema/rollouts.ts";
-import { type GatewayConfig, readConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
-import type { AppEnv } from "../types.ts";
-import { poolOrder } from "./hub-client.ts";
 
 /** The caller's deadline for one request, in ms from now (queue wait + generation). */
 export const TIMEOUT_HEADER = "X-Orchard-Timeout-Ms";
@@ -47,37 +43,4 @@ export function endUser(header: string | undefined, bodyUser: string | undefined
   if (bodyUser !== undefined && bodyUser !== "") return bodyUser;
   if (header !== undefined && header !== "") return header;
   return sub;
-}
-
-/** The parts of a dispatch every inference route (/generate, /generate/structured, /v1) takes alike. */
-export interface InferenceRequest {
-  requestId: string;
-  receivedAt: number;
-  config: GatewayConfig;
-  timeoutMs: number | undefined;
-  /** The token's subject. */
-  caller: string;
-  /** The end user rollouts assign (endUser). */
-  subject: string;
-  /** The pools to try, in order (poolOrder). */
-  pools: readonly string[];
-}
-
-/**
- * Reads the request's id, deadline header, caller and end user, and orders the pools for `model`
- * (without one: DEFAULT_MODEL's pools, or, none set, the default pool, whose hub picks a model).
- */
-export function inferenceRequest<E extends AppEnv>(
-  c: Context<E>,
-  model: string | undefined,
-  bodyUser?: string,
-): InferenceRequest {
-  const requestId = c.get("requestId");
-  const receivedAt = Date.now();
-  const config = readConfig(c.env);
-  const timeoutMs = requestTimeoutMs(c.req.header(TIMEOUT_HEADER), config.requestTimeoutMaxMs);
-  const caller = c.get("caller").sub;
-  const subject = endUser(c.req.header(USER_HEADER), bodyUser, caller);
-  const pools = poolOrder(config.pools, model ?? config.defaultModel, requestId);
-  return { requestId, receivedAt, config, timeoutMs, caller, subject, pools };
 }

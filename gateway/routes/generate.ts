@@ -3,8 +3,8 @@
 // the answer (inference/render.ts); this route validates, authorizes and passes it on.
 import { Hono } from "hono";
 import { GenerateRequest } from "../../schema/api.ts";
+import { inferenceRequest } from "../inference/inference-request.ts";
 import { generateParams } from "../inference/openai.ts";
-import { inferenceRequest } from "../inference/request-options.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { jsonBody } from "../middleware/json-body/index.ts";
 import { limitedDispatch } from "../ratelimit/dispatch.ts";

@@ -4,8 +4,8 @@
 import { Hono } from "hono";
 import { GenerateStructuredRequest, type GenerateStructuredResponse } from "../../schema/structured.ts";
 import { GatewayError } from "../errors.ts";
+import { inferenceRequest } from "../inference/inference-request.ts";
 import { generateParams } from "../inference/openai.ts";
-import { inferenceRequest } from "../inference/request-options.ts";
 import { auth } from "../middleware/auth/index.ts";
 import { jsonBody } from "../middleware/json-body/index.ts";
 import { type PromptParts, screenPrompt } from "../security/screen-prompt.ts";

@@ -42,7 +42,10 @@ export const AUDITED_ROUTES: Readonly<Record<string, AuditedRoute>> = {
     },
   },
   "POST /schemas": { action: "schema.register", target: ({ body }) => `schema:${field(body, "name")}` },
-  "DELETE /schemas/:name": { action: "schema.delete", target: ({ params }) => `schema:${params.name ?? "?"}` },
+  "DELETE /schemas/:name": {
+    action: "schema.delete",
+    target: ({ params }) => `schema:${params.name ?? "?"}`,
+  },
   "POST /models/register": {
     action: "model.register",
     target: ({ body }) => `model:${field(body, "name")}:${field(body, "version")}`,
