@@ -645,7 +645,12 @@ export class AgentHub extends DurableObject<Env> {
   #ensureAlarm(at: number): void {
     if (this.#alarmAt !== null && this.#alarmAt <= at) return;
     this.#alarmAt = at;
-    void this.ctx.storage.setAlarm(at);
+    this.ctx.storage.setAlarm(at).catch((err: unknown) => {
+      // Not set (storage failed, or the object is being reset): forget it, so the next
+      // scheduling sets it again instead of trusting an alarm that does not exist.
+      if (this.#alarmAt === at) this.#alarmAt = null;
+      log("warn", "hub: setting the alarm failed", { at, ...describeError(err) });
+    });
   }
 
   /** One alarm, at the earliest moment anything is due (next-alarm.ts); none when nothing is. */

@@ -124,7 +124,14 @@ export class AgentSockets {
   /** Removes a connection from the table (if it is still the agent's current one). */
   forget(agent: AgentConnection): void {
     if (this.#agents.get(agent.id) === agent) this.#agents.delete(agent.id);
-    if (agent.capsInStorage) void this.ctx.storage.delete(capsStorageKey(agent.sessionId));
+    if (agent.capsInStorage) this.#unawaited(this.ctx.storage.delete(capsStorageKey(agent.sessionId)));
+  }
+
+  /** A storage write nothing waits for: a failure (the object being reset) is logged, not unhandled. */
+  #unawaited(write: Promise<unknown>): void {
+    write.catch((err: unknown) =>
+      log("warn", "hub: agent capabilities storage write failed", describeError(err)),
+    );
   }
 
   /** Mirrors a connection into its socket's attachment (capabilities to storage when too big). */
@@ -132,7 +139,7 @@ export class AgentSockets {
     const attachment = agent.attachment();
     try {
       agent.ws.serializeAttachment(attachment);
-      if (agent.capsInStorage) void this.ctx.storage.delete(capsStorageKey(agent.sessionId));
+      if (agent.capsInStorage) this.#unawaited(this.ctx.storage.delete(capsStorageKey(agent.sessionId)));
       agent.capsInStorage = false;
     } catch {
       // Over the 16 KiB attachment limit: keep identity on the socket, capabilities in storage.
@@ -141,7 +148,7 @@ export class AgentSockets {
         caps: null,
         capsInStorage: true,
       } satisfies AgentAttachment);
-      void this.ctx.storage.put(capsStorageKey(agent.sessionId), attachment.caps);
+      this.#unawaited(this.ctx.storage.put(capsStorageKey(agent.sessionId), attachment.caps));
       agent.capsInStorage = true;
     }
   }

@@ -107,4 +107,29 @@ describe("hub restart", () => {
     await agent.barrier();
     expect(await Promise.race([agent.closed, sleep(0).then(() => "still open")])).toBe("still open");
   });
+
+  it("an alarm that could not be set (storage failing, or the object being reset) is set by the next scheduling, and the failure is no unhandled rejection", async () => {
+    await agentServing(uniqueId("alarm")); // a connected agent: its heartbeat deadline is always due
+    const alarm = await runInDurableObject(hub(), async (instance: AgentHub, state) => {
+      const storage = state.storage as { setAlarm: DurableObjectStorage["setAlarm"] };
+      const setAlarm = storage.setAlarm;
+      let refused = 0;
+      storage.setAlarm = () => {
+        refused++;
+        return Promise.reject(new Error("storage unavailable"));
+      };
+      try {
+        await instance.alarm(); // schedules afresh: every setAlarm fails
+        await sleep(0);
+      } finally {
+        storage.setAlarm = setAlarm;
+      }
+      expect(refused).toBeGreaterThan(0);
+      await state.storage.deleteAlarm();
+      instance.runChecks(Date.now());
+      await sleep(0);
+      return state.storage.getAlarm();
+    });
+    expect(alarm).toEqual(expect.any(Number));
+  });
 });
