@@ -17,5 +17,7 @@ declare namespace Cloudflare {
      * config (`wrangler secret put METRICS_TOKEN`); unset: only admin JWTs scrape.
      */
     METRICS_TOKEN: string;
+    /** Bench only (bench/suites/tail.ts sets it on a Worker of its own): "1" adds request timelines. */
+    BENCH_TRACE?: string;
   }
 }

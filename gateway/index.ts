@@ -1,6 +1,7 @@
 // The gateway Worker: assembles the Hono app from its middleware and route sub-apps, and exports
 // the Durable Object classes wrangler.toml binds.
 import { Hono } from "hono";
+import { tracedFetch } from "./hub/bench-trace.ts";
 import { accessLog } from "./middleware/access-log/index.ts";
 import { audit } from "./middleware/audit/index.ts";
 import { cors } from "./middleware/cors/index.ts";
@@ -61,6 +62,10 @@ app.notFound(notFoundHandler(() => app.routes));
 /** The assembled app, for tests that read its routes (the OpenAPI coverage test). */
 export { app };
 
-export default {
-  fetch: app.fetch,
-} satisfies ExportedHandler<Env>;
+// BENCH_TRACE (bench/suites/tail.ts only): the traced Worker stamps its fetch() entry.
+const fetch: typeof app.fetch = (request, env, ctx) =>
+  (env as Partial<Env> | undefined)?.BENCH_TRACE === "1"
+    ? tracedFetch(app.fetch as never, request, env as never, ctx as never)
+    : app.fetch(request, env, ctx);
+
+export default { fetch } satisfies ExportedHandler<Env>;

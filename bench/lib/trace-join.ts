@@ -9,12 +9,20 @@ import { countTokens, type HttpRequestSpec } from "./http-client.ts";
 
 export interface ClientTrace {
   send: number;
+  /** undici handed the request to a connection and is about to write it (its onConnect). */
+  written?: number;
   firstByte?: number;
   end: number;
   tokens: number;
   status: number;
-  /** `id;received;created;dispatched;firstChunk;answered;maxTimerLag` as the gateway wrote it. */
+  /** `id;received;created;dispatched;firstChunk;answered;maxTimerLag;workerEntry` as the gateway wrote it. */
   gateway?: string;
+}
+
+/** The load generator's own timer stalls during a traced loop: [epoch ms the late timer ran, ms late]. */
+export interface TracedLoopResult {
+  traces: ClientTrace[];
+  stalls: [number, number][];
 }
 
 const epoch = () => performance.timeOrigin + performance.now();
@@ -25,7 +33,19 @@ export async function tracedLoop(
   origin: string,
   spec: HttpRequestSpec,
   o: { concurrency: number; warmupMs: number; durationMs: number },
-): Promise<ClientTrace[]> {
+): Promise<TracedLoopResult> {
+  // A 5 ms self-rescheduling timer in the load generator: a stall here delays sends and reads, and
+  // would otherwise be booked to the first segment (client → Worker).
+  const stalls: [number, number][] = [];
+  let due = epoch() + 5;
+  let timer: NodeJS.Timeout;
+  const tick = () => {
+    const now = epoch();
+    if (now - due > 10) stalls.push([now, now - due]);
+    due = now + 5;
+    timer = setTimeout(tick, 5);
+  };
+  timer = setTimeout(tick, 5);
   const pool = new Pool(origin, {
     connections: o.concurrency,
     pipelining: 1,
@@ -42,11 +62,16 @@ export async function tracedLoop(
       const t: ClientTrace = { send: epoch(), end: 0, tokens: 0, status: 0 };
       let tail = "";
       const i = n++;
-      const headers = spec.perRequestHeaders?.[i % spec.perRequestHeaders.length] ?? spec.headers;
+      const base = spec.perRequestHeaders?.[i % spec.perRequestHeaders.length] ?? spec.headers;
+      // BENCH_TAIL_CONNECTION_CLOSE=1: a new connection per request (the keep-alive experiment).
+      const headers =
+        process.env.BENCH_TAIL_CONNECTION_CLOSE === "1" ? { ...base, connection: "close" } : base;
       pool.dispatch(
         { path: spec.path, method: spec.method, headers, body: spec.body },
         {
-          onConnect() {},
+          onConnect() {
+            t.written = epoch();
+          },
           onHeaders(status: number, raw: Buffer[]) {
             t.status = status;
             for (let h = 0; h < raw.length; h += 2)
@@ -76,11 +101,15 @@ export async function tracedLoop(
     }
   };
   await Promise.all(Array.from({ length: o.concurrency }, worker));
+  clearTimeout(timer);
   await pool.close();
-  return out;
+  return { traces: out, stalls };
 }
 
 export const SEGMENTS = [
+  "client: pool → socket write",
+  "client → Worker fetch",
+  "Worker fetch → handler",
   "client → Worker handler",
   "Worker → hub",
   "hub: queue + dispatch",
@@ -101,6 +130,15 @@ export interface Joined {
   workerdTimerLagMs?: number;
   /** Agent timer stalls (> 10 ms) overlapping the request, worst, ms. */
   agentStallMs: number;
+  /** Load generator timer stalls (> 10 ms) overlapping the request, worst, ms. */
+  loadgenStallMs: number;
+}
+
+/** The worst stall in `stalls` ([epoch ms the late timer ran, ms late]) overlapping [from, to]. */
+function worstStall(stalls: readonly [number, number][], from: number, to: number): number {
+  let worst = 0;
+  for (const [at, late] of stalls) if (at >= from && at - late <= to) worst = Math.max(worst, late);
+  return worst;
 }
 
 /** One request's segments; a missing agent record merges its segments into "hub → first chunk". */
@@ -108,12 +146,13 @@ export function join(
   t: ClientTrace,
   agent: Map<string, AgentTraceRecord>,
   stalls: [number, number][],
+  loadgenStalls: [number, number][] = [],
 ): Joined {
   const seg: Partial<Record<Segment, number>> = {};
   let lag: number | undefined;
   const fields = t.gateway?.split(";");
   if (fields && fields.length >= 7) {
-    const [id, received, created, dispatched, firstChunk, answered, timerLag] = fields as string[];
+    const [id, received, created, dispatched, firstChunk, answered, timerLag, entry] = fields as string[];
     const v = (s: string | undefined) => (s === undefined || s === "" ? undefined : Number(s));
     const [w, h, g, f, a] = [v(received), v(created), v(dispatched), v(firstChunk), v(answered)];
     lag = v(timerLag);
@@ -121,7 +160,13 @@ export function join(
     const put = (name: Segment, from?: number, to?: number) => {
       if (from !== undefined && to !== undefined) seg[name] = to - from;
     };
-    put("client → Worker handler", t.send, w);
+    const e = v(entry);
+    if (e === undefined) put("client → Worker handler", t.send, w);
+    else {
+      put("client: pool → socket write", t.send, t.written);
+      put("client → Worker fetch", t.written ?? t.send, e);
+      put("Worker fetch → handler", e, w);
+    }
     put("Worker → hub", w, h);
     put("hub: queue + dispatch", h, g);
     if (r?.got !== undefined && r.firstChunkSent !== undefined) {
@@ -134,14 +179,12 @@ export function join(
     put("hub: first chunk → answer", f, a);
     put("answer → client end", a, t.end);
   }
-  let agentStallMs = 0;
-  for (const [at, late] of stalls)
-    if (at >= t.send && at - late <= t.end) agentStallMs = Math.max(agentStallMs, late);
   return {
     totalMs: t.end - t.send,
     segments: seg,
     ...(lag === undefined ? {} : { workerdTimerLagMs: lag }),
-    agentStallMs,
+    agentStallMs: worstStall(stalls, t.send, t.end),
+    loadgenStallMs: worstStall(loadgenStalls, t.send, t.end),
   };
 }
 

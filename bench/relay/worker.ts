@@ -120,7 +120,7 @@ export class BareRelay extends DurableObject<Env> {
           // The timeline as a last line of the body (no "~" in it, so tokens still count right):
           // id;entry;relay;generate sent;first chunk;done frame;max timer lag (epoch ms, as the hub's).
           const [entry, relay, first] = p.trace;
-          const line = `\n#trace ${frame.id};${entry};${relay};${relay};${first};${Date.now()};${maxLag(Math.min(entry, relay))}\n`;
+          const line = `\n#trace ${frame.id};${entry};${relay};${relay};${first};${Date.now()};${maxLag(Math.min(entry, relay))};${entry}\n`;
           void p.writer.write(encoder.encode(line)).catch(() => {});
         }
         if (p) void p.writer.close().catch(() => {});

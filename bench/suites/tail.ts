@@ -6,6 +6,7 @@
 //    gateway/hub/bench-trace.ts): every request's timeline joined by request id, and for the slow
 //    ones (> 150 ms) which segment took their time, against the event-loop lag on the agent
 //    (monitorEventLoopDelay, timer stalls) and in workerd (a 5 ms self-rescheduling timer).
+import { writeFileSync } from "node:fs";
 import type { AgentTraceDump, AgentTraceRecord } from "../lib/agent-trace.ts";
 import {
   type Bench,
@@ -116,6 +117,8 @@ export async function runTail(bench: Bench, secret: string): Promise<TailResult>
   const traced = {} as TailResult["traced"];
   const agentLoop: AgentTraceDump["loopDelay"][] = [];
   const joined: Record<PathName, Joined[]> = { relay: [], orchard: [] };
+  const loadgenStalls: Record<PathName, [number, number][]> = { relay: [], orchard: [] };
+  const rawTraces: Record<PathName, ClientTrace[]> = { relay: [], orchard: [] };
   try {
     const workers = { relay, orchard };
     const spec = (path: PathName) => requestSpec(bench, path, MODEL_1, OVERHEAD_TOKENS, false);
@@ -134,17 +137,25 @@ export async function runTail(bench: Bench, secret: string): Promise<TailResult>
     await agent.proc.call({ type: "trace-dump" });
     for (let rep = 0; rep < bench.reps; rep++) {
       for (const path of interleaved<PathName>(["relay", "orchard"], rep)) {
-        const traces: ClientTrace[] = await tracedLoop(workers[path].directOrigin, spec(path), loop);
+        const { traces, stalls } = await tracedLoop(workers[path].directOrigin, spec(path), loop);
+        loadgenStalls[path].push(...stalls);
+        rawTraces[path].push(...traces);
         const dump = await agent.proc.call<AgentTraceDump>({ type: "trace-dump" }, 60_000);
         agentLoop.push(dump.loopDelay);
         const records = new Map<string, AgentTraceRecord>(dump.records.map((r) => [r.id, r]));
-        for (const t of traces) if (t.status === 200) joined[path].push(join(t, records, dump.stalls));
+        for (const t of traces)
+          if (t.status === 200) joined[path].push(join(t, records, dump.stalls, stalls));
       }
       bench.log(`  tail: traced rep ${rep + 1}/${bench.reps} done`);
     }
   } finally {
     await agent.stop();
     await Promise.all([relay.stop(), orchard.stop()]);
+  }
+  // BENCH_TAIL_DUMP=<file>: every traced request's raw timeline, for analysis beyond the tables.
+  if (process.env.BENCH_TAIL_DUMP) {
+    writeFileSync(process.env.BENCH_TAIL_DUMP, JSON.stringify({ traces: rawTraces, loadgenStalls }));
+    bench.log(`  tail: raw traces written to ${process.env.BENCH_TAIL_DUMP}`);
   }
 
   const lines: string[] = [];
@@ -210,7 +221,9 @@ export async function runTail(bench: Bench, secret: string): Promise<TailResult>
     lines.push(
       `${path}: of ${slow.length} slow requests, ${lagged(slow, (j) => j.workerdTimerLagMs)} lived through a workerd timer ` +
         `> 50 ms late (of all ${all.length}: ${lagged(all, (j) => j.workerdTimerLagMs)}), ` +
-        `${lagged(slow, (j) => j.agentStallMs)} through an agent event-loop stall > 50 ms (of all: ${lagged(all, (j) => j.agentStallMs)})`,
+        `${lagged(slow, (j) => j.agentStallMs)} through an agent event-loop stall > 50 ms (of all: ${lagged(all, (j) => j.agentStallMs)}), ` +
+        `${lagged(slow, (j) => j.loadgenStallMs)} through a load-generator stall > 50 ms (of all: ${lagged(all, (j) => j.loadgenStallMs)}; ` +
+        `its stalls > 10 ms: ${loadgenStalls[path].length}, worst ${num(Math.max(0, ...loadgenStalls[path].map((x) => x[1])), 0)} ms)`,
     );
   }
   lines.push(

@@ -45,6 +45,30 @@ export function maxTimerLagMs(from: number, to: number): number {
   return worst;
 }
 
+/**
+ * The Worker's fetch() with the time it was entered appended to the trace header (`…;workerEntry`),
+ * so the time before the route handler splits into "before the Worker ran" (load generator,
+ * sockets, workerd's intake) and "in the middleware chain". Only the traced Worker calls it.
+ */
+export async function tracedFetch(
+  fetch: (request: Request, env: never, ctx: never) => Response | Promise<Response>,
+  request: Request,
+  env: never,
+  ctx: never,
+): Promise<Response> {
+  const entered = Date.now();
+  const response = await fetch(request, env, ctx);
+  const value = response.headers.get(TRACE_HEADER);
+  if (value !== null) {
+    try {
+      response.headers.set(TRACE_HEADER, `${value};${entered}`);
+    } catch {
+      // Immutable headers (an upgrade): not a traced answer.
+    }
+  }
+  return response;
+}
+
 /** `id;received;created;dispatched;firstChunk;answered;maxTimerLag` (epoch ms; empty when unknown). */
 export function traceValue(
   id: string,
