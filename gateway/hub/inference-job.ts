@@ -253,7 +253,7 @@ export class InferenceJob implements Queued {
     if (this.#renderer === null) {
       const body = completionBody(this.request.response, this.model, this.#parts.join("") + tail.text, frame);
       this.#parts = [];
-      this.#resolve(new Response(body, { headers: this.#headers() }));
+      this.#resolve(new Response(oneChunk(body), { headers: this.#headers() }));
       return;
     }
     if (tail.text !== "") this.#write(this.#renderer.chunk(tail.text));
@@ -355,4 +355,25 @@ export class InferenceJob implements Queued {
       // Already cancelled by the caller.
     }
   }
+}
+
+/**
+ * A finished answer as a body of unknown length (sent chunked, no Content-Length). Measured with
+ * `npm run bench -- --only tail` (issue 15): workerd, serving a fixed-length body, holds the next
+ * request on that keep-alive connection back before the Worker sees it, and frees such requests in
+ * batches: 3-5 % of requests at concurrency 32 waited 150-1,300 ms before the Worker's fetch()
+ * (p99 580-850 ms, p99.9 0.9-1.3 s), while other connections were served. The bare relay did the
+ * same once its streamed answer was buffered into a fixed-length one (p99 97 → 394 ms). With this
+ * body: p99 166-230 ms, p99.9 241-283 ms, and 746-793 req/s instead of 500-600 (the held
+ * connections had idled a share of the closed loop), for ~+150-190 µs of workerd CPU per request
+ * at 250 req/s (`--against`, 3 repetitions each).
+ */
+function oneChunk(text: string): ReadableStream<Uint8Array> {
+  // A native identity stream (no JavaScript pump, unlike a ReadableStream with a start()). Its
+  // write resolves as the caller reads; a caller that left makes both fail, which is no error.
+  const { readable, writable } = new IdentityTransformStream();
+  const writer = writable.getWriter();
+  writer.write(encoder.encode(text)).catch(() => {});
+  writer.close().catch(() => {});
+  return readable;
 }

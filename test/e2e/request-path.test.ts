@@ -171,6 +171,16 @@ describe("POST /generate", () => {
     expect(body.latency_ms).toBeGreaterThan(0);
   });
 
+  it("sends a finished answer chunked, without Content-Length, and the body is whole", async () => {
+    // Deliberate (gateway/hub/inference-job.ts, oneChunk): after a fixed-length body, workerd held
+    // the next request on that keep-alive connection for 150-1,300 ms at concurrency 32 (issue 15).
+    const res = await post("/generate", { prompt: "Once upon a time", max_tokens: 4, temperature: 0 });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-length")).toBeNull();
+    expect(res.headers.get("transfer-encoding")).toBe("chunked");
+    expect(((await res.json()) as { tokens_generated: number }).tokens_generated).toBe(4);
+  });
+
   it("streams Server-Sent Events that add up to the same text", async () => {
     const prompt = { prompt: "The quick brown fox", max_tokens: 120, temperature: 0 };
     const expected = await reference.answer({ prompt: prompt.prompt, maxTokens: 120 });
