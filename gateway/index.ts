@@ -65,7 +65,7 @@ export { app };
 // BENCH_TRACE (bench/suites/tail.ts only): the traced Worker stamps its fetch() entry.
 const fetch: typeof app.fetch = (request, env, ctx) =>
   (env as Partial<Env> | undefined)?.BENCH_TRACE === "1"
-    ? tracedFetch(app.fetch as never, request, env as never, ctx as never)
+    ? tracedFetch(() => app.fetch(request, env, ctx))
     : app.fetch(request, env, ctx);
 
 export default { fetch } satisfies ExportedHandler<Env>;

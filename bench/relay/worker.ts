@@ -118,7 +118,8 @@ export class BareRelay extends DurableObject<Env> {
         this.pending.delete(frame.id as string);
         if (p?.trace) {
           // The timeline as a last line of the body (no "~" in it, so tokens still count right):
-          // id;entry;relay;generate sent;first chunk;done frame;max timer lag (epoch ms, as the hub's).
+          // id;entry;relay;generate sent;first chunk;done frame;max timer lag;entry (epoch ms, as the
+          // hub's; the relay has no middleware, so its Worker entry is its handler entry).
           const [entry, relay, first] = p.trace;
           const line = `\n#trace ${frame.id};${entry};${relay};${relay};${first};${Date.now()};${maxLag(Math.min(entry, relay))};${entry}\n`;
           void p.writer.write(encoder.encode(line)).catch(() => {});

@@ -50,14 +50,9 @@ export function maxTimerLagMs(from: number, to: number): number {
  * so the time before the route handler splits into "before the Worker ran" (load generator,
  * sockets, workerd's intake) and "in the middleware chain". Only the traced Worker calls it.
  */
-export async function tracedFetch(
-  fetch: (request: Request, env: never, ctx: never) => Response | Promise<Response>,
-  request: Request,
-  env: never,
-  ctx: never,
-): Promise<Response> {
+export async function tracedFetch(fetch: () => Response | Promise<Response>): Promise<Response> {
   const entered = Date.now();
-  const response = await fetch(request, env, ctx);
+  const response = await fetch();
   const value = response.headers.get(TRACE_HEADER);
   if (value !== null) {
     try {
