@@ -10,7 +10,12 @@ import {
   resolveInjectionMode,
   type SourcedEntry,
 } from "../../gateway/security/injection-policy.ts";
-import { PolicyCache, readAdminEntries, writeAdminEntry } from "../../gateway/security/policy-store.ts";
+import {
+  PolicyCache,
+  REFRESH_GIVE_UP_MS,
+  readAdminEntries,
+  writeAdminEntry,
+} from "../../gateway/security/policy-store.ts";
 import { ErrorBody, OpenAIErrorBody } from "../../schema/api.ts";
 import { InjectionPolicyResponse } from "../../schema/security-api.ts";
 import { bearer, gatewayFetch, trackedAgents, uniqueId } from "./helpers.ts";
@@ -326,29 +331,137 @@ describe("PolicyCache (one per isolate)", () => {
     ]);
   });
 
-  it("shares one D1 read among concurrent requests, and keeps the last lines when D1 fails", async () => {
+  it("never makes a request wait on another's read: one refreshes a due copy, the others serve it", async () => {
+    // workerd cancels a request waiting on a promise only another request's I/O settles (the
+    // bench's 500s "...your Worker's code had hung"), so the copy is never shared as a promise.
     let now = 0;
-    let reads = 0;
-    const db = {
-      prepare: (...args: Parameters<D1Database["prepare"]>) => {
-        reads++;
-        return env.DB.prepare(...args);
-      },
-    } as unknown as D1Database;
+    const gate = gatedDb();
     await writeAdminEntry(env.DB, {}, "off", "ops");
     const cache = new PolicyCache(() => now);
-    const all = await Promise.all(Array.from({ length: 10 }, () => cache.entries(db, 1_000)));
-    expect(reads).toBe(1);
-    expect(all.every((lines) => lines.length === 1)).toBe(true);
+    // No copy yet: each request reads for itself, so none is served without the admins' lines.
+    const first = await Promise.all(Array.from({ length: 4 }, () => cache.entries(gate.db, 1_000)));
+    expect(gate.reads()).toBe(4);
+    expect(first.every((lines) => lines.length === 1)).toBe(true);
+
+    await writeAdminEntry(env.DB, { route: "chat" }, "block", "ops");
+    now += 1_000;
+    gate.close();
+    const refresher = cache.entries(gate.db, 1_000);
+    // Arriving while the read is held: answered at once from the copy, without awaiting it.
+    const others = await Promise.all(Array.from({ length: 9 }, () => cache.entries(gate.db, 1_000)));
+    expect(others.every((lines) => lines.length === 1)).toBe(true);
+    expect(gate.reads()).toBe(5);
+    gate.open();
+    expect(await refresher).toHaveLength(2);
+    expect(await cache.entries(gate.db, 1_000)).toHaveLength(2);
+    expect(gate.reads()).toBe(5);
+  });
+
+  it("a read that never settles (its request was cancelled) does not freeze the copy", async () => {
+    let now = 0;
+    const gate = gatedDb();
+    const cache = new PolicyCache(() => now);
+    expect(await cache.entries(gate.db, 1_000)).toEqual([]);
+    now += 1_000;
+    gate.close();
+    void cache.entries(gate.db, 1_000); // never settles
+    await writeAdminEntry(env.DB, {}, "block", "ops");
+    now += REFRESH_GIVE_UP_MS - 1;
+    expect(await cache.entries(gate.db, 1_000)).toEqual([]);
+    expect(gate.reads()).toBe(2);
+    now += 1;
+    gate.pass(); // the next read goes through; the lost one stays held
+    expect(await cache.entries(gate.db, 1_000)).toMatchObject([{ mode: "block" }]);
+    expect(gate.reads()).toBe(3);
+  });
+
+  it("after invalidate() the next request reads D1 even while an older read is in flight", async () => {
+    let now = 0;
+    const gate = gatedDb();
+    const cache = new PolicyCache(() => now);
+    await cache.entries(gate.db, 1_000);
+    now += 1_000;
+    gate.close();
+    const older = cache.entries(gate.db, 1_000);
+    await writeAdminEntry(env.DB, { model: "m" }, "block", "ops");
+    cache.invalidate(); // what writeAdminEntry does to the isolate's own cache
+    gate.pass();
+    expect(await cache.entries(gate.db, 1_000)).toMatchObject([{ mode: "block", model: "m" }]);
+    gate.open();
+    await older;
+    // The older read finished last but does not count as the copy's refresh: still the new lines.
+    expect(await cache.entries(gate.db, 1_000)).toMatchObject([{ mode: "block", model: "m" }]);
+  });
+
+  it("keeps the last lines when D1 fails, and retries once per TTL", async () => {
+    let now = 0;
+    await writeAdminEntry(env.DB, {}, "off", "ops");
+    const cache = new PolicyCache(() => now);
+    expect(await cache.entries(env.DB, 1_000)).toMatchObject([{ mode: "off" }]);
+    let attempts = 0;
     const broken = {
       prepare: () => {
+        attempts++;
         throw new Error("D1 is down");
       },
     } as unknown as D1Database;
     now += 1_000;
     expect(await cache.entries(broken, 1_000)).toMatchObject([{ mode: "off" }]);
+    expect(await cache.entries(broken, 1_000)).toMatchObject([{ mode: "off" }]);
+    expect(attempts).toBe(1);
   });
 });
+
+/**
+ * env.DB with a gate: while closed, each statement waits (open() lets all through, pass() the next
+ * one only); reads() counts statements prepared.
+ */
+function gatedDb() {
+  let reads = 0;
+  let closed = false;
+  let passes = 0;
+  const waiting: (() => void)[] = [];
+  const wait = (): Promise<void> => {
+    if (!closed) return Promise.resolve();
+    if (passes > 0) {
+      passes--;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => waiting.push(resolve));
+  };
+  const gated = (stmt: D1PreparedStatement): D1PreparedStatement =>
+    new Proxy(stmt, {
+      get(target, key) {
+        const value = Reflect.get(target, key);
+        if (typeof value !== "function") return value;
+        if (key === "bind") return (...args: unknown[]) => gated(value.apply(target, args));
+        return async (...args: unknown[]) => {
+          await wait();
+          return value.apply(target, args);
+        };
+      },
+    });
+  const db = {
+    prepare: (query: string) => {
+      reads++;
+      return gated(env.DB.prepare(query));
+    },
+  } as unknown as D1Database;
+  return {
+    db,
+    reads: () => reads,
+    close: () => {
+      closed = true;
+    },
+    open: () => {
+      closed = false;
+      for (const resolve of waiting.splice(0)) resolve();
+    },
+    pass: () => {
+      passes++;
+    },
+  };
+}
 
 describe("DetectionCounter (one writer per isolate)", () => {
   it("adds up the detections that arrive while it writes, and writes them itself", async () => {
