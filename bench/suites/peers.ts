@@ -29,6 +29,10 @@ export interface PeerRow {
   rps: Spread;
   /** CPU ms per request of the peer's own processes (not the token source's). */
   gatewayCpuMs: Spread;
+  /** The same, per process (Orchard: workerd, wrangler host, agent), in the order of Peer.pids. */
+  processCpuMs: Spread[];
+  /** CPU ms per request of the token source serving this peer. */
+  sourceCpuMs: Spread;
   errors: number;
   errorSamples: string[];
   /** Every repetition answered only errors: the peer failed this mode (none completing in the window is not a failure). */
@@ -45,15 +49,24 @@ export interface PeerRatio {
   p99: Spread;
 }
 
+interface Run {
+  result: LoopResult;
+  /** CPU ms per request: the peer's processes together, each of them, and the token source. */
+  cpuMs: number;
+  processCpuMs: number[];
+  sourceCpuMs: number;
+}
+
 async function measure(
   bench: Bench,
   peer: Peer,
+  sourcePid: number,
   mode: (typeof PEER_MODES)[number],
   concurrency: number,
   durationMs = 1500,
-) {
+): Promise<Run> {
   const client = new LoadClient(peer.origin, concurrency);
-  const cpu = () => peer.pids.reduce((sum, pid) => sum + (cpuTimeMs(pid) ?? 0), 0);
+  const cpu = () => [...peer.pids, sourcePid].map((pid) => cpuTimeMs(pid) ?? 0);
   const before = cpu();
   const loop = scaleLoop(bench, { concurrency, warmupMs: 300, durationMs, expectTokens: mode.tokens });
   const result: LoopResult = await closedLoop(
@@ -61,7 +74,14 @@ async function measure(
     loop,
   );
   await client.close();
-  return { result, cpuMs: (cpu() - before) / Math.max(1, result.allCompleted) };
+  const perRequest = cpu().map((ms, i) => (ms - (before[i] as number)) / Math.max(1, result.allCompleted));
+  const own = perRequest.slice(0, peer.pids.length);
+  return {
+    result,
+    cpuMs: own.reduce((a, b) => a + b, 0),
+    processCpuMs: own,
+    sourceCpuMs: perRequest.at(-1) as number,
+  };
 }
 
 export async function runPeers(
@@ -76,14 +96,15 @@ export async function runPeers(
 }> {
   const started = await startPeers(bench.orchard, secret, bench.userToken, bench.log);
   const { peers } = started;
-  const runs = new Map<string, { result: LoopResult; cpuMs: number }[]>();
+  const runs = new Map<string, Run[]>();
   const key = (p: PeerName, m: Mode, c: number) => `${p}/${m}/${c}`;
   try {
     // JIT first: each peer serves both modes for a while before anything is measured (Orchard's
     // chat route longer: its Worker needs ~10,000 requests, see warmup.ts; /generate is warm already).
     for (const peer of peers) {
       const ms = peer.name === "orchard" ? 5_000 : 1_500;
-      for (const mode of PEER_MODES) await measure({ ...bench, timeScale: 1 }, peer, mode, 8, ms);
+      for (const mode of PEER_MODES)
+        await measure({ ...bench, timeScale: 1 }, peer, started.sourcePid, mode, 8, ms);
     }
     bench.log("  peers: warmed up");
     for (const mode of PEER_MODES) {
@@ -95,7 +116,7 @@ export async function runPeers(
             // A peer that answered nothing but errors in its first repetition is not run again.
             if (earlier.length > 0 && earlier.every((r) => r.result.completed === 0 && r.result.errors > 0))
               continue;
-            runs.set(k, [...earlier, await measure(bench, peer, mode, c)]);
+            runs.set(k, [...earlier, await measure(bench, peer, started.sourcePid, mode, c)]);
           }
         }
         bench.log(`  peers: ${mode.name} c=${c} done`);
@@ -121,6 +142,8 @@ export async function runPeers(
           p99: spread(sums.map((s) => s.p99)),
           rps: spread(ok.map((r) => r.result.requestsPerSecond)),
           gatewayCpuMs: spread(ok.map((r) => r.cpuMs)),
+          processCpuMs: peer.pids.map((_, i) => spread(ok.map((r) => r.processCpuMs[i] as number))),
+          sourceCpuMs: spread(ok.map((r) => r.sourceCpuMs)),
           errors: reps.reduce((n, r) => n + r.result.errors, 0),
           errorSamples: [...new Set(reps.flatMap((r) => r.result.errorSamples))].slice(0, 2),
           failed: reps.length > 0 && ok.length === 0 && reps.some((r) => r.result.errors > 0),
@@ -179,6 +202,7 @@ export async function runPeers(
         "p99 ms",
         "req/s",
         "gateway CPU ms/req",
+        "source CPU ms/req",
         "err",
       ],
       rows.map((r) => [
@@ -189,6 +213,7 @@ export async function runPeers(
         cell(r.p99, 2),
         cell(r.rps, 0),
         cell(r.gatewayCpuMs, 3),
+        cell(r.sourceCpuMs, 3),
         resultOf(r),
       ]),
     ),
@@ -209,9 +234,27 @@ export async function runPeers(
         cell(r.p99, 2),
       ]),
     ),
+    "",
+    table(
+      ["Orchard's gateway CPU by process", "conc", "workerd ms/req", "wrangler host", "agent", "req/s bound"],
+      rows
+        .filter((r) => r.peer === "orchard" && !r.failed && r.rps.reps.length > 0)
+        .map((r) => {
+          const [workerd, host, agent] = r.processCpuMs as [Spread, Spread, Spread];
+          return [
+            r.mode,
+            String(r.concurrency),
+            cell(workerd, 3),
+            cell(host, 3),
+            cell(agent, 3),
+            workerd.median > 0 ? String(Math.round(1000 / workerd.median)) : "n/a",
+          ];
+        }),
+    ),
     ...(failedToStart.length ? ["", ...failedToStart] : []),
     "",
-    "gateway CPU: the peer's own processes (proxy; Portkey; Orchard's workerd + wrangler host + its agent), not the token source's",
+    "gateway CPU: the peer's own processes (proxy; Portkey; Orchard's workerd + wrangler host + its agent), not the token source's;",
+    "source CPU: the token source's, per request of that peer. req/s bound: 1000 ÷ workerd ms/req (one workerd thread runs the Worker and its hub here)",
   ].join("\n");
   return { rows, ratios, failedToStart, checks, text };
 }
