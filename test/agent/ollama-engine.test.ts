@@ -289,6 +289,23 @@ describe("Ollama engine", () => {
     expect(generations(double).length).toBe(before);
   });
 
+  it("sends generations one after another over one keep-alive connection", async () => {
+    // The answer's `done` line is handed on only once the answer has ended (ndjson-client.ts), so
+    // the abort that ends every generation cannot cut a connection still finishing its answer.
+    const { engine } = engineFor(double.url);
+    await engine.start();
+    const before = generations(double).length;
+    for (let i = 0; i < 5; i++) {
+      const { error, pieces } = await collect(engine.generate(prompt(TAG, 4), new AbortController().signal));
+      expect(error).toBeUndefined();
+      expect(pieces.reduce((n, p) => n + p.tokens, 0)).toBe(4);
+    }
+    const sent = generations(double).slice(before);
+    expect(sent).toHaveLength(5);
+    expect(sent.every((r) => !r.aborted)).toBe(true);
+    expect(new Set(sent.map((r) => r.clientPort)).size).toBe(1);
+  });
+
   it("aborts the HTTP request on cancel: the server sees the connection close and stops", async () => {
     const { engine } = engineFor(double.url);
     await engine.start();

@@ -31,6 +31,8 @@ export interface RecordedRequest {
   aborted: boolean;
   /** Lines of a streamed answer written so far. */
   linesSent: number;
+  /** The client's port: requests with the same one came over the same connection. */
+  clientPort: number | undefined;
   /** Settles once the answer is complete or the connection closed. */
   finished: Promise<void>;
 }
@@ -135,6 +137,7 @@ export class OllamaDouble {
       body: undefined,
       aborted: false,
       linesSent: 0,
+      clientPort: req.socket.remotePort,
       finished: new Promise((resolve) => (done = resolve)),
     };
     this.requests.push(record);

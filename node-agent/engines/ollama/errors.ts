@@ -24,7 +24,7 @@ const CONNECTION_CODES = new Set([
 ]);
 
 /** The ollama client's own text when a stream ends without a `done` line (a server that went away). */
-const STREAM_CUT = "Did not receive done or success response in stream.";
+export const STREAM_CUT = "Did not receive done or success response in stream.";
 
 export interface OllamaErrorContext {
   baseUrl: string;

@@ -6,13 +6,14 @@
 // a line may carry several tokens (text held back while it could still become a stop sequence)
 // or none of the visible text (a thinking model's reasoning). So each piece is sent one line late,
 // counted as one token, and the last piece takes what `eval_count` says the earlier ones left.
-import type { ChatResponse, GenerateResponse, Ollama, Options } from "ollama";
+import type { ChatResponse, GenerateResponse, Options } from "ollama";
 import type { SamplingParams } from "../../../schema/protocol.ts";
 import type { GenerationPiece, GenerationRequest, GenerationResult } from "../engine.ts";
+import { type NdjsonTarget, postNdjson } from "./ndjson-client.ts";
 
 export interface OllamaCall {
-  /** A client whose requests end when the generation is stopped (see OllamaEngine.clientFor). */
-  client: Ollama;
+  /** The server and the engine's connection pool (ndjson-client.ts). */
+  target: NdjsonTarget;
   tag: string;
   request: GenerationRequest;
   params: SamplingParams;
@@ -43,7 +44,7 @@ export async function streamOllama(
   stopped: AbortSignal,
   emit: (piece: GenerationPiece) => void,
 ): Promise<GenerationResult> {
-  const { client, tag, request, params } = call;
+  const { target, tag, request, params } = call;
   const common = {
     model: tag,
     stream: true as const,
@@ -59,8 +60,13 @@ export async function streamOllama(
   });
   try {
     const parts: AsyncIterable<Part> = request.messages
-      ? await client.chat({ ...common, messages: request.messages })
-      : await client.generate({ ...common, prompt: request.prompt ?? "", raw: true });
+      ? postNdjson<ChatResponse>(target, "/api/chat", { ...common, messages: request.messages }, stopped)
+      : postNdjson<GenerateResponse>(
+          target,
+          "/api/generate",
+          { ...common, prompt: request.prompt ?? "", raw: true },
+          stopped,
+        );
     for await (const part of parts) {
       if (stopped.aborted) return cancelled();
       if (part.done) {
@@ -92,6 +98,6 @@ export async function streamOllama(
     if (stopped.aborted) return cancelled();
     throw err;
   }
-  // The ollama client throws when a stream ends without `done`; this is for a stop mid-iteration.
+  // postNdjson throws when a stream ends without `done`; this is for a stop mid-iteration.
   return cancelled();
 }
