@@ -21,6 +21,7 @@ import {
   requestSpec,
 } from "../lib/context.ts";
 import type { HttpRequestSpec } from "../lib/http-client.ts";
+import { cpuTimeMs } from "../lib/procs.ts";
 import { type Spread, spread, summarize } from "../lib/stats.ts";
 import { cell, num, type TargetCheck, table } from "../lib/table.ts";
 import { type FeatureProfile, profileFeatures } from "./everything-profile.ts";
@@ -54,6 +55,8 @@ export interface EverythingResult {
   rpsDrop: Record<number, { on: Spread; off: Spread }>;
   /** Workerd CPU per request, all on − all off, paired per repetition, ms (at concurrency 32). */
   featuresCpuMs: Spread;
+  /** Each Worker's workerd CPU with no traffic, ms per second (alarms, ticks, flushes), per repetition. */
+  idleCpuMsPerS: Record<Target, Spread>;
   /** Each feature's share, from a profile of an all-on Worker (everything-profile.ts). */
   profile?: FeatureProfile;
   /** Why there is no profile, if there is none. */
@@ -68,6 +71,22 @@ function spec(bench: Bench, target: Target): HttpRequestSpec {
   const one = requestSpec(bench, path, MODEL_1, EVERYTHING_TOKENS, false);
   const four = requestSpec(bench, path, MODEL_4, EVERYTHING_TOKENS, false);
   return { ...one, perRequestBodies: [one.body as string, four.body as string] };
+}
+
+/** How long each idle sample lasts: no request reaches any of the three Workers meanwhile. */
+const IDLE_SAMPLE_MS = 3_000;
+
+/** The three workerds' CPU over IDLE_SAMPLE_MS with no traffic, ms of CPU per second each. */
+async function idleCpu(pids: Record<Target, number>): Promise<Record<Target, number>> {
+  const read = () => TARGETS.map((t) => cpuTimeMs(pids[t]) ?? Number.NaN);
+  const before = read();
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, IDLE_SAMPLE_MS));
+  const seconds = (performance.now() - t0) / 1000;
+  const after = read();
+  return Object.fromEntries(
+    TARGETS.map((t, i) => [t, ((after[i] as number) - (before[i] as number)) / seconds]),
+  ) as Record<Target, number>;
 }
 
 /** JIT warm-up of the all-off Worker, as warmup.ts does for the others (counted in requests). */
@@ -93,6 +112,12 @@ export async function runEverything(bench: Bench, secret: string): Promise<Every
   const warmed = await warmUpOff(benchOf.off);
   bench.log(`  everything: all-off Worker warmed up (${warmed} requests)`);
   const runs = new Map<string, { loop: LoopResult; cpu: CpuShare }[]>();
+  const pids: Record<Target, number> = {
+    relay: bench.relay.userWorkerdPid,
+    on: bench.orchard.userWorkerdPid,
+    off: off.userWorkerdPid,
+  };
+  const idle: Record<Target, number>[] = [];
   for (const c of CONCURRENCY) {
     const loop = { concurrency: c, warmupMs: 300, durationMs: 1500, expectTokens: EVERYTHING_TOKENS };
     for (let rep = 0; rep < bench.reps; rep++) {
@@ -110,7 +135,12 @@ export async function runEverything(bench: Bench, secret: string): Promise<Every
       }
       bench.log(`  everything c=${c} rep ${rep + 1}/${bench.reps} done`);
     }
+    // Between the concurrency levels and at the end: what each Worker spends with nothing to serve.
+    idle.push(await idleCpu(pids));
   }
+  const idleCpuMsPerS = Object.fromEntries(
+    TARGETS.map((t) => [t, spread(idle.map((sample) => sample[t]))]),
+  ) as Record<Target, Spread>;
 
   const get = (t: Target, c: number) => runs.get(`${t}@${c}`) ?? [];
   const rows: EverythingRow[] = [];
@@ -156,6 +186,9 @@ export async function runEverything(bench: Bench, secret: string): Promise<Every
     rpsDrop[c] = { on: paired("on", "relay", c, drop), off: paired("off", "relay", c, drop) };
   }
   const featuresCpuMs = paired("on", "off", 32, (x, y) => x.cpu.workerd - y.cpu.workerd);
+  const featuresCpuMs1 = paired("on", "off", 1, (x, y) => x.cpu.workerd - y.cpu.workerd);
+  const rps1 = (t: Target) =>
+    rows.find((r) => r.target === t && r.concurrency === 1)?.rps.median ?? Number.NaN;
   const own1 = ownCostP50[1] as EverythingResult["ownCostP50"][number];
   const drop32 = rpsDrop[32] as EverythingResult["rpsDrop"][number];
   const checks: TargetCheck[] = [
@@ -216,6 +249,10 @@ export async function runEverything(bench: Bench, secret: string): Promise<Every
     `the features' workerd CPU per request at concurrency 32 (on − off): ${cell(featuresCpuMs, 3)} ms` +
       ` (implied req/s bound: all off ${num(1000 / (rows.find((r) => r.target === "off" && r.concurrency === 32)?.workerdCpuMs.median ?? Number.NaN), 0)},` +
       ` all on ${num(1000 / (rows.find((r) => r.target === "on" && r.concurrency === 32)?.workerdCpuMs.median ?? Number.NaN), 0)})`,
+    `the features' workerd CPU per request at concurrency 1 (on − off): ${cell(featuresCpuMs1, 3)} ms`,
+    `idle workerd CPU, no traffic, ms per second (${idle.length} samples of ${IDLE_SAMPLE_MS / 1000} s): ` +
+      TARGETS.map((t) => `${LABEL[t]} ${cell(idleCpuMsPerS[t], 1)}`).join(", ") +
+      `; spread over concurrency 1's req/s that is ≈ ${TARGETS.map((t) => `${num(idleCpuMsPerS[t].median / rps1(t), 3)}`).join(" / ")} ms per request`,
   ].join("\n");
   const onCpu =
     rows.find((r) => r.target === "on" && r.concurrency === 32)?.workerdCpuMs.median ?? Number.NaN;
@@ -235,6 +272,7 @@ export async function runEverything(bench: Bench, secret: string): Promise<Every
     ownCostP50,
     rpsDrop,
     featuresCpuMs,
+    idleCpuMsPerS,
     ...(profile ? { profile } : {}),
     ...(profileError ? { profileError } : {}),
     checks,
