@@ -65,6 +65,9 @@ export interface FeatureShare {
 export interface FeatureProfile {
   requests: number;
   shares: FeatureShare[];
+  /** The same shares in a second profile at concurrency 1 (per-request work that batches under load shows here). */
+  sharesAtOne: { feature: string; percent: number }[];
+  requestsAtOne: number;
   /** Everything not attributed to a feature: the relay-like core, Hono, zod, jose, the runtime. */
   rest: Attribution[];
   text: string;
@@ -103,49 +106,58 @@ export async function profileFeatures(
       ]);
       served += r.allCompleted;
     }
-    await inspector.call("Profiler.start");
-    const r = await measureHttp(
-      pb,
-      "orchard",
-      spec,
-      { concurrency: 32, warmupMs: 0, durationMs: 2500, expectTokens: 8 },
-      [agent],
-    );
-    const { profile } = await inspector.call<{ profile: CpuProfile }>("Profiler.stop");
-    const summary = await summarizeWorkerProfile(inspector, profile);
-    const taken = new Set<string>();
-    const shares: FeatureShare[] = FEATURE_MODULES.map(({ feature, modules }) => {
-      const mine = summary.byCallerModule.filter((a) => modules.test(a.name) && !taken.has(a.name));
-      for (const a of mine) taken.add(a.name);
-      const percent = mine.reduce((sum, a) => sum + a.percent, 0);
-      return {
-        feature,
-        percent,
-        approxUsPerRequest: (percent / 100) * allOnWorkerdCpuMs * 1000,
-        modules: mine.map((a) => a.name),
-      };
-    });
-    const rest = summary.byCallerModule.filter((a) => !taken.has(a.name));
+    const profileAt = async (concurrency: number) => {
+      await inspector.call("Profiler.start");
+      const r = await measureHttp(
+        pb,
+        "orchard",
+        spec,
+        { concurrency, warmupMs: 0, durationMs: 2500, expectTokens: 8 },
+        [agent],
+      );
+      const { profile } = await inspector.call<{ profile: CpuProfile }>("Profiler.stop");
+      const summary = await summarizeWorkerProfile(inspector, profile);
+      const taken = new Set<string>();
+      const shares: FeatureShare[] = FEATURE_MODULES.map(({ feature, modules }) => {
+        const mine = summary.byCallerModule.filter((a) => modules.test(a.name) && !taken.has(a.name));
+        for (const a of mine) taken.add(a.name);
+        const percent = mine.reduce((sum, a) => sum + a.percent, 0);
+        return {
+          feature,
+          percent,
+          approxUsPerRequest: (percent / 100) * allOnWorkerdCpuMs * 1000,
+          modules: mine.map((a) => a.name),
+        };
+      });
+      const rest = summary.byCallerModule.filter((a) => !taken.has(a.name));
+      return { r, shares, rest };
+    };
+    const { r, shares, rest } = await profileAt(32);
+    const atOne = await profileAt(1);
     const restPercent = rest.reduce((sum, a) => sum + a.percent, 0);
+    const restAtOne = atOne.rest.reduce((sum, a) => sum + a.percent, 0);
     const text = [
       table(
         [
           "feature (all on, conc 32; profile of workerd)",
           "% of workerd busy",
           "≈ µs/request",
+          "% at conc 1",
           "largest modules",
         ],
         [
-          ...shares.map((s) => [
+          ...shares.map((s, i) => [
             s.feature,
             num(s.percent, 1),
             num(s.approxUsPerRequest, 0),
+            num(atOne.shares[i]?.percent ?? Number.NaN, 1),
             s.modules.slice(0, 2).map(short).join(", ") || "—",
           ]),
           [
             "everything else (relay-like core, Hono, zod, jose, runtime)",
             num(restPercent, 1),
             num((restPercent / 100) * allOnWorkerdCpuMs * 1000, 0),
+            num(restAtOne, 1),
             rest
               .slice(0, 2)
               .map((a) => short(a.name))
@@ -153,9 +165,16 @@ export async function profileFeatures(
           ],
         ],
       ),
-      `profiled ${r.allCompleted} requests; ≈ µs/request = share × the all-on run's workerd CPU (${num(allOnWorkerdCpuMs, 3)} ms/request); the profiler inflates absolute times, shares are what to read`,
+      `profiled ${r.allCompleted} requests at concurrency 32 and ${atOne.r.allCompleted} at 1; ≈ µs/request = share × the all-on run's workerd CPU (${num(allOnWorkerdCpuMs, 3)} ms/request); the profiler inflates absolute times, shares are what to read`,
     ].join("\n");
-    return { requests: r.allCompleted, shares, rest: rest.slice(0, 20), text };
+    return {
+      requests: r.allCompleted,
+      shares,
+      sharesAtOne: atOne.shares.map(({ feature, percent }) => ({ feature, percent })),
+      requestsAtOne: atOne.r.allCompleted,
+      rest: rest.slice(0, 20),
+      text,
+    };
   } finally {
     inspector.close();
     await stopRollouts(rollouts).catch(() => undefined);
