@@ -187,8 +187,9 @@ export async function runEverything(bench: Bench, secret: string): Promise<Every
   }
   const featuresCpuMs = paired("on", "off", 32, (x, y) => x.cpu.workerd - y.cpu.workerd);
   const featuresCpuMs1 = paired("on", "off", 1, (x, y) => x.cpu.workerd - y.cpu.workerd);
-  const rps1 = (t: Target) =>
-    rows.find((r) => r.target === t && r.concurrency === 1)?.rps.median ?? Number.NaN;
+  /** A row's median of `field` (NaN when the row is missing). */
+  const median = (t: Target, c: number, field: "rps" | "workerdCpuMs") =>
+    rows.find((r) => r.target === t && r.concurrency === c)?.[field].median ?? Number.NaN;
   const own1 = ownCostP50[1] as EverythingResult["ownCostP50"][number];
   const drop32 = rpsDrop[32] as EverythingResult["rpsDrop"][number];
   const checks: TargetCheck[] = [
@@ -247,15 +248,14 @@ export async function runEverything(bench: Bench, secret: string): Promise<Every
     ),
     "",
     `the features' workerd CPU per request at concurrency 32 (on − off): ${cell(featuresCpuMs, 3)} ms` +
-      ` (implied req/s bound: all off ${num(1000 / (rows.find((r) => r.target === "off" && r.concurrency === 32)?.workerdCpuMs.median ?? Number.NaN), 0)},` +
-      ` all on ${num(1000 / (rows.find((r) => r.target === "on" && r.concurrency === 32)?.workerdCpuMs.median ?? Number.NaN), 0)})`,
+      ` (implied req/s bound: all off ${num(1000 / median("off", 32, "workerdCpuMs"), 0)},` +
+      ` all on ${num(1000 / median("on", 32, "workerdCpuMs"), 0)})`,
     `the features' workerd CPU per request at concurrency 1 (on − off): ${cell(featuresCpuMs1, 3)} ms`,
     `idle workerd CPU, no traffic, ms per second (${idle.length} samples of ${IDLE_SAMPLE_MS / 1000} s): ` +
       TARGETS.map((t) => `${LABEL[t]} ${cell(idleCpuMsPerS[t], 1)}`).join(", ") +
-      `; spread over concurrency 1's req/s that is ≈ ${TARGETS.map((t) => `${num(idleCpuMsPerS[t].median / rps1(t), 3)}`).join(" / ")} ms per request`,
+      `; spread over concurrency 1's req/s that is ≈ ${TARGETS.map((t) => `${num(idleCpuMsPerS[t].median / median(t, 1, "rps"), 3)}`).join(" / ")} ms per request`,
   ].join("\n");
-  const onCpu =
-    rows.find((r) => r.target === "on" && r.concurrency === 32)?.workerdCpuMs.median ?? Number.NaN;
+  const onCpu = median("on", 32, "workerdCpuMs");
   let profile: FeatureProfile | undefined;
   let profileError: string | undefined;
   try {

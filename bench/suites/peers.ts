@@ -51,8 +51,7 @@ export interface PeerRatio {
 
 interface Run {
   result: LoopResult;
-  /** CPU ms per request: the peer's processes together, each of them, and the token source. */
-  cpuMs: number;
+  /** CPU ms per request: each of the peer's processes (Peer.pids), and the token source. */
   processCpuMs: number[];
   sourceCpuMs: number;
 }
@@ -75,11 +74,9 @@ async function measure(
   );
   await client.close();
   const perRequest = cpu().map((ms, i) => (ms - (before[i] as number)) / Math.max(1, result.allCompleted));
-  const own = perRequest.slice(0, peer.pids.length);
   return {
     result,
-    cpuMs: own.reduce((a, b) => a + b, 0),
-    processCpuMs: own,
+    processCpuMs: perRequest.slice(0, peer.pids.length),
     sourceCpuMs: perRequest.at(-1) as number,
   };
 }
@@ -141,7 +138,7 @@ export async function runPeers(
           p50: spread(sums.map((s) => s.p50)),
           p99: spread(sums.map((s) => s.p99)),
           rps: spread(ok.map((r) => r.result.requestsPerSecond)),
-          gatewayCpuMs: spread(ok.map((r) => r.cpuMs)),
+          gatewayCpuMs: spread(ok.map((r) => r.processCpuMs.reduce((a, b) => a + b, 0))),
           processCpuMs: peer.pids.map((_, i) => spread(ok.map((r) => r.processCpuMs[i] as number))),
           sourceCpuMs: spread(ok.map((r) => r.sourceCpuMs)),
           errors: reps.reduce((n, r) => n + r.result.errors, 0),

@@ -103,13 +103,6 @@ export async function* postNdjson<T extends { done?: boolean }>(
       }
       throw new OllamaResponseError(errorText(text, res), res.statusCode ?? 0);
     }
-    let buffered = "";
-    const parse = (line: string): T | undefined => {
-      if (line.trim() === "") return undefined;
-      const part = JSON.parse(line) as T & { error?: unknown };
-      if (typeof part.error === "string") throw new Error(part.error);
-      return part;
-    };
     const done = (part: T): T => {
       settled = true;
       signal.removeEventListener("abort", onAbort);
@@ -122,31 +115,35 @@ export async function* postNdjson<T extends { done?: boolean }>(
       return part;
     };
     // destroyOnReturn false: leaving the loop at `done` must not destroy the socket.
-    for await (const chunk of res.iterator({ destroyOnReturn: false })) {
-      buffered += chunk as string;
-      for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
-        const part = parse(buffered.slice(0, nl));
-        buffered = buffered.slice(nl + 1);
-        if (part === undefined) continue;
-        if (part.done === true) {
-          yield done(part);
-          return;
-        }
-        yield part;
+    for await (const line of lines(res.iterator({ destroyOnReturn: false }))) {
+      const part = JSON.parse(line) as T & { error?: unknown };
+      if (typeof part.error === "string") throw new Error(part.error);
+      if (part.done === true) {
+        yield done(part);
+        return;
       }
+      yield part;
     }
-    const last = parse(buffered);
-    if (last?.done === true) {
-      yield done(last);
-      return;
-    }
-    if (last !== undefined) yield last;
     throw new Error(STREAM_CUT);
   } finally {
     signal.removeEventListener("abort", onAbort);
     // Stopped early (an error, a consumer that left): end the request, so Ollama stops generating.
     if (!settled) res.destroy();
   }
+}
+
+/** The non-blank lines of a text stream, the last one even without its newline. */
+async function* lines(chunks: AsyncIterable<unknown>): AsyncGenerator<string> {
+  let buffered = "";
+  for await (const chunk of chunks) {
+    buffered += chunk as string;
+    for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      if (line.trim() !== "") yield line;
+    }
+  }
+  if (buffered.trim() !== "") yield buffered;
 }
 
 function abortError(signal: AbortSignal): Error {
